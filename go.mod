@@ -1,0 +1,3 @@
+module github.com/nebula-credential/nebula-credential
+
+go 1.26.8
