@@ -1,0 +1,175 @@
+// Package audit keeps nebula-credential's tamper-evident audit log.
+//
+// Every entry is appended inside the same store transaction as the operation it
+// records, so a failed audit write fails the operation (fail closed). Entries are
+// hash-chained: each record's hash covers its payload and the previous hash, so
+// Verify detects an edited, removed, reordered or truncated entry. Entries never
+// hold secret values: Entry has no field that could carry one.
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+// Entry is one audited action.
+type Entry struct {
+	At           time.Time `json:"at"`
+	Actor        string    `json:"actor"`
+	Action       string    `json:"action"`
+	CredentialID string    `json:"credential_id,omitempty"`
+	FromVersion  int       `json:"from_version,omitempty"`
+	ToVersion    int       `json:"to_version,omitempty"`
+	Outcome      string    `json:"outcome"`
+	RequestID    string    `json:"request_id,omitempty"`
+	Detail       string    `json:"detail,omitempty"`
+}
+
+type ctxKey struct{}
+
+type who struct{ actor, request string }
+
+// WithActor returns a context whose audited operations name actor and request ID.
+func WithActor(ctx context.Context, actor, requestID string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, who{actor, requestID})
+}
+
+// ActorOf returns the actor and request ID carried by ctx ("local", "" by default).
+func ActorOf(ctx context.Context) (actor, requestID string) {
+	if w, ok := ctx.Value(ctxKey{}).(who); ok {
+		return w.actor, w.request
+	}
+	return "local", ""
+}
+
+// Append adds e to the log inside tx. Actor and request ID default to those of ctx.
+func Append(ctx context.Context, tx store.Tx, e Entry) error {
+	if e.Actor == "" || e.RequestID == "" {
+		a, r := ActorOf(ctx)
+		if e.Actor == "" {
+			e.Actor = a
+		}
+		if e.RequestID == "" {
+			e.RequestID = r
+		}
+	}
+	e.At = e.At.UTC()
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	var prev []byte
+	var seq int64
+	last, err := tx.LastAudit(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("audit: %w", err)
+	default:
+		prev, seq = last.Hash, last.Seq
+	}
+	rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: prev}
+	rec.Hash = Hash(seq+1, prev, payload)
+	if err := tx.AppendAudit(ctx, rec); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if rec.Seq != 0 && rec.Seq != seq+1 {
+		return fmt.Errorf("audit: store assigned seq %d, want %d", rec.Seq, seq+1)
+	}
+	return nil
+}
+
+// Hash is the chain hash of one record: SHA-256(seq || prev hash || payload).
+func Hash(seq int64, prev, payload []byte) []byte {
+	h := sha256.New()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(seq))
+	h.Write(b[:])
+	h.Write(prev)
+	h.Write(payload)
+	return h.Sum(nil)
+}
+
+// Problem describes where the chain breaks.
+type Problem struct {
+	Seq    int64  `json:"seq"`
+	Reason string `json:"reason"`
+}
+
+func (p *Problem) Error() string { return fmt.Sprintf("audit entry %d: %s", p.Seq, p.Reason) }
+
+// Verify walks the whole log and returns the number of entries checked, or a
+// *Problem naming the first entry where the chain breaks.
+func Verify(ctx context.Context, st store.Store, anchor []byte) (int64, error) {
+	var (
+		n        int64
+		prev     []byte
+		expected int64 = 1
+	)
+	for {
+		var page []store.AuditRecord
+		if err := st.View(ctx, func(tx store.Tx) error {
+			var err error
+			page, err = tx.ListAudit(ctx, expected-1, 1000)
+			return err
+		}); err != nil {
+			return n, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			switch {
+			case r.Seq != expected:
+				return n, &Problem{Seq: expected, Reason: fmt.Sprintf("missing (next present entry is %d): entries were removed or reordered", r.Seq)}
+			case !bytes.Equal(r.PrevHash, prev):
+				return n, &Problem{Seq: r.Seq, Reason: "previous-hash link does not match: an earlier entry was removed, edited or reordered"}
+			case !bytes.Equal(r.Hash, Hash(r.Seq, r.PrevHash, r.Payload)):
+				return n, &Problem{Seq: r.Seq, Reason: "hash does not match its content: the entry was edited"}
+			}
+			prev = r.Hash
+			expected++
+			n++
+		}
+	}
+	if anchor != nil && !bytes.Equal(prev, anchor) {
+		return n, &Problem{Seq: expected - 1, Reason: "last hash differs from the recorded anchor: entries were truncated from the end"}
+	}
+	return n, nil
+}
+
+// List returns entries after seq, decoded.
+func List(ctx context.Context, st store.Store, afterSeq int64, limit int) ([]Record, error) {
+	var page []store.AuditRecord
+	if err := st.View(ctx, func(tx store.Tx) error {
+		var err error
+		page, err = tx.ListAudit(ctx, afterSeq, limit)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]Record, 0, len(page))
+	for _, r := range page {
+		var e Entry
+		if err := json.Unmarshal(r.Payload, &e); err != nil {
+			return nil, fmt.Errorf("audit entry %d: %w", r.Seq, err)
+		}
+		out = append(out, Record{Seq: r.Seq, Entry: e, Hash: fmt.Sprintf("%x", r.Hash)})
+	}
+	return out, nil
+}
+
+// Record is a decoded log entry.
+type Record struct {
+	Seq int64 `json:"seq"`
+	Entry
+	Hash string `json:"hash"`
+}

@@ -1,0 +1,351 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/internal/vault"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+// Errors.
+var (
+	// ErrRetryScheduled: a step failed with a retryable error and the rotation will
+	// be continued by the scheduler at Rotation.DueAt.
+	ErrRetryScheduled = errors.New("retry scheduled")
+	// ErrGraceEnded: rollback to previous is no longer possible without re-applying.
+	ErrGraceEnded = errors.New("grace period has ended")
+)
+
+// RotationError is the typed error of a failed rotation.
+type RotationError struct {
+	ID         string // credential ID
+	RotationID int64
+	Step       string // the step that failed
+	RolledBack bool   // the target was reverted to the previous version
+	Err        error  // sanitized
+}
+
+func (e *RotationError) Error() string {
+	s := fmt.Sprintf("rotation %d of %s failed at %s: %v", e.RotationID, e.ID, e.Step, e.Err)
+	if e.RolledBack {
+		s += " (rolled back: the previous version is still current)"
+	}
+	return s
+}
+
+func (e *RotationError) Unwrap() error { return e.Err }
+
+// Config configures an Engine. Zero values mean defaults.
+type Config struct {
+	Store    store.Store
+	Vault    *vault.Vault
+	Rotators *rotator.Registry
+	Clock    func() time.Time
+	Logger   *slog.Logger
+	// Owner names this process in leases; default host:pid:random.
+	Owner string
+	// LeaseTTL bounds how long a dead process blocks a rotation (default 2m).
+	// A lease held by a dead process on this host is taken over at once.
+	LeaseTTL time.Duration
+	// StepTimeout bounds each rotator call (default LeaseTTL/2).
+	StepTimeout time.Duration
+	// Concurrency of the scheduler (default 4).
+	Concurrency int
+	// TickInterval of the scheduler (default 1s).
+	TickInterval time.Duration
+	// Rand returns a uniform int64 in [0, n); default math/rand/v2.
+	Rand func(n int64) int64
+	// AfterStep, if set, is called after each journal write (tests use it to
+	// crash between steps).
+	AfterStep func(credentialID, step string)
+	// GraceWarning is how long before the end of grace the grace-warning event
+	// fires (default 1m).
+	GraceWarning time.Duration
+}
+
+// Engine runs rotations. It is safe for concurrent use.
+type Engine struct {
+	cfg   Config
+	st    store.Store
+	vault *vault.Vault
+	reg   *rotator.Registry
+	clock func() time.Time
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	subs     map[int]func(Event)
+	nextSub  int
+	inflight map[string]bool // credential IDs this process is driving
+	closed   chan struct{}
+	wg       sync.WaitGroup
+	running  bool
+}
+
+// New returns an engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.Vault == nil || cfg.Rotators == nil {
+		return nil, errors.New("rotation: Store, Vault and Rotators are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = fmt.Sprintf("%s:%d:%x", host, os.Getpid(), rand.Uint32())
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 2 * time.Minute
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = cfg.LeaseTTL / 2
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = time.Second
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Int64N
+	}
+	if cfg.GraceWarning <= 0 {
+		cfg.GraceWarning = time.Minute
+	}
+	return &Engine{
+		cfg: cfg, st: cfg.Store, vault: cfg.Vault, reg: cfg.Rotators, clock: cfg.Clock, log: cfg.Logger,
+		subs: map[int]func(Event){}, inflight: map[string]bool{}, closed: make(chan struct{}),
+	}, nil
+}
+
+// Close stops the scheduler and waits for in-flight steps to finish.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	select {
+	case <-e.closed:
+	default:
+		close(e.closed)
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+func (e *Engine) now() time.Time { return e.clock().UTC() }
+
+// RotateOptions tune one rotation.
+type RotateOptions struct {
+	Grace      *time.Duration // overrides the credential's grace period
+	Reason     string
+	Actor      string
+	NoValidate bool
+	// Wait keeps retrying in this process through backoff until the rotation
+	// commits or fails, instead of leaving retries to the scheduler.
+	Wait bool
+}
+
+// Rotate runs a rotation of credential id up to grace (or, with zero grace, to
+// retirement) and returns the journal row. It fails with
+// store.ErrRotationInProgress when another rotation is open.
+func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	r, err := e.plan(ctx, id, KindRotate, 0, opts)
+	if err != nil {
+		return nil, err
+	}
+	return e.drive(ctx, r, opts.Wait)
+}
+
+// plan creates the journal row under the store's one-open-rotation rule.
+func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (*store.Rotation, error) {
+	actor := opts.Actor
+	if actor == "" {
+		actor, _ = audit.ActorOf(ctx)
+	}
+	var r *store.Rotation
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.GetCredential(ctx, id)
+		if err != nil {
+			return err
+		}
+		if c.DeletedAt != nil {
+			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
+		}
+		rot, err := e.reg.Lookup(c.Type)
+		if err != nil {
+			return err
+		}
+		if open, err := tx.OpenRotation(ctx, id); err == nil {
+			return inProgress(open)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		labels, err := tx.Labels(ctx, id)
+		if err != nil {
+			return err
+		}
+		cur, ok := labels["current"]
+		if !ok {
+			return fmt.Errorf("%w: no current version", store.ErrNotFound)
+		}
+		if kind == KindRestore && toVersion == cur {
+			return fmt.Errorf("version %d is already current", cur)
+		}
+		s, err := ParseSettings(c.Settings)
+		if err != nil {
+			return err
+		}
+		strategy, err := pickStrategy(rot.Capabilities(), s.Strategy)
+		if err != nil {
+			return err
+		}
+		grace := s.GraceOrDefault()
+		if opts.Grace != nil {
+			grace = *opts.Grace
+		}
+		if grace < 0 {
+			return errors.New("grace must not be negative")
+		}
+		if grace == 0 {
+			e.log.Warn("rotation with zero grace: consumers holding the previous version will fail at once", "credential", id)
+		}
+		now := e.now()
+		r = &store.Rotation{
+			CredentialID: id, Kind: kind, Step: StepPlanned, Open: true, Strategy: string(strategy),
+			FromVersion: cur, ToVersion: toVersion, Actor: actor, Reason: opts.Reason,
+			DueAt: now, StartedAt: now, UpdatedAt: now,
+			LeaseOwner: e.cfg.Owner, LeaseUntil: now.Add(e.cfg.LeaseTTL), Fence: 1,
+		}
+		encodeData(r, data{GraceSeconds: grace.Seconds(), Validate: s.ValidateOrDefault() && !opts.NoValidate, AutoRollback: s.AutoRollbackOrDefault()})
+		if err := tx.CreateRotation(ctx, r); err != nil {
+			if errors.Is(err, store.ErrRotationInProgress) {
+				return fmt.Errorf("%w for %s", store.ErrRotationInProgress, id)
+			}
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: kind + ".planned", CredentialID: id, FromVersion: cur, ToVersion: toVersion, Outcome: "ok"})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
+	}
+	e.emit(Event{Kind: EventStarted, CredentialID: id, Version: r.FromVersion, RotationID: r.ID})
+	e.hook(id, StepPlanned)
+	return r, nil
+}
+
+func inProgress(open *store.Rotation) error {
+	switch open.Step {
+	case StepGrace, StepCommitted:
+		until := ""
+		if open.GraceEndsAt != nil {
+			until = " until " + open.GraceEndsAt.Format(time.RFC3339)
+		}
+		return fmt.Errorf("%w: version %d is in its grace period%s; wait for it to end, or roll back with `nebula-credential rollback %s`", store.ErrRotationInProgress, open.FromVersion, until, open.CredentialID)
+	case StepNeedsAttention:
+		return fmt.Errorf("%w: an earlier rotation needs attention: run `nebula-credential doctor %s`", store.ErrRotationInProgress, open.CredentialID)
+	default:
+		return fmt.Errorf("%w: rotation %d is at step %s (see `nebula-credential rotations %s`)", store.ErrRotationInProgress, open.ID, open.Step, open.CredentialID)
+	}
+}
+
+func pickStrategy(c rotator.Capabilities, want rotator.Strategy) (rotator.Strategy, error) {
+	if len(c.Strategies) == 0 {
+		return "", errors.New("rotator declares no strategy")
+	}
+	if want == "" {
+		return c.Strategies[0], nil
+	}
+	for _, s := range c.Strategies {
+		if s == want {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("strategy %q is not supported by this credential type (supported: %v)", want, c.Strategies)
+}
+
+func (e *Engine) hook(id, step string) {
+	if e.cfg.AfterStep != nil {
+		e.cfg.AfterStep(id, step)
+	}
+}
+
+// claim takes the lease of an open rotation for this process. A lease held by a
+// dead process on this host is taken over at once.
+func (e *Engine) claim(ctx context.Context, r *store.Rotation) (*store.Rotation, error) {
+	now := e.now()
+	var out *store.Rotation
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.GetRotation(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		at := now
+		if cur.LeaseOwner != e.cfg.Owner && cur.LeaseUntil.After(now) && ownerDead(cur.LeaseOwner) {
+			at = cur.LeaseUntil
+		}
+		out, err = tx.ClaimRotation(ctx, r.ID, e.cfg.Owner, at, now.Add(e.cfg.LeaseTTL))
+		return err
+	})
+	return out, err
+}
+
+// ownerDead reports whether a lease owner is a process on this host that no
+// longer exists.
+func ownerDead(owner string) bool {
+	parts := strings.Split(owner, ":")
+	if len(parts) != 3 {
+		return false
+	}
+	host, _ := os.Hostname()
+	if parts[0] != host {
+		return false
+	}
+	pid, err := strconv.Atoi(parts[1])
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// drive runs r from its recorded step until it reaches grace, finishes, or a
+// retry is scheduled (with wait, retries run here after their backoff).
+func (e *Engine) drive(ctx context.Context, r *store.Rotation, wait bool) (*store.Rotation, error) {
+	e.mu.Lock()
+	if e.inflight[r.CredentialID] {
+		e.mu.Unlock()
+		return r, fmt.Errorf("%w: already being driven by this process", store.ErrRotationInProgress)
+	}
+	e.inflight[r.CredentialID] = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.inflight, r.CredentialID)
+		e.mu.Unlock()
+	}()
+	for {
+		out, err := e.run(ctx, r)
+		if !errors.Is(err, ErrRetryScheduled) || !wait {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return out, err
+		case <-time.After(out.DueAt.Sub(e.now())):
+		}
+		if r, err = e.claim(ctx, out); err != nil {
+			return out, err
+		}
+	}
+}
