@@ -1,0 +1,194 @@
+package sqlstore
+
+// The queries of the Tx methods, written once for both backends: ?
+// placeholders, ON CONFLICT upserts, RETURNING and row values all work on
+// SQLite ≥ 3.35 and PostgreSQL ≥ 10. Each backend's migrations create the
+// tables and indexes they rely on:
+//
+//   - credentials_due (next_due_at) WHERE deleted_at IS NULL, for DueCredentials;
+//   - rotations_one_open UNIQUE (credential_id) WHERE open, which enforces one
+//     open rotation per credential and serves OpenRotation and DueCredentials;
+//   - rotations_due (due_at) WHERE open, for DueRotations;
+//   - rotations_credential (credential_id, id) and history_credential
+//     (credential_id, id), for the per-credential listings;
+//   - versions_kek (kek_id), for CountVersionsByKEK.
+
+type query int
+
+const (
+	qGetMeta query = iota
+	qSetMeta
+	qPutKEK
+	qListKEKs
+	qDeleteKEK
+	qCountVersionsByKEK
+	qGetCredential
+	qPutCredential
+	qListCredentials
+	qListCredentialsRange
+	qPurgeVersions
+	qPurgeLabels
+	qPurgeRotations
+	qPurgeHistory
+	qPurgeCounter
+	qPurgeCredential
+	qDueCredentials
+	qInsertVersion
+	qBumpCounter
+	qGetVersion
+	qListVersions
+	qListVersionKeys
+	qUpdateVersionKey
+	qDeleteVersionLabels
+	qDeleteVersion
+	qMaxVersion
+	qLabels
+	qSetLabel
+	qDeleteLabel
+	qCreateRotation
+	qGetRotation
+	qOpenRotation
+	qUpdateRotation
+	qRotationExists
+	qClaimRotation
+	qListRotations
+	qListRotationsByCredential
+	qDueRotations
+	qAppendHistory
+	qListHistory
+	qAppendAudit
+	qLastAudit
+	qListAudit
+	qPutToken
+	qGetTokenByHash
+	qListTokens
+	qDeleteToken
+	qAppendEvent
+	qListEvents
+	numQueries
+)
+
+const (
+	credentialCols = `id, type, settings, created_at, updated_at, deleted_at, next_due_at`
+	versionCols    = `credential_id, version, fields, kek_id, data_key, ciphertext, created_at, expires_at`
+	rotationCols   = `id, credential_id, kind, step, open, strategy, from_version, to_version, attempt,
+		error_class, last_error, actor, reason, data, grace_ends_at, due_at, started_at, updated_at,
+		finished_at, lease_owner, lease_until, fence`
+	historyCols = `id, credential_id, at, action, actor, reason, from_version, to_version,
+		rotation_id, outcome, detail, duration_ms`
+	auditCols = `seq, at, payload, prev_hash, hash`
+	tokenCols = `id, name, hash, grants, created_at, expires_at`
+	eventCols = `seq, at, kind, credential_id, version, detail`
+)
+
+var queryText = [numQueries]string{
+	qGetMeta: `SELECT value FROM meta WHERE name = ?`,
+	qSetMeta: `INSERT INTO meta (name, value) VALUES (?, ?)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
+
+	qPutKEK: `INSERT INTO keks (id, wrapped, created_at, retired_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET wrapped = excluded.wrapped,
+			created_at = excluded.created_at, retired_at = excluded.retired_at`,
+	qListKEKs:           `SELECT id, wrapped, created_at, retired_at FROM keks ORDER BY created_at, id`,
+	qDeleteKEK:          `DELETE FROM keks WHERE id = ?`,
+	qCountVersionsByKEK: `SELECT COUNT(*) FROM versions WHERE kek_id = ?`,
+
+	qGetCredential: `SELECT ` + credentialCols + ` FROM credentials WHERE id = ?`,
+	qPutCredential: `INSERT INTO credentials (` + credentialCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET type = excluded.type, settings = excluded.settings,
+			created_at = excluded.created_at, updated_at = excluded.updated_at,
+			deleted_at = excluded.deleted_at, next_due_at = excluded.next_due_at`,
+	// Arguments: after, prefix, includeDeleted, type, type, limit.
+	qListCredentials: `SELECT ` + credentialCols + ` FROM credentials
+		WHERE id > ? AND id >= ? AND (? OR deleted_at IS NULL) AND (? = '' OR type = ?)
+		ORDER BY id LIMIT ?`,
+	// Arguments: after, prefix, upper bound, includeDeleted, type, type, limit.
+	qListCredentialsRange: `SELECT ` + credentialCols + ` FROM credentials
+		WHERE id > ? AND id >= ? AND id < ? AND (? OR deleted_at IS NULL) AND (? = '' OR type = ?)
+		ORDER BY id LIMIT ?`,
+	qPurgeVersions:   `DELETE FROM versions WHERE credential_id = ?`,
+	qPurgeLabels:     `DELETE FROM labels WHERE credential_id = ?`,
+	qPurgeRotations:  `DELETE FROM rotations WHERE credential_id = ?`,
+	qPurgeHistory:    `DELETE FROM history WHERE credential_id = ?`,
+	qPurgeCounter:    `DELETE FROM version_counters WHERE credential_id = ?`,
+	qPurgeCredential: `DELETE FROM credentials WHERE id = ?`,
+	qDueCredentials: `SELECT ` + credentialCols + ` FROM credentials c
+		WHERE c.deleted_at IS NULL AND c.next_due_at <= ?
+			AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.credential_id = c.id AND r.open)
+		ORDER BY c.next_due_at LIMIT ?`,
+
+	qInsertVersion: `INSERT INTO versions (` + versionCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`,
+	// version_counters remembers the highest version ever inserted, so that
+	// MaxVersion does not go back when the newest version is deleted.
+	qBumpCounter: `INSERT INTO version_counters (credential_id, max_version) VALUES (?, ?)
+		ON CONFLICT (credential_id) DO UPDATE SET max_version = excluded.max_version
+		WHERE excluded.max_version > version_counters.max_version`,
+	qGetVersion:   `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? AND version = ?`,
+	qListVersions: `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? ORDER BY version`,
+	qListVersionKeys: `SELECT credential_id, version, fields, kek_id, data_key, created_at, expires_at
+		FROM versions WHERE (credential_id, version) > (?, ?)
+		ORDER BY credential_id, version LIMIT ?`,
+	qUpdateVersionKey:    `UPDATE versions SET kek_id = ?, data_key = ? WHERE credential_id = ? AND version = ?`,
+	qDeleteVersionLabels: `DELETE FROM labels WHERE credential_id = ? AND version = ?`,
+	qDeleteVersion:       `DELETE FROM versions WHERE credential_id = ? AND version = ?`,
+	qMaxVersion:          `SELECT max_version FROM version_counters WHERE credential_id = ?`,
+
+	qLabels: `SELECT label, version FROM labels WHERE credential_id = ?`,
+	// Arguments: id, label, version, id, version. Inserts nothing when the
+	// version does not exist.
+	qSetLabel: `INSERT INTO labels (credential_id, label, version)
+		SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM versions WHERE credential_id = ? AND version = ?)
+		ON CONFLICT (credential_id, label) DO UPDATE SET version = excluded.version`,
+	qDeleteLabel: `DELETE FROM labels WHERE credential_id = ? AND label = ?`,
+
+	// ON CONFLICT DO NOTHING: a second open rotation (rotations_one_open)
+	// inserts no row and returns no ID, without aborting a PostgreSQL transaction.
+	qCreateRotation: `INSERT INTO rotations (credential_id, kind, step, open, strategy, from_version,
+			to_version, attempt, error_class, last_error, actor, reason, data, grace_ends_at, due_at,
+			started_at, updated_at, finished_at, lease_owner, lease_until, fence)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING RETURNING id`,
+	qGetRotation:  `SELECT ` + rotationCols + ` FROM rotations WHERE id = ?`,
+	qOpenRotation: `SELECT ` + rotationCols + ` FROM rotations WHERE credential_id = ? AND open`,
+	qUpdateRotation: `UPDATE rotations SET kind = ?, step = ?, open = ?, strategy = ?, from_version = ?,
+			to_version = ?, attempt = ?, error_class = ?, last_error = ?, actor = ?, reason = ?,
+			data = ?, grace_ends_at = ?, due_at = ?, started_at = ?, updated_at = ?, finished_at = ?,
+			lease_owner = ?, lease_until = ?
+		WHERE id = ? AND fence = ?`,
+	qRotationExists: `SELECT 1 FROM rotations WHERE id = ?`,
+	// Arguments: owner, leaseUntil, id, now, owner.
+	qClaimRotation: `UPDATE rotations SET lease_owner = ?, lease_until = ?, fence = fence + 1
+		WHERE id = ? AND open AND (lease_until <= ? OR lease_owner = ?)
+		RETURNING ` + rotationCols,
+	// Arguments: all (not OpenOnly), limit.
+	qListRotations: `SELECT ` + rotationCols + ` FROM rotations
+		WHERE (open OR ?) ORDER BY id DESC LIMIT ?`,
+	// Arguments: credential ID, all (not OpenOnly), limit.
+	qListRotationsByCredential: `SELECT ` + rotationCols + ` FROM rotations
+		WHERE credential_id = ? AND (open OR ?) ORDER BY id DESC LIMIT ?`,
+	qDueRotations: `SELECT ` + rotationCols + ` FROM rotations
+		WHERE open AND due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?`,
+
+	qAppendHistory: `INSERT INTO history (credential_id, at, action, actor, reason, from_version,
+			to_version, rotation_id, outcome, detail, duration_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+	qListHistory: `SELECT ` + historyCols + ` FROM history WHERE credential_id = ?
+		ORDER BY id DESC LIMIT ?`,
+
+	qAppendAudit: `INSERT INTO audit (` + auditCols + `)
+		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?) RETURNING seq`,
+	qLastAudit: `SELECT ` + auditCols + ` FROM audit ORDER BY seq DESC LIMIT 1`,
+	qListAudit: `SELECT ` + auditCols + ` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`,
+
+	qPutToken: `INSERT INTO tokens (` + tokenCols + `) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash,
+			grants = excluded.grants, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+	qGetTokenByHash: `SELECT ` + tokenCols + ` FROM tokens WHERE hash = ?`,
+	qListTokens:     `SELECT ` + tokenCols + ` FROM tokens ORDER BY id`,
+	qDeleteToken:    `DELETE FROM tokens WHERE id = ?`,
+
+	qAppendEvent: `INSERT INTO events (` + eventCols + `)
+		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?) RETURNING seq`,
+	qListEvents: `SELECT ` + eventCols + ` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`,
+}

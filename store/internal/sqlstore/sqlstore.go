@@ -1,0 +1,197 @@
+// Package sqlstore is the SQL shared by store/sqlite and store/postgres: one
+// implementation of store.Tx over database/sql, the View/Update transaction
+// loop and the migration runner. A backend supplies a Dialect (placeholders,
+// time encoding, error classification), its schema migrations and its
+// connection setup.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+// Dialect describes what differs between the SQL backends. Queries are
+// written once, with ? placeholders and portable SQL (ON CONFLICT, RETURNING,
+// row values), and adapted by the dialect.
+type Dialect struct {
+	// Name prefixes every error ("sqlite", "postgres").
+	Name string
+	// Numbered rewrites ? placeholders as $1, $2, ... (PostgreSQL).
+	Numbered bool
+	// TimeArg encodes a time as a query argument. Times are stored in UTC
+	// with microsecond precision.
+	TimeArg func(time.Time) any
+	// IsUniqueViolation reports whether err is a unique-constraint violation.
+	IsUniqueViolation func(error) bool
+	// IsRetryable reports whether err aborted the whole transaction for a
+	// transient reason (serialization failure, deadlock), after which Update
+	// runs fn again. Nil means never.
+	IsRetryable func(error) bool
+}
+
+// DB runs View and Update transactions for a backend.
+type DB struct {
+	Dialect *Dialect
+	// Writer runs Update; Reader runs View (it may be the same pool).
+	Writer, Reader *sql.DB
+	// ReadOptions and WriteOptions are passed to BeginTx.
+	ReadOptions, WriteOptions *sql.TxOptions
+	// Prepare caches prepared statements on both pools and binds them to each
+	// transaction. Worth it where preparing is not cached by the driver (SQLite).
+	Prepare bool
+	// MaxAttempts bounds how often Update runs fn when the transaction fails
+	// with a retryable error. Zero means 10.
+	MaxAttempts int
+
+	queries [numQueries]string
+	wstmts  []*sql.Stmt
+	rstmts  []*sql.Stmt
+}
+
+// Init prepares the queries. Call it once, after the schema is migrated.
+func (db *DB) Init(ctx context.Context) error {
+	for i, q := range queryText {
+		if db.Dialect.Numbered {
+			q = numbered(q)
+		}
+		db.queries[i] = q
+	}
+	if !db.Prepare {
+		return nil
+	}
+	var err error
+	if db.wstmts, err = prepareAll(ctx, db.Writer, db.queries[:]); err != nil {
+		return fmt.Errorf("%s: prepare: %w", db.Dialect.Name, err)
+	}
+	if db.Reader == db.Writer {
+		db.rstmts = db.wstmts
+	} else if db.rstmts, err = prepareAll(ctx, db.Reader, db.queries[:]); err != nil {
+		return fmt.Errorf("%s: prepare: %w", db.Dialect.Name, err)
+	}
+	return nil
+}
+
+func prepareAll(ctx context.Context, pool *sql.DB, queries []string) ([]*sql.Stmt, error) {
+	stmts := make([]*sql.Stmt, len(queries))
+	for i, q := range queries {
+		s, err := pool.PrepareContext(ctx, q)
+		if err != nil {
+			closeAll(stmts)
+			return nil, fmt.Errorf("%q: %w", q, err)
+		}
+		stmts[i] = s
+	}
+	return stmts, nil
+}
+
+func closeAll(stmts []*sql.Stmt) {
+	for _, s := range stmts {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// Close closes the prepared statements (not the pools).
+func (db *DB) Close() {
+	closeAll(db.wstmts)
+	if db.Reader != db.Writer {
+		closeAll(db.rstmts)
+	}
+	db.wstmts, db.rstmts = nil, nil
+}
+
+// View runs fn in a read-only transaction on the Reader pool.
+func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
+	sqlTx, err := db.Reader.BeginTx(ctx, db.ReadOptions)
+	if err != nil {
+		return fmt.Errorf("%s: begin view: %w", db.Dialect.Name, err)
+	}
+	// A read-only transaction has nothing to commit: rolling back ends it.
+	defer sqlTx.Rollback()
+	return fn(&Tx{db: db, tx: sqlTx, stmts: db.rstmts, readOnly: true})
+}
+
+// errRetry is returned by update when fn hid a retryable error and returned nil.
+var errRetry = errors.New("transaction must be retried")
+
+// Update runs fn in a read-write transaction on the Writer pool and commits it.
+// A transaction that fails with a retryable error is rolled back and fn runs
+// again, at most MaxAttempts times in all, with a short randomized backoff.
+func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
+	attempts := db.MaxAttempts
+	if attempts <= 0 {
+		attempts = 10
+	}
+	backoff := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		retry, err := db.update(ctx, fn)
+		if err == nil || !retry {
+			return err
+		}
+		if attempt >= attempts {
+			return fmt.Errorf("%s: update: gave up after %d attempts: %w", db.Dialect.Name, attempt, err)
+		}
+		sleep := backoff/2 + rand.N(backoff)
+		if backoff < 50*time.Millisecond {
+			backoff *= 2
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: update: %w (after %v)", db.Dialect.Name, ctx.Err(), err)
+		case <-time.After(sleep):
+		}
+	}
+}
+
+// update runs one attempt of Update and reports whether a failure is worth retrying.
+func (db *DB) update(ctx context.Context, fn func(store.Tx) error) (retry bool, err error) {
+	sqlTx, err := db.Writer.BeginTx(ctx, db.WriteOptions)
+	if err != nil {
+		return db.retryable(err), fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err)
+	}
+	done := false
+	defer func() {
+		if !done { // fn failed or panicked: nothing it wrote is kept
+			sqlTx.Rollback()
+		}
+	}()
+	t := &Tx{db: db, tx: sqlTx, stmts: db.wstmts}
+	if err := fn(t); err != nil {
+		return t.retry || db.retryable(err), err
+	}
+	if t.retry {
+		return true, fmt.Errorf("%s: update: %w", db.Dialect.Name, errRetry)
+	}
+	done = true
+	if err := sqlTx.Commit(); err != nil {
+		return db.retryable(err), fmt.Errorf("%s: commit: %w", db.Dialect.Name, err)
+	}
+	return false, nil
+}
+
+func (db *DB) retryable(err error) bool {
+	return db.Dialect.IsRetryable != nil && db.Dialect.IsRetryable(err)
+}
+
+// numbered rewrites ? placeholders as $1, $2, ... The queries in this package
+// contain no ? inside literals or identifiers.
+func numbered(q string) string {
+	b := make([]byte, 0, len(q)+16)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] != '?' {
+			b = append(b, q[i])
+			continue
+		}
+		n++
+		b = fmt.Appendf(b, "$%d", n)
+	}
+	return string(b)
+}

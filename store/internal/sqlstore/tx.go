@@ -1,0 +1,708 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+var _ store.Tx = (*Tx)(nil)
+
+// errReadOnly is returned by a write method called in a View.
+var errReadOnly = errors.New("write in a read-only (View) transaction")
+
+// Tx implements store.Tx on one database/sql transaction.
+type Tx struct {
+	db       *DB
+	tx       *sql.Tx
+	stmts    []*sql.Stmt // nil: run the query text
+	readOnly bool
+	// retry records that a statement failed with a retryable error: the
+	// transaction is spoiled even if fn swallows the error.
+	retry bool
+}
+
+// Statement helpers.
+
+func (t *Tx) exec(ctx context.Context, q query, args ...any) (sql.Result, error) {
+	if t.stmts != nil {
+		return t.tx.StmtContext(ctx, t.stmts[q]).ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, t.db.queries[q], args...)
+}
+
+func (t *Tx) query(ctx context.Context, q query, args ...any) (*sql.Rows, error) {
+	if t.stmts != nil {
+		return t.tx.StmtContext(ctx, t.stmts[q]).QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, t.db.queries[q], args...)
+}
+
+func (t *Tx) queryRow(ctx context.Context, q query, args ...any) *sql.Row {
+	if t.stmts != nil {
+		return t.tx.StmtContext(ctx, t.stmts[q]).QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, t.db.queries[q], args...)
+}
+
+// fail wraps err with the backend name and the step, mapping sql.ErrNoRows to
+// store.ErrNotFound and noting retryable errors.
+func (t *Tx) fail(err error, format string, args ...any) error {
+	step := fmt.Sprintf(format, args...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %s: %w", t.db.Dialect.Name, step, store.ErrNotFound)
+	}
+	if t.db.retryable(err) {
+		t.retry = true
+	}
+	return fmt.Errorf("%s: %s: %w", t.db.Dialect.Name, step, err)
+}
+
+// writable returns an error in a View.
+func (t *Tx) writable(step string) error {
+	if t.readOnly {
+		return fmt.Errorf("%s: %s: %w", t.db.Dialect.Name, step, errReadOnly)
+	}
+	return nil
+}
+
+func (t *Tx) time(v time.Time) any { return t.db.Dialect.TimeArg(v) }
+
+func (t *Tx) nullTime(v *time.Time) any {
+	if v == nil {
+		return nil
+	}
+	return t.db.Dialect.TimeArg(*v)
+}
+
+// blob keeps nil byte slices out of NOT NULL columns.
+func blob(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// limit turns "0 means no limit" into a LIMIT argument.
+func limit(n int) int64 {
+	if n <= 0 {
+		return math.MaxInt64
+	}
+	return int64(n)
+}
+
+// collect scans every row of rows with scan.
+func collect[T any](rows *sql.Rows, scan func(scanner, *T) error) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := scan(rows, &v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// Meta.
+
+func (t *Tx) GetMeta(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	if err := t.queryRow(ctx, qGetMeta, key).Scan(&v); err != nil {
+		return nil, t.fail(err, "get meta %q", key)
+	}
+	return v, nil
+}
+
+func (t *Tx) SetMeta(ctx context.Context, key string, value []byte) error {
+	if err := t.writable("set meta"); err != nil {
+		return err
+	}
+	if _, err := t.exec(ctx, qSetMeta, key, blob(value)); err != nil {
+		return t.fail(err, "set meta %q", key)
+	}
+	return nil
+}
+
+// KEKs.
+
+func (t *Tx) PutKEK(ctx context.Context, k *KEK) error {
+	if err := t.writable("put kek"); err != nil {
+		return err
+	}
+	if _, err := t.exec(ctx, qPutKEK, k.ID, blob(k.Wrapped), t.time(k.CreatedAt), t.nullTime(k.RetiredAt)); err != nil {
+		return t.fail(err, "put kek %q", k.ID)
+	}
+	return nil
+}
+
+func (t *Tx) ListKEKs(ctx context.Context) ([]KEK, error) {
+	rows, err := t.query(ctx, qListKEKs)
+	if err != nil {
+		return nil, t.fail(err, "list keks")
+	}
+	keks, err := collect(rows, func(s scanner, k *KEK) error {
+		return s.Scan(&k.ID, &k.Wrapped, timeCol{&k.CreatedAt}, nullTimeCol{&k.RetiredAt})
+	})
+	if err != nil {
+		return nil, t.fail(err, "list keks")
+	}
+	return keks, nil
+}
+
+// DeleteKEK is idempotent.
+func (t *Tx) DeleteKEK(ctx context.Context, id string) error {
+	if err := t.writable("delete kek"); err != nil {
+		return err
+	}
+	if _, err := t.exec(ctx, qDeleteKEK, id); err != nil {
+		return t.fail(err, "delete kek %q", id)
+	}
+	return nil
+}
+
+func (t *Tx) CountVersionsByKEK(ctx context.Context, kekID string) (int, error) {
+	var n int
+	if err := t.queryRow(ctx, qCountVersionsByKEK, kekID).Scan(&n); err != nil {
+		return 0, t.fail(err, "count versions by kek %q", kekID)
+	}
+	return n, nil
+}
+
+// Credentials.
+
+func (t *Tx) GetCredential(ctx context.Context, id string) (*Credential, error) {
+	c := new(Credential)
+	if err := scanCredential(t.queryRow(ctx, qGetCredential, id), c); err != nil {
+		return nil, t.fail(err, "get credential %q", id)
+	}
+	return c, nil
+}
+
+func (t *Tx) PutCredential(ctx context.Context, c *Credential) error {
+	if err := t.writable("put credential"); err != nil {
+		return err
+	}
+	_, err := t.exec(ctx, qPutCredential, c.ID, c.Type, blob(c.Settings), t.time(c.CreatedAt),
+		t.time(c.UpdatedAt), t.nullTime(c.DeletedAt), t.nullTime(c.NextDueAt))
+	if err != nil {
+		return t.fail(err, "put credential %q", c.ID)
+	}
+	return nil
+}
+
+// ListCredentials turns opts.Prefix into a range of IDs, so that it walks the
+// primary key from the first match and stops after the last.
+func (t *Tx) ListCredentials(ctx context.Context, opts ListOptions) ([]Credential, error) {
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if upper, ok := prefixEnd(opts.Prefix); ok {
+		rows, err = t.query(ctx, qListCredentialsRange, opts.After, opts.Prefix, upper,
+			opts.IncludeDeleted, opts.Type, opts.Type, limit(opts.Limit))
+	} else {
+		rows, err = t.query(ctx, qListCredentials, opts.After, opts.Prefix,
+			opts.IncludeDeleted, opts.Type, opts.Type, limit(opts.Limit))
+	}
+	if err != nil {
+		return nil, t.fail(err, "list credentials")
+	}
+	creds, err := collect(rows, scanCredential)
+	if err != nil {
+		return nil, t.fail(err, "list credentials")
+	}
+	return creds, nil
+}
+
+// prefixEnd returns the smallest string greater than every string that starts
+// with prefix, in byte (= code point) order: prefix with its last character
+// incremented. ok is false when there is none (empty prefix, or only
+// U+10FFFF), and then every string ≥ prefix starts with it.
+func prefixEnd(prefix string) (upper string, ok bool) {
+	for prefix != "" {
+		last := prefix[len(prefix)-1]
+		r, size := utf8.DecodeLastRuneInString(prefix)
+		prefix = prefix[:len(prefix)-size]
+		switch {
+		case r == utf8.RuneError && size == 1: // not UTF-8: compare bytes
+			if last < 0xff {
+				return prefix + string([]byte{last + 1}), true
+			}
+		case r == utf8.MaxRune:
+		case r == 0xD7FF: // skip the surrogates, which UTF-8 cannot hold
+			return prefix + string(rune(0xE000)), true
+		default:
+			return prefix + string(r+1), true
+		}
+	}
+	return "", false
+}
+
+func (t *Tx) PurgeCredential(ctx context.Context, id string) error {
+	if err := t.writable("purge credential"); err != nil {
+		return err
+	}
+	for _, q := range []query{qPurgeLabels, qPurgeVersions, qPurgeRotations, qPurgeHistory, qPurgeCounter, qPurgeCredential} {
+		if _, err := t.exec(ctx, q, id); err != nil {
+			return t.fail(err, "purge credential %q", id)
+		}
+	}
+	return nil
+}
+
+func (t *Tx) DueCredentials(ctx context.Context, now time.Time, n int) ([]Credential, error) {
+	rows, err := t.query(ctx, qDueCredentials, t.time(now), limit(n))
+	if err != nil {
+		return nil, t.fail(err, "due credentials")
+	}
+	creds, err := collect(rows, scanCredential)
+	if err != nil {
+		return nil, t.fail(err, "due credentials")
+	}
+	return creds, nil
+}
+
+// Versions.
+
+// InsertVersion inserts v and raises the credential's version counter. A
+// taken number inserts nothing (ON CONFLICT DO NOTHING) and is ErrConflict.
+func (t *Tx) InsertVersion(ctx context.Context, v *Version) error {
+	if err := t.writable("insert version"); err != nil {
+		return err
+	}
+	res, err := t.exec(ctx, qInsertVersion, v.CredentialID, v.Version, blob(v.Fields), v.KEKID,
+		blob(v.DataKey), blob(v.Ciphertext), t.time(v.CreatedAt), t.nullTime(v.ExpiresAt))
+	if err != nil {
+		return t.fail(err, "insert version %q/%d", v.CredentialID, v.Version)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return t.fail(err, "insert version %q/%d", v.CredentialID, v.Version)
+	} else if n == 0 {
+		return fmt.Errorf("%s: insert version %q/%d: %w", t.db.Dialect.Name, v.CredentialID, v.Version, store.ErrConflict)
+	}
+	if _, err := t.exec(ctx, qBumpCounter, v.CredentialID, v.Version); err != nil {
+		return t.fail(err, "insert version %q/%d", v.CredentialID, v.Version)
+	}
+	return nil
+}
+
+func (t *Tx) GetVersion(ctx context.Context, id string, version int) (*Version, error) {
+	v := new(Version)
+	if err := scanVersion(t.queryRow(ctx, qGetVersion, id, version), v); err != nil {
+		return nil, t.fail(err, "get version %q/%d", id, version)
+	}
+	return v, nil
+}
+
+func (t *Tx) ListVersions(ctx context.Context, id string) ([]Version, error) {
+	rows, err := t.query(ctx, qListVersions, id)
+	if err != nil {
+		return nil, t.fail(err, "list versions %q", id)
+	}
+	vs, err := collect(rows, scanVersion)
+	if err != nil {
+		return nil, t.fail(err, "list versions %q", id)
+	}
+	return vs, nil
+}
+
+func (t *Tx) ListVersionKeys(ctx context.Context, afterID string, afterVersion int, n int) ([]Version, error) {
+	rows, err := t.query(ctx, qListVersionKeys, afterID, afterVersion, limit(n))
+	if err != nil {
+		return nil, t.fail(err, "list version keys")
+	}
+	vs, err := collect(rows, func(s scanner, v *Version) error {
+		return s.Scan(&v.CredentialID, &v.Version, &v.Fields, &v.KEKID, &v.DataKey,
+			timeCol{&v.CreatedAt}, nullTimeCol{&v.ExpiresAt})
+	})
+	if err != nil {
+		return nil, t.fail(err, "list version keys")
+	}
+	return vs, nil
+}
+
+// UpdateVersionKey returns ErrNotFound if the version does not exist.
+func (t *Tx) UpdateVersionKey(ctx context.Context, id string, version int, kekID string, wrappedKey []byte) error {
+	if err := t.writable("update version key"); err != nil {
+		return err
+	}
+	res, err := t.exec(ctx, qUpdateVersionKey, kekID, blob(wrappedKey), id, version)
+	if err != nil {
+		return t.fail(err, "update version key %q/%d", id, version)
+	}
+	return t.one(res, "update version key %q/%d", id, version)
+}
+
+// one returns ErrNotFound unless res affected a row.
+func (t *Tx) one(res sql.Result, format string, args ...any) error {
+	n, err := res.RowsAffected()
+	if err == nil && n == 0 {
+		err = sql.ErrNoRows
+	}
+	if err != nil {
+		return t.fail(err, format, args...)
+	}
+	return nil
+}
+
+// DeleteVersion deletes a version and the labels on it. It is idempotent.
+func (t *Tx) DeleteVersion(ctx context.Context, id string, version int) error {
+	if err := t.writable("delete version"); err != nil {
+		return err
+	}
+	for _, q := range []query{qDeleteVersionLabels, qDeleteVersion} {
+		if _, err := t.exec(ctx, q, id, version); err != nil {
+			return t.fail(err, "delete version %q/%d", id, version)
+		}
+	}
+	return nil
+}
+
+func (t *Tx) MaxVersion(ctx context.Context, id string) (int, error) {
+	var n int
+	err := t.queryRow(ctx, qMaxVersion, id).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, t.fail(err, "max version %q", id)
+	}
+	return n, nil
+}
+
+// Labels.
+
+// Labels returns a non-nil map, empty if the credential has no labels.
+func (t *Tx) Labels(ctx context.Context, id string) (map[string]int, error) {
+	rows, err := t.query(ctx, qLabels, id)
+	if err != nil {
+		return nil, t.fail(err, "labels %q", id)
+	}
+	defer rows.Close()
+	labels := make(map[string]int)
+	for rows.Next() {
+		var (
+			label   string
+			version int
+		)
+		if err := rows.Scan(&label, &version); err != nil {
+			return nil, t.fail(err, "labels %q", id)
+		}
+		labels[label] = version
+	}
+	if err := rows.Err(); err != nil {
+		return nil, t.fail(err, "labels %q", id)
+	}
+	return labels, nil
+}
+
+// SetLabel returns ErrNotFound if version (≠ 0) does not exist. Removing a
+// label that is not set is not an error.
+func (t *Tx) SetLabel(ctx context.Context, id, label string, version int) error {
+	if err := t.writable("set label"); err != nil {
+		return err
+	}
+	if version == 0 {
+		if _, err := t.exec(ctx, qDeleteLabel, id, label); err != nil {
+			return t.fail(err, "remove label %q of %q", label, id)
+		}
+		return nil
+	}
+	res, err := t.exec(ctx, qSetLabel, id, label, version, id, version)
+	if err != nil {
+		return t.fail(err, "set label %q of %q to %d", label, id, version)
+	}
+	return t.one(res, "set label %q of %q to version %d", label, id, version)
+}
+
+// Rotations.
+
+func (t *Tx) rotationArgs(r *Rotation) []any {
+	return []any{r.Kind, r.Step, r.Open, r.Strategy, r.FromVersion, r.ToVersion, r.Attempt,
+		r.ErrorClass, r.LastError, r.Actor, r.Reason, blob(r.Data), t.nullTime(r.GraceEndsAt),
+		t.time(r.DueAt), t.time(r.StartedAt), t.time(r.UpdatedAt), t.nullTime(r.FinishedAt),
+		r.LeaseOwner, t.time(r.LeaseUntil)}
+}
+
+// CreateRotation inserts r and sets r.ID. An open r for a credential that
+// already has an open rotation is ErrRotationInProgress (the unique index
+// rotations_one_open decides, so concurrent creators cannot both win).
+func (t *Tx) CreateRotation(ctx context.Context, r *Rotation) error {
+	if err := t.writable("create rotation"); err != nil {
+		return err
+	}
+	args := append([]any{r.CredentialID}, t.rotationArgs(r)...)
+	args = append(args, r.Fence)
+	var id int64
+	err := t.queryRow(ctx, qCreateRotation, args...).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: create rotation of %q: %w", t.db.Dialect.Name, r.CredentialID, store.ErrRotationInProgress)
+	}
+	if err != nil {
+		return t.fail(err, "create rotation of %q", r.CredentialID)
+	}
+	r.ID = id
+	return nil
+}
+
+func (t *Tx) GetRotation(ctx context.Context, id int64) (*Rotation, error) {
+	r := new(Rotation)
+	if err := scanRotation(t.queryRow(ctx, qGetRotation, id), r); err != nil {
+		return nil, t.fail(err, "get rotation %d", id)
+	}
+	return r, nil
+}
+
+func (t *Tx) OpenRotation(ctx context.Context, credentialID string) (*Rotation, error) {
+	r := new(Rotation)
+	if err := scanRotation(t.queryRow(ctx, qOpenRotation, credentialID), r); err != nil {
+		return nil, t.fail(err, "open rotation of %q", credentialID)
+	}
+	return r, nil
+}
+
+// UpdateRotation writes every field of r but ID, CredentialID and Fence, if
+// the stored fence equals r.Fence. ErrNotFound if the row does not exist,
+// ErrFenced if its fence moved on, ErrRotationInProgress if r reopens a
+// rotation while another one is open.
+func (t *Tx) UpdateRotation(ctx context.Context, r *Rotation) error {
+	if err := t.writable("update rotation"); err != nil {
+		return err
+	}
+	args := append(t.rotationArgs(r), r.ID, r.Fence)
+	res, err := t.exec(ctx, qUpdateRotation, args...)
+	if err != nil {
+		if t.db.Dialect.IsUniqueViolation(err) {
+			return fmt.Errorf("%s: update rotation %d: %w", t.db.Dialect.Name, r.ID, store.ErrRotationInProgress)
+		}
+		return t.fail(err, "update rotation %d", r.ID)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return t.fail(err, "update rotation %d", r.ID)
+	}
+	if n == 1 {
+		return nil
+	}
+	var one int
+	if err := t.queryRow(ctx, qRotationExists, r.ID).Scan(&one); err != nil {
+		return t.fail(err, "update rotation %d", r.ID)
+	}
+	return fmt.Errorf("%s: update rotation %d with fence %d: %w", t.db.Dialect.Name, r.ID, r.Fence, store.ErrFenced)
+}
+
+// ClaimRotation returns ErrNotFound for a missing rotation and ErrFenced for
+// a closed one or one whose lease another owner holds.
+func (t *Tx) ClaimRotation(ctx context.Context, id int64, owner string, now, leaseUntil time.Time) (*Rotation, error) {
+	if err := t.writable("claim rotation"); err != nil {
+		return nil, err
+	}
+	r := new(Rotation)
+	err := scanRotation(t.queryRow(ctx, qClaimRotation, owner, t.time(leaseUntil), id, t.time(now), owner), r)
+	if err == nil {
+		return r, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, t.fail(err, "claim rotation %d", id)
+	}
+	cur, err := t.GetRotation(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !cur.Open {
+		return nil, fmt.Errorf("%s: claim rotation %d: closed: %w", t.db.Dialect.Name, id, store.ErrFenced)
+	}
+	return nil, fmt.Errorf("%s: claim rotation %d: leased by %q until %s: %w", t.db.Dialect.Name, id,
+		cur.LeaseOwner, cur.LeaseUntil.Format(time.RFC3339Nano), store.ErrFenced)
+}
+
+// ListRotations treats a Limit of 0 as no limit.
+func (t *Tx) ListRotations(ctx context.Context, f RotationFilter) ([]Rotation, error) {
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if f.CredentialID != "" {
+		rows, err = t.query(ctx, qListRotationsByCredential, f.CredentialID, !f.OpenOnly, limit(f.Limit))
+	} else {
+		rows, err = t.query(ctx, qListRotations, !f.OpenOnly, limit(f.Limit))
+	}
+	if err != nil {
+		return nil, t.fail(err, "list rotations")
+	}
+	rs, err := collect(rows, scanRotation)
+	if err != nil {
+		return nil, t.fail(err, "list rotations")
+	}
+	return rs, nil
+}
+
+func (t *Tx) DueRotations(ctx context.Context, now time.Time, n int) ([]Rotation, error) {
+	rows, err := t.query(ctx, qDueRotations, t.time(now), t.time(now), limit(n))
+	if err != nil {
+		return nil, t.fail(err, "due rotations")
+	}
+	rs, err := collect(rows, scanRotation)
+	if err != nil {
+		return nil, t.fail(err, "due rotations")
+	}
+	return rs, nil
+}
+
+// History.
+
+// AppendHistory inserts h and sets h.ID.
+func (t *Tx) AppendHistory(ctx context.Context, h *HistoryEntry) error {
+	if err := t.writable("append history"); err != nil {
+		return err
+	}
+	err := t.queryRow(ctx, qAppendHistory, h.CredentialID, t.time(h.At), h.Action, h.Actor, h.Reason,
+		h.FromVersion, h.ToVersion, h.RotationID, h.Outcome, h.Detail, h.DurationMS).Scan(&h.ID)
+	if err != nil {
+		return t.fail(err, "append history of %q", h.CredentialID)
+	}
+	return nil
+}
+
+// ListHistory treats a limit of 0 as no limit.
+func (t *Tx) ListHistory(ctx context.Context, credentialID string, n int) ([]HistoryEntry, error) {
+	rows, err := t.query(ctx, qListHistory, credentialID, limit(n))
+	if err != nil {
+		return nil, t.fail(err, "list history of %q", credentialID)
+	}
+	hs, err := collect(rows, scanHistory)
+	if err != nil {
+		return nil, t.fail(err, "list history of %q", credentialID)
+	}
+	return hs, nil
+}
+
+// Audit.
+
+// AppendAudit sets a.Seq to the last Seq + 1 and inserts a. Two concurrent
+// appends on PostgreSQL collide on the primary key; the loser's Update is retried.
+func (t *Tx) AppendAudit(ctx context.Context, a *AuditRecord) error {
+	if err := t.writable("append audit"); err != nil {
+		return err
+	}
+	var seq int64
+	err := t.queryRow(ctx, qAppendAudit, t.time(a.At), blob(a.Payload), blob(a.PrevHash), blob(a.Hash)).Scan(&seq)
+	if err != nil {
+		if t.db.Dialect.IsUniqueViolation(err) {
+			t.retry = true
+		}
+		return t.fail(err, "append audit")
+	}
+	a.Seq = seq
+	return nil
+}
+
+func (t *Tx) LastAudit(ctx context.Context) (*AuditRecord, error) {
+	a := new(AuditRecord)
+	if err := scanAudit(t.queryRow(ctx, qLastAudit), a); err != nil {
+		return nil, t.fail(err, "last audit")
+	}
+	return a, nil
+}
+
+func (t *Tx) ListAudit(ctx context.Context, afterSeq int64, n int) ([]AuditRecord, error) {
+	rows, err := t.query(ctx, qListAudit, afterSeq, limit(n))
+	if err != nil {
+		return nil, t.fail(err, "list audit")
+	}
+	as, err := collect(rows, scanAudit)
+	if err != nil {
+		return nil, t.fail(err, "list audit")
+	}
+	return as, nil
+}
+
+// Tokens.
+
+// PutToken inserts or replaces a token by ID. ErrConflict if another token
+// has the same hash.
+func (t *Tx) PutToken(ctx context.Context, tok *Token) error {
+	if err := t.writable("put token"); err != nil {
+		return err
+	}
+	_, err := t.exec(ctx, qPutToken, tok.ID, tok.Name, blob(tok.Hash), blob(tok.Grants),
+		t.time(tok.CreatedAt), t.nullTime(tok.ExpiresAt))
+	if err != nil {
+		if t.db.Dialect.IsUniqueViolation(err) {
+			return fmt.Errorf("%s: put token %q: hash taken: %w", t.db.Dialect.Name, tok.ID, store.ErrConflict)
+		}
+		return t.fail(err, "put token %q", tok.ID)
+	}
+	return nil
+}
+
+func (t *Tx) GetTokenByHash(ctx context.Context, hash []byte) (*Token, error) {
+	tok := new(Token)
+	if err := scanToken(t.queryRow(ctx, qGetTokenByHash, blob(hash)), tok); err != nil {
+		return nil, t.fail(err, "get token by hash")
+	}
+	return tok, nil
+}
+
+func (t *Tx) ListTokens(ctx context.Context) ([]Token, error) {
+	rows, err := t.query(ctx, qListTokens)
+	if err != nil {
+		return nil, t.fail(err, "list tokens")
+	}
+	toks, err := collect(rows, scanToken)
+	if err != nil {
+		return nil, t.fail(err, "list tokens")
+	}
+	return toks, nil
+}
+
+// DeleteToken is idempotent.
+func (t *Tx) DeleteToken(ctx context.Context, id string) error {
+	if err := t.writable("delete token"); err != nil {
+		return err
+	}
+	if _, err := t.exec(ctx, qDeleteToken, id); err != nil {
+		return t.fail(err, "delete token %q", id)
+	}
+	return nil
+}
+
+// Events.
+
+// AppendEvent sets e.Seq to the last Seq + 1 and inserts e. Seq therefore
+// increases in commit order, so a watcher paging with ListEvents misses nothing.
+func (t *Tx) AppendEvent(ctx context.Context, e *Event) error {
+	if err := t.writable("append event"); err != nil {
+		return err
+	}
+	var seq int64
+	err := t.queryRow(ctx, qAppendEvent, t.time(e.At), e.Kind, e.CredentialID, e.Version, blob(e.Detail)).Scan(&seq)
+	if err != nil {
+		if t.db.Dialect.IsUniqueViolation(err) {
+			t.retry = true
+		}
+		return t.fail(err, "append event")
+	}
+	e.Seq = seq
+	return nil
+}
+
+func (t *Tx) ListEvents(ctx context.Context, afterSeq int64, n int) ([]Event, error) {
+	rows, err := t.query(ctx, qListEvents, afterSeq, limit(n))
+	if err != nil {
+		return nil, t.fail(err, "list events")
+	}
+	es, err := collect(rows, scanEvent)
+	if err != nil {
+		return nil, t.fail(err, "list events")
+	}
+	return es, nil
+}
