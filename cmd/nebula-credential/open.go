@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/secret"
+	"github.com/nebula-credential/nebula-credential/store"
+	"github.com/nebula-credential/nebula-credential/store/sqlite"
+)
+
+// openPostgres is set by open_postgres.go.
+var openPostgres func(ctx context.Context, dsn string) (store.Store, error)
+
+const defaultStore = "nebula-credential.db"
+
+func (g *globals) storeLocation() string {
+	if g.store != "" {
+		return g.store
+	}
+	if s := os.Getenv("NEBULA_CREDENTIAL_STORE"); s != "" {
+		return s
+	}
+	return defaultStore
+}
+
+func isPostgres(loc string) bool {
+	return strings.HasPrefix(loc, "postgres://") || strings.HasPrefix(loc, "postgresql://")
+}
+
+// keyFileLocation: --key-file, else the environment, else beside the store
+// (nebula-credential.db → nebula-credential.key).
+func (g *globals) keyFileLocation() string {
+	if g.keyFile != "" {
+		return g.keyFile
+	}
+	if s := os.Getenv("NEBULA_CREDENTIAL_KEY_FILE"); s != "" {
+		return s
+	}
+	loc := g.storeLocation()
+	if isPostgres(loc) {
+		return "nebula-credential.key"
+	}
+	return strings.TrimSuffix(loc, filepath.Ext(loc)) + ".key"
+}
+
+func passphrase() secret.Value {
+	return secret.New(os.Getenv("NEBULA_CREDENTIAL_PASSPHRASE"))
+}
+
+func (g *globals) openStore(ctx context.Context, create bool) (store.Store, error) {
+	loc := g.storeLocation()
+	if isPostgres(loc) {
+		if openPostgres == nil {
+			return nil, errors.New("open store: PostgreSQL support is not built in")
+		}
+		st, err := openPostgres(ctx, loc)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	}
+	if !create && !sqlite.Exists(loc) {
+		return nil, fmt.Errorf("%w: store %s does not exist: run `nebula-credential init --store %s` first", store.ErrNotFound, loc, loc)
+	}
+	st, err := sqlite.Open(ctx, loc)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+type openOpts struct {
+	create    bool
+	noRecover bool
+	logger    *slog.Logger
+}
+
+// open opens the manager on the configured store.
+func (g *globals) open(ctx context.Context, o openOpts) (*credential.Manager, error) {
+	st, err := g.openStore(ctx, o.create)
+	if err != nil {
+		return nil, err
+	}
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	m, err := credential.Open(ctx, credential.Config{
+		Store:      st,
+		CloseStore: true,
+		KeyFile:    g.keyFileLocation(),
+		Passphrase: passphrase(),
+		Create:     o.create,
+		Rotators:   rotators(),
+		Logger:     logger,
+		NoRecover:  o.noRecover,
+	})
+	if err != nil {
+		st.Close()
+		if errors.Is(err, credential.ErrNotInitialised) {
+			return nil, fmt.Errorf("%w: store %s is not initialised: run `nebula-credential init`", store.ErrNotFound, g.storeLocation())
+		}
+		return nil, err
+	}
+	return m, nil
+}

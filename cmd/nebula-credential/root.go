@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"os/user"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/keyring"
+	"github.com/nebula-credential/nebula-credential/rotation"
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+// Exit codes.
+const (
+	exitOK         = 0
+	exitFailed     = 1
+	exitUsage      = 2
+	exitNotFound   = 3
+	exitPermission = 4
+)
+
+// usageError marks errors in how the command was called.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitError carries an exit code with no further message (doctor: unhealthy).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// globals are the persistent flags.
+type globals struct {
+	store   string
+	keyFile string
+	json    bool
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+func run(args []string) int {
+	return runWith(args, os.Stdin, os.Stdout, os.Stderr)
+}
+
+func runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx = audit.WithActor(ctx, cliActor(), "")
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	code := exitCode(err)
+	fmt.Fprintf(stderr, "nebula-credential: %s\n", oneLine(err))
+	if code == exitUsage && !isUsage(err) {
+		// flag errors from cobra
+		fmt.Fprintln(stderr, "Run 'nebula-credential --help' for usage.")
+	}
+	return code
+}
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}
+
+func exitCode(err error) int {
+	var u usageError
+	switch {
+	case errors.As(err, &u), errors.Is(err, credential.ErrInvalid):
+		return exitUsage
+	case errors.Is(err, store.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, keyring.ErrWrongKey), errors.Is(err, keyring.ErrKeyFileMode), errors.Is(err, credential.ErrPermission), errors.Is(err, os.ErrPermission):
+		return exitPermission
+	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"),
+		strings.HasPrefix(err.Error(), "unknown shorthand flag"), strings.Contains(err.Error(), "flag needs an argument"),
+		strings.Contains(err.Error(), "invalid argument"), strings.HasPrefix(err.Error(), "accepts "), strings.HasPrefix(err.Error(), "requires "):
+		// cobra's own usage errors carry no type to branch on.
+		return exitUsage
+	}
+	return exitFailed
+}
+
+func cliActor() string {
+	if u, err := user.Current(); err == nil {
+		return "cli:" + u.Username
+	}
+	return "cli"
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "nebula-credential",
+		Short: "Encrypted, versioned credentials with safe, zero-downtime rotation",
+		Long: `nebula-credential stores credentials encrypted and versioned, and rotates them
+against the systems that issue them without downtime.
+
+The store is --store, else $NEBULA_CREDENTIAL_STORE, else ./nebula-credential.db
+(a postgres:// URL selects PostgreSQL). The key file is --key-file, else
+$NEBULA_CREDENTIAL_KEY_FILE, else beside the store; $NEBULA_CREDENTIAL_PASSPHRASE
+selects passphrase mode.
+
+Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found,
+4 permission or key error.`,
+		Example: `  nebula-credential init
+  echo '{"fields":{"host":"db"},"secret":{"password":"s3cret"}}' | nebula-credential put prod/db --type postgres --json
+  nebula-credential get prod/db --json
+  nebula-credential rotate prod/db`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&g.store, "store", "", "store path or postgres:// URL (default $NEBULA_CREDENTIAL_STORE or ./nebula-credential.db)")
+	root.PersistentFlags().StringVar(&g.keyFile, "key-file", "", "root key file (default $NEBULA_CREDENTIAL_KEY_FILE or beside the store)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripting")
+	root.AddCommand(
+		cmdInit(g), cmdPut(g), cmdGet(g), cmdList(g), cmdHistory(g), cmdDelete(g), cmdPurge(g),
+		cmdBackup(g), cmdRestore(g), cmdKey(g),
+		cmdRotate(g), cmdRollback(g), cmdPolicy(g), cmdRotations(g), cmdGrace(g), cmdDoctor(g), cmdAudit(g),
+	)
+	for _, c := range extraCommands {
+		root.AddCommand(c(g))
+	}
+	return root
+}
+
+// extraCommands lets other files (serve) register commands.
+var extraCommands []func(*globals) *cobra.Command
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (g *globals) printf(format string, args ...any) {
+	fmt.Fprintf(g.stdout, format, args...)
+}
+
+func (g *globals) warnf(format string, args ...any) {
+	fmt.Fprintf(g.stderr, "warning: "+format+"\n", args...)
+}
+
+// errorsJoin reports a rotation error in one line plus the recovery hint.
+func rotationHint(err error) string {
+	var re *rotation.RotationError
+	if errors.As(err, &re) && re.RolledBack {
+		return "the previous version is still current; run `nebula-credential doctor " + re.ID + "` for details"
+	}
+	return ""
+}
