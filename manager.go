@@ -276,6 +276,9 @@ func (m *Manager) loadKEKs(ctx context.Context) error {
 	return m.keys.SetActive(string(active))
 }
 
+// errVersionRace: a concurrent writer took the version number; Put retries.
+var errVersionRace = errors.New("version number taken concurrently")
+
 // PutRequest is a new version of a credential.
 type PutRequest struct {
 	Type      Type
@@ -313,7 +316,7 @@ func (m *Manager) Put(ctx context.Context, id string, req PutRequest) (*Credenti
 			out, err = m.put(ctx, tx, id, req)
 			return err
 		})
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, errVersionRace) {
 			continue
 		}
 		if err != nil {
@@ -376,6 +379,9 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		return nil, err
 	}
 	if err := tx.InsertVersion(ctx, sv); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, errVersionRace
+		}
 		return nil, err
 	}
 	prev := labels[LabelCurrent]

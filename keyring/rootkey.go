@@ -32,6 +32,9 @@ func CreateKeyFile(path string) error {
 	return f.Close()
 }
 
+// ErrKeyMissing: the key file does not exist.
+var ErrKeyMissing = errors.New("missing key")
+
 // ErrKeyFileMode: the key file is readable by group or others.
 var ErrKeyFileMode = errors.New("key file is readable by group or others")
 
@@ -41,7 +44,7 @@ func ReadKeyFile(path string) (*Root, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("key file %s does not exist: run `nebula-credential init` or pass --key-file", path)
+			return nil, fmt.Errorf("%w: key file %s does not exist: pass --key-file (or run `nebula-credential init` for a new store)", ErrKeyMissing, path)
 		}
 		return nil, fmt.Errorf("key file: %w", err)
 	}

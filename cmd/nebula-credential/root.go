@@ -77,7 +77,7 @@ func runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(err)
 	fmt.Fprintf(stderr, "nebula-credential: %s\n", oneLine(err))
-	if code == exitUsage && !isUsage(err) {
+	if code == exitUsage && !isUsage(err) && !errors.Is(err, credential.ErrInvalid) {
 		// flag errors from cobra
 		fmt.Fprintln(stderr, "Run 'nebula-credential --help' for usage.")
 	}
@@ -100,7 +100,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, store.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, keyring.ErrWrongKey), errors.Is(err, keyring.ErrKeyFileMode), errors.Is(err, credential.ErrPermission), errors.Is(err, os.ErrPermission):
+	case errors.Is(err, keyring.ErrWrongKey), errors.Is(err, keyring.ErrKeyFileMode), errors.Is(err, keyring.ErrKeyMissing), errors.Is(err, credential.ErrPermission), errors.Is(err, os.ErrPermission):
 		return exitPermission
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"),
 		strings.HasPrefix(err.Error(), "unknown shorthand flag"), strings.Contains(err.Error(), "flag needs an argument"),
