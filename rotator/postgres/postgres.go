@@ -381,5 +381,5 @@ func alter(ctx context.Context, c *pgx.Conn, op, stmt string) error {
 	if classOf(err) == rotator.ClassPermission {
 		err = fmt.Errorf("%w (the managing role needs CREATEROLE; on PostgreSQL 16+ also ADMIN OPTION on the role)", err)
 	}
-	return classify("alter role", "CREATEROLE", err)
+	return classify(op+": alter role", "CREATEROLE", err)
 }
