@@ -162,12 +162,12 @@ func (s *Store) open(ctx context.Context) error {
 	}
 
 	s.db = sqlstore.DB{
-		Dialect:      dialect,
-		Writer:       s.writer,
-		Reader:       s.reader,
-		ReadOptions:  &sql.TxOptions{ReadOnly: true},
-		Prepare:      true,
-		MaxAttempts:  1, // one writer: nothing to retry
+		Dialect:     dialect,
+		Writer:      s.writer,
+		Reader:      s.reader,
+		ReadOptions: &sql.TxOptions{ReadOnly: true},
+		Prepare:     true,
+		MaxAttempts: 1, // one writer: nothing to retry
 	}
 	return s.db.Init(ctx)
 }

@@ -190,4 +190,3 @@ func TestQueryPlans(t *testing.T) {
 		}
 	}
 }
-

@@ -69,7 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 var t0 = time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.FixedZone("UTC+2", 2*3600))
 
 func at(d time.Duration) time.Time { return t0.Add(d) }
-func ptr(t time.Time) *time.Time  { return &t }
+func ptr(t time.Time) *time.Time   { return &t }
 
 func update(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
 	t.Helper()
@@ -1109,7 +1109,7 @@ func testTimes(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	local := time.FixedZone("UTC-7", -7*3600)
 	tests := []time.Time{
-		time.Date(2030, 1, 2, 3, 4, 5, 6_789, local),     // sub-microsecond: truncated
+		time.Date(2030, 1, 2, 3, 4, 5, 6_789, local), // sub-microsecond: truncated
 		time.Date(1999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
 		time.Date(1969, 7, 20, 20, 17, 40, 500_000, local), // before the Unix epoch
 		time.Unix(0, 0),
@@ -1179,7 +1179,9 @@ func testViewIsReadOnly(t *testing.T, s store.Store) {
 			return tx.AppendHistory(ctx, &store.HistoryEntry{CredentialID: "ro", At: at(0)})
 		},
 		"AppendAudit": func(tx store.Tx) error { return tx.AppendAudit(ctx, &store.AuditRecord{At: at(0)}) },
-		"PutToken":    func(tx store.Tx) error { return tx.PutToken(ctx, &store.Token{ID: "t", Hash: []byte("h"), CreatedAt: at(0)}) },
+		"PutToken": func(tx store.Tx) error {
+			return tx.PutToken(ctx, &store.Token{ID: "t", Hash: []byte("h"), CreatedAt: at(0)})
+		},
 		"DeleteToken": func(tx store.Tx) error { return tx.DeleteToken(ctx, "t") },
 		"AppendEvent": func(tx store.Tx) error { return tx.AppendEvent(ctx, &store.Event{At: at(0)}) },
 	}

@@ -1,0 +1,154 @@
+// Package postgres is the store.Store for shared deployments: several
+// nebula-credential servers use one PostgreSQL database.
+//
+// Reach for Open with a connection string (URL or key=value form, as pgx
+// parses it). Tables live in the first schema of the connection's
+// search_path, so one database can hold several isolated stores:
+//
+//	postgres://nebula@db.internal/creds?search_path=team_a
+//
+// The schema must exist; Open creates and migrates the tables in it.
+//
+// Update runs SERIALIZABLE transactions and runs fn again when PostgreSQL
+// reports a serialization failure (40001) or a deadlock (40P01), a bounded
+// number of times. View runs REPEATABLE READ, READ ONLY transactions: one
+// consistent snapshot, never blocked by writers. Leases on journaled
+// rotations are claimed with conditional updates, so two servers never both
+// hold one.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/nebula-credential/nebula-credential/store"
+	"github.com/nebula-credential/nebula-credential/store/internal/sqlstore"
+)
+
+var _ store.Store = (*Store)(nil)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// MaxAttempts is how often Update runs fn before it gives up on
+// serialization failures.
+const MaxAttempts = 10
+
+// migrateLock serializes servers migrating the same schema at once.
+const migrateLock = `SELECT pg_advisory_xact_lock(hashtext('nebula-credential schema ' || current_schema()))`
+
+var dialect = &sqlstore.Dialect{
+	Name:     "postgres",
+	Numbered: true,
+	TimeArg:  func(t time.Time) any { return t.UTC().Truncate(time.Microsecond) },
+	IsUniqueViolation: func(err error) bool {
+		return pgCode(err) == "23505"
+	},
+	IsRetryable: func(err error) bool {
+		switch pgCode(err) {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return true
+		}
+		return false
+	},
+}
+
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// Store is a store.Store in a PostgreSQL schema. It is safe for concurrent use.
+type Store struct {
+	pool *sql.DB
+	db   sqlstore.DB
+}
+
+// Open connects to the database named by dsn, and creates or migrates the
+// tables in the first schema of its search_path. It refuses a schema written
+// by a newer version of nebula-credential.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err) // pgx redacts the password
+	}
+	pool := stdlib.OpenDB(*cfg)
+	pool.SetMaxOpenConns(16)
+	pool.SetMaxIdleConns(4)
+	pool.SetConnMaxIdleTime(5 * time.Minute)
+	s := &Store{pool: pool}
+	if err := s.open(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open(ctx context.Context) error {
+	var schema sql.NullString
+	if err := s.pool.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return fmt.Errorf("postgres: connect: %w", err)
+	}
+	if !schema.Valid {
+		return errors.New("postgres: no schema of the search_path exists: create it first (CREATE SCHEMA ...)")
+	}
+	ms, err := sqlstore.LoadMigrations(migrationFS, "migrations")
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if err := sqlstore.Migrate(ctx, s.pool, dialect, ms, migrateLock); err != nil {
+		return err
+	}
+	s.db = sqlstore.DB{
+		Dialect:      dialect,
+		Writer:       s.pool,
+		Reader:       s.pool,
+		ReadOptions:  &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		WriteOptions: &sql.TxOptions{Isolation: sql.LevelSerializable},
+		// pgx prepares and caches statements on each connection itself.
+		Prepare:     false,
+		MaxAttempts: MaxAttempts,
+	}
+	return s.db.Init(ctx)
+}
+
+// View runs fn in a read-only transaction that sees one consistent snapshot.
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	return s.db.View(ctx, fn)
+}
+
+// Update runs fn in a SERIALIZABLE transaction and commits it if fn returns
+// nil. fn runs again (up to MaxAttempts times in all) when the transaction
+// loses a serialization conflict with a concurrent one, so it must have no
+// side effects outside the Tx.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.db.Update(ctx, fn)
+}
+
+// Ping checks that the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.PingContext(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the connections. Transactions in progress fail.
+func (s *Store) Close() error {
+	s.db.Close()
+	if err := s.pool.Close(); err != nil {
+		return fmt.Errorf("postgres: close: %w", err)
+	}
+	return nil
+}

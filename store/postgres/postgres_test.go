@@ -1,0 +1,216 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/nebula-credential/nebula-credential/store"
+	"github.com/nebula-credential/nebula-credential/store/storetest"
+)
+
+// The tests talk to a real server: NEBULA_TEST_POSTGRES_DSN, or the local
+// one (trust auth, database test). Each test gets a fresh schema, dropped
+// afterwards. Without a server the tests skip, except under CI=true, where
+// a missing server fails.
+
+const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+func testDSN() string {
+	if dsn := os.Getenv("NEBULA_TEST_POSTGRES_DSN"); dsn != "" {
+		return dsn
+	}
+	return defaultDSN
+}
+
+var (
+	adminOnce sync.Once
+	adminDB   *sql.DB
+	adminErr  error
+)
+
+// admin returns a connection to the test server, skipping (or, under CI,
+// failing) the test if there is none.
+func admin(t testing.TB) *sql.DB {
+	t.Helper()
+	adminOnce.Do(func() {
+		cfg, err := pgx.ParseConfig(testDSN())
+		if err != nil {
+			adminErr = err
+			return
+		}
+		cfg.ConnectTimeout = 3 * time.Second
+		db := stdlib.OpenDB(*cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := db.PingContext(ctx); err != nil {
+			db.Close()
+			adminErr = err
+			return
+		}
+		adminDB = db
+	})
+	if adminErr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL test server unreachable (CI=true): %v", adminErr)
+		}
+		t.Skipf("PostgreSQL test server unreachable: %v", adminErr)
+	}
+	return adminDB
+}
+
+// withSearchPath returns dsn with search_path set to schema.
+func withSearchPath(t testing.TB, dsn, schema string) string {
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatalf("parse DSN: %v", err)
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " search_path=" + schema
+}
+
+// newSchema creates an empty schema, dropped when t ends, and returns a DSN
+// that uses it.
+func newSchema(t testing.TB) string {
+	t.Helper()
+	db := admin(t)
+	schema := "nebula_test_" + strings.ToLower(rand.Text()[:12])
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := db.ExecContext(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	return withSearchPath(t, testDSN(), schema)
+}
+
+func openDSN(t testing.TB, dsn string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openDSN(t, newSchema(t)) })
+}
+
+// TestReopen checks that committed data survives reopening and that
+// migrating twice, also concurrently, is harmless.
+func TestReopen(t *testing.T) {
+	ctx := t.Context()
+	dsn := newSchema(t)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			s, err := Open(ctx, dsn)
+			if err != nil {
+				t.Errorf("concurrent Open: %v", err)
+				return
+			}
+			s.Close()
+		})
+	}
+	wg.Wait()
+	s := openDSN(t, dsn)
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openDSN(t, dsn)
+	if err := s.View(ctx, func(tx store.Tx) error {
+		v, err := tx.GetMeta(ctx, "k")
+		if err == nil && string(v) != "v" {
+			err = fmt.Errorf("got %q", v)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("after reopening: %v", err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	ctx := t.Context()
+	dsn := newSchema(t)
+	s := openDSN(t, dsn)
+	if _, err := s.pool.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (999)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(ctx, dsn)
+	if err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("Open of a newer schema: %v", err)
+	}
+	t.Log(err)
+}
+
+func TestMissingSchema(t *testing.T) {
+	admin(t)
+	_, err := Open(t.Context(), withSearchPath(t, testDSN(), "nebula_no_such_schema"))
+	if err == nil {
+		t.Fatal("Open with a missing schema succeeded")
+	}
+	t.Log(err)
+}
+
+// TestQueryPlans checks that the scheduler's queries can walk their indexes
+// (the planner prefers sequential and bitmap scans on tiny tables, so those
+// are off).
+func TestQueryPlans(t *testing.T) {
+	ctx := t.Context()
+	s := openDSN(t, newSchema(t))
+	conn, err := s.pool.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SET enable_seqscan = off; SET enable_bitmapscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ query, want string }{
+		{`SELECT id FROM credentials c WHERE c.deleted_at IS NULL AND c.next_due_at <= now()
+			AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.credential_id = c.id AND r.open)
+			ORDER BY c.next_due_at LIMIT 10`, "credentials_due"},
+		{`SELECT id FROM rotations WHERE open AND due_at <= now() AND lease_until <= now() ORDER BY due_at LIMIT 10`, "rotations_due"},
+		{`SELECT id FROM rotations WHERE credential_id = 'x' AND open`, "rotations_one_open"},
+	} {
+		rows, err := conn.QueryContext(ctx, "EXPLAIN "+tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan strings.Builder
+		for rows.Next() {
+			var line string
+			rows.Scan(&line)
+			plan.WriteString(line + "\n")
+		}
+		rows.Close()
+		if !strings.Contains(plan.String(), tc.want) || strings.Contains(plan.String(), "Sort") {
+			t.Errorf("plan of %s:\n%s\nwant an index scan on %s and no sort", tc.query, plan.String(), tc.want)
+		}
+	}
+}
