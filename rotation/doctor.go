@@ -208,4 +208,3 @@ func fmtTime(t *time.Time) string {
 	}
 	return t.Format(time.RFC3339)
 }
-
