@@ -177,9 +177,10 @@ func TestMissingSchema(t *testing.T) {
 	t.Log(err)
 }
 
-// TestQueryPlans checks that the scheduler's queries can walk their indexes
-// (the planner prefers sequential and bitmap scans on tiny tables, so those
-// are off).
+// TestQueryPlans checks that the generic plans (the ones prepared statements
+// settle on) of the queries that select by key or by due time walk an index
+// and do not sort. The planner prefers sequential and bitmap scans on tiny
+// tables, so those are switched off.
 func TestQueryPlans(t *testing.T) {
 	ctx := t.Context()
 	s := openDSN(t, newSchema(t))
@@ -188,29 +189,51 @@ func TestQueryPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SET enable_seqscan = off; SET enable_bitmapscan = off`); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ query, want string }{
-		{`SELECT id FROM credentials c WHERE c.deleted_at IS NULL AND c.next_due_at <= now()
-			AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.credential_id = c.id AND r.open)
-			ORDER BY c.next_due_at LIMIT 10`, "credentials_due"},
-		{`SELECT id FROM rotations WHERE open AND due_at <= now() AND lease_until <= now() ORDER BY due_at LIMIT 10`, "rotations_due"},
-		{`SELECT id FROM rotations WHERE credential_id = 'x' AND open`, "rotations_one_open"},
-	} {
-		rows, err := conn.QueryContext(ctx, "EXPLAIN "+tc.query)
-		if err != nil {
+	for _, set := range []string{"enable_seqscan = off", "enable_bitmapscan = off", "plan_cache_mode = force_generic_plan"} {
+		if _, err := conn.ExecContext(ctx, "SET "+set); err != nil {
 			t.Fatal(err)
+		}
+	}
+	want := map[string]string{
+		"GetVersion":                "versions_pkey",
+		"ListCredentialsRange":      "credentials_pkey",
+		"DueCredentials":            "credentials_due",
+		"ListVersionKeys":           "versions_pkey",
+		"CountVersionsByKEK":        "versions_kek",
+		"OpenRotation":              "rotations_one_open",
+		"ListRotationsByCredential": "rotations_credential",
+		"DueRotations":              "rotations_due",
+		"ListHistory":               "history_credential",
+		"ListAudit":                 "audit_pkey",
+		"ListEvents":                "events_pkey",
+		"GetTokenByHash":            "tokens_hash_key",
+	}
+	queries := s.db.PlannedQueries()
+	if len(queries) != len(want) {
+		t.Errorf("%d planned queries, %d expected plans", len(queries), len(want))
+	}
+	for name, q := range queries {
+		stmt := "plan_" + strings.ToLower(name)
+		if _, err := conn.ExecContext(ctx, "PREPARE "+stmt+" AS "+q); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		nulls := strings.TrimSuffix(strings.Repeat("NULL, ", strings.Count(q, "$")), ", ")
+		rows, err := conn.QueryContext(ctx, "EXPLAIN EXECUTE "+stmt+"("+nulls+")")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
 		var plan strings.Builder
 		for rows.Next() {
 			var line string
-			rows.Scan(&line)
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
 			plan.WriteString(line + "\n")
 		}
 		rows.Close()
-		if !strings.Contains(plan.String(), tc.want) || strings.Contains(plan.String(), "Sort") {
-			t.Errorf("plan of %s:\n%s\nwant an index scan on %s and no sort", tc.query, plan.String(), tc.want)
+		p := plan.String()
+		if !strings.Contains(p, want[name]) || strings.Contains(p, "Seq Scan") || strings.Contains(p, "Sort") {
+			t.Errorf("%s: plan\n%s\nwant an index scan on %s and no sort", name, p, want[name])
 		}
 	}
 }

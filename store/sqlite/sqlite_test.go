@@ -1,11 +1,16 @@
 package sqlite
 
 import (
+	"bufio"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,39 +159,144 @@ func TestNewerSchemaRefused(t *testing.T) {
 	t.Log(err)
 }
 
-// TestQueryPlans checks that the scheduler's queries walk an index, so that
-// their cost grows with the rows due rather than with the table.
+// TestQueryPlans checks that the queries that select by key or by due time
+// walk an index, so that their cost grows with the rows they return, not with
+// the table, and that none sorts.
 func TestQueryPlans(t *testing.T) {
 	s := openTemp(t)
-	for name, q := range map[string]string{
-		"DueCredentials": `SELECT id FROM credentials c WHERE c.deleted_at IS NULL AND c.next_due_at <= 1
-			AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.credential_id = c.id AND r.open)
-			ORDER BY c.next_due_at LIMIT 10`,
-		"DueRotations": `SELECT id FROM rotations WHERE open AND due_at <= 1 AND lease_until <= 1 ORDER BY due_at LIMIT 10`,
-		"OpenRotation": `SELECT id FROM rotations WHERE credential_id = 'x' AND open`,
-	} {
-		rows, err := s.reader.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q)
+	want := map[string]string{
+		"GetVersion":                "SEARCH versions USING PRIMARY KEY (credential_id=? AND version=?)",
+		"ListCredentialsRange":      "SEARCH credentials USING PRIMARY KEY (id>? AND id<?)",
+		"DueCredentials":            "SEARCH c USING INDEX credentials_due (next_due_at<?)",
+		"ListVersionKeys":           "SEARCH versions USING PRIMARY KEY ((credential_id,version)>(?,?))",
+		"CountVersionsByKEK":        "USING COVERING INDEX versions_kek (kek_id=?)",
+		"OpenRotation":              "SEARCH rotations USING INDEX rotations_one_open (credential_id=?)",
+		"ListRotationsByCredential": "SEARCH rotations USING INDEX rotations_credential (credential_id=?)",
+		"DueRotations":              "SEARCH rotations USING INDEX rotations_due (due_at<?)",
+		"ListHistory":               "SEARCH history USING INDEX history_credential (credential_id=?)",
+		"ListAudit":                 "SEARCH audit USING INTEGER PRIMARY KEY (rowid>?)",
+		"ListEvents":                "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)",
+		"GetTokenByHash":            "SEARCH tokens USING INDEX sqlite_autoindex_tokens_2 (hash=?)",
+	}
+	queries := s.db.PlannedQueries()
+	if len(queries) != len(want) {
+		t.Errorf("%d planned queries, %d expected plans", len(queries), len(want))
+	}
+	for name, q := range queries {
+		args := make([]any, strings.Count(q, "?")) // all NULL: the plan does not depend on them
+		rows, err := s.reader.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", name, err)
 		}
-		var plan string
+		var plan strings.Builder
 		for rows.Next() {
 			var id, parent, notused int
 			var detail string
 			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
 				t.Fatal(err)
 			}
-			plan += detail + "\n"
+			plan.WriteString(detail + "\n")
 		}
 		rows.Close()
-		t.Logf("%s:\n%s", name, plan)
-		want := map[string]string{
-			"DueCredentials": "SEARCH c USING INDEX credentials_due (next_due_at<?)",
-			"DueRotations":   "SEARCH rotations USING INDEX rotations_due (due_at<?)",
-			"OpenRotation":   "SEARCH rotations USING INDEX rotations_one_open (credential_id=?)",
-		}[name]
-		if !strings.Contains(plan, want) || strings.Contains(plan, "TEMP B-TREE") || strings.Contains(plan, "SCAN") {
-			t.Errorf("%s: plan\n%s\nwant %q and no scan or sort", name, plan, want)
+		p := plan.String()
+		if !strings.Contains(p, want[name]) || strings.Contains(p, "TEMP B-TREE") || strings.Contains(p, "SCAN ") {
+			t.Errorf("%s: plan\n%s\nwant %q and no scan or sort", name, p, want[name])
 		}
 	}
+}
+
+// TestPragmas checks the settings durability and concurrency rely on.
+func TestPragmas(t *testing.T) {
+	s := openTemp(t)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		db     *sql.DB
+		pragma string
+		want   string
+	}{
+		{s.writer, "journal_mode", "wal"},
+		{s.writer, "synchronous", "2"}, // FULL
+		{s.writer, "foreign_keys", "1"},
+		{s.writer, "busy_timeout", "10000"},
+		{s.writer, "query_only", "0"},
+		{s.reader, "journal_mode", "wal"},
+		{s.reader, "busy_timeout", "10000"},
+		{s.reader, "query_only", "1"},
+	} {
+		var got string
+		if err := tc.db.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+			t.Fatalf("PRAGMA %s: %v", tc.pragma, err)
+		}
+		if got != tc.want {
+			t.Errorf("PRAGMA %s = %s, want %s", tc.pragma, got, tc.want)
+		}
+	}
+}
+
+// TestCrashDurability commits in a child process, kills it with SIGKILL
+// before it closes the store, and checks that a new Open sees the commit.
+func TestCrashDurability(t *testing.T) {
+	if path := os.Getenv("NEBULA_SQLITE_CRASH_CHILD"); path != "" {
+		crashChild(path)
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	path := filepath.Join(t.TempDir(), "store.db")
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestCrashDurability$")
+	cmd.Env = append(os.Environ(), "NEBULA_SQLITE_CRASH_CHILD="+path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "committed\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open after a crash: %v", err)
+	}
+	defer s.Close()
+	if err := s.View(t.Context(), func(tx store.Tx) error {
+		vs, err := tx.ListVersions(t.Context(), "crash")
+		if err == nil && len(vs) != 100 {
+			err = fmt.Errorf("%d versions after the crash, want 100", len(vs))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashChild commits 100 versions, one Update each, reports it and waits to be killed.
+func crashChild(path string) {
+	ctx := context.Background()
+	s, err := Open(ctx, path)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	for i := 1; i <= 100; i++ {
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			return tx.InsertVersion(ctx, &store.Version{CredentialID: "crash", Version: i, KEKID: "k", CreatedAt: time.Now()})
+		}); err != nil {
+			fmt.Println("update:", err)
+			os.Exit(1)
+		}
+	}
+	fmt.Println("committed")
+	time.Sleep(time.Minute)
+	os.Exit(1)
 }

@@ -192,3 +192,30 @@ var queryText = [numQueries]string{
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?) RETURNING seq`,
 	qListEvents: `SELECT ` + eventCols + ` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`,
 }
+
+// planned names the queries whose plans the backends' tests check: each must
+// walk an index, so that its cost grows with the rows it returns.
+var planned = map[string]query{
+	"GetVersion":                qGetVersion,
+	"ListCredentialsRange":      qListCredentialsRange,
+	"DueCredentials":            qDueCredentials,
+	"ListVersionKeys":           qListVersionKeys,
+	"CountVersionsByKEK":        qCountVersionsByKEK,
+	"OpenRotation":              qOpenRotation,
+	"ListRotationsByCredential": qListRotationsByCredential,
+	"DueRotations":              qDueRotations,
+	"ListHistory":               qListHistory,
+	"ListAudit":                 qListAudit,
+	"ListEvents":                qListEvents,
+	"GetTokenByHash":            qGetTokenByHash,
+}
+
+// PlannedQueries returns, by method name, the text (in the dialect's
+// placeholders) of the queries that must use an index. For tests.
+func (db *DB) PlannedQueries() map[string]string {
+	m := make(map[string]string, len(planned))
+	for name, q := range planned {
+		m[name] = db.queries[q]
+	}
+	return m
+}
