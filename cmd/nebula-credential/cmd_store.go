@@ -35,6 +35,7 @@ the root key is derived from the passphrase (Argon2id) and no key file is writte
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			loc := g.storeLocation()
 			if !isPostgres(loc) && sqlite.Exists(loc) {
+				loc = displayLocation(loc)
 				return usagef("store %s already exists", loc)
 			}
 			m, err := g.open(cmd.Context(), openOpts{create: true})
@@ -42,6 +43,7 @@ the root key is derived from the passphrase (Argon2id) and no key file is writte
 				return err
 			}
 			defer m.Close()
+			loc = displayLocation(loc)
 			mode, key := "key file", g.keyFileLocation()
 			if !passphrase().IsZero() {
 				mode, key = "passphrase", ""

@@ -6,17 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"net/url"
 	"path/filepath"
 	"strings"
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/store"
+	"github.com/nebula-credential/nebula-credential/store/postgres"
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
 )
-
-// openPostgres is set by open_postgres.go.
-var openPostgres func(ctx context.Context, dsn string) (store.Store, error)
 
 const defaultStore = "nebula-credential.db"
 
@@ -28,6 +27,19 @@ func (g *globals) storeLocation() string {
 		return s
 	}
 	return defaultStore
+}
+
+// displayLocation is the store location safe to print: a password in a
+// PostgreSQL URL is masked.
+func displayLocation(loc string) string {
+	if !isPostgres(loc) {
+		return loc
+	}
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "postgres://(unparseable URL)"
+	}
+	return u.Redacted()
 }
 
 func isPostgres(loc string) bool {
@@ -57,10 +69,7 @@ func passphrase() secret.Value {
 func (g *globals) openStore(ctx context.Context, create bool) (store.Store, error) {
 	loc := g.storeLocation()
 	if isPostgres(loc) {
-		if openPostgres == nil {
-			return nil, errors.New("open store: PostgreSQL support is not built in")
-		}
-		st, err := openPostgres(ctx, loc)
+		st, err := postgres.Open(ctx, loc)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
@@ -105,7 +114,7 @@ func (g *globals) open(ctx context.Context, o openOpts) (*credential.Manager, er
 	if err != nil {
 		st.Close()
 		if errors.Is(err, credential.ErrNotInitialised) {
-			return nil, fmt.Errorf("%w: store %s is not initialised: run `nebula-credential init`", store.ErrNotFound, g.storeLocation())
+			return nil, fmt.Errorf("%w: store %s is not initialised: run `nebula-credential init`", store.ErrNotFound, displayLocation(g.storeLocation()))
 		}
 		return nil, err
 	}
