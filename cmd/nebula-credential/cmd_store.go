@@ -35,7 +35,6 @@ the root key is derived from the passphrase (Argon2id) and no key file is writte
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			loc := g.storeLocation()
 			if !isPostgres(loc) && sqlite.Exists(loc) {
-				loc = displayLocation(loc)
 				return usagef("store %s already exists", loc)
 			}
 			m, err := g.open(cmd.Context(), openOpts{create: true})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -105,28 +106,44 @@ func redactStatementError(err error) error {
 }
 
 // scrub is the rotator's own last line of defence (the registry also wraps
-// rotators with rotator.Sanitize): if any secret or derived value appears in
-// the error text, the error is rebuilt without it.
+// rotators with rotator.Sanitize): every secret value, and the escaped forms a
+// driver or server may echo, is replaced by [REDACTED]. The result keeps the
+// class, op and privilege; the chain is dropped only when something was found.
 func scrub(err error, vals ...secret.Value) error {
 	if err == nil {
 		return nil
 	}
 	msg := err.Error()
-	m := secret.Map{}
-	for i, v := range vals {
+	var forms []string
+	for _, v := range vals {
 		p := v.Reveal()
 		if len(p) < 4 {
 			continue
 		}
-		// The same variants rotator.Scrub replaces.
-		for _, q := range []string{p, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `\"`)} {
-			if strings.Contains(msg, q) {
-				m[fmt.Sprint(i)] = v
-			}
+		backslashed := strings.NewReplacer(`\`, `\\`, "'", `\'`, `"`, `\"`).Replace(p)
+		forms = append(forms, p, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `""`),
+			strings.ReplaceAll(p, "'", `\'`), strings.ReplaceAll(p, `"`, `\"`), backslashed)
+	}
+	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
+	found := false
+	for _, f := range forms {
+		if strings.Contains(msg, f) {
+			msg = strings.ReplaceAll(msg, f, secret.Redacted)
+			found = true
 		}
 	}
-	if len(m) == 0 {
+	if !found {
 		return err
 	}
-	return rotator.Scrub(err, m)
+	out := &rotator.Error{Class: rotator.ClassOf(err)}
+	var e *rotator.Error
+	if errors.As(err, &e) {
+		out.Privilege = e.Privilege
+		out.RetryAfter = e.RetryAfter
+		if e.Privilege != "" { // Error() appends it again
+			msg = strings.TrimSuffix(msg, fmt.Sprintf(" (missing privilege: %s)", e.Privilege))
+		}
+	}
+	out.Err = errors.New(msg)
+	return out
 }
