@@ -1,0 +1,63 @@
+package mysql_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	myrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
+	"github.com/nebula-credential/nebula-credential/secret"
+)
+
+// BenchmarkRawChange is the floor: ALTER USER ... IDENTIFIED BY on an open
+// admin connection plus one fresh login with the new password.
+func BenchmarkRawChange(b *testing.B) {
+	e := newEnv(b)
+	c := e.single(b, "", false)
+	admin := e.db.DB(b)
+	admin.SetMaxOpenConns(1)
+	ctx := context.Background()
+	for b.Loop() {
+		pw := testenv.UniqueName("raw-")
+		if _, err := admin.ExecContext(ctx, "ALTER USER ?@? IDENTIFIED BY ?", c.String("username"), "%", pw); err != nil {
+			b.Fatal(err)
+		}
+		c.Secret = secret.Map{"password": secret.New(pw)}
+		_, done, err := login(ctx, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done()
+	}
+}
+
+// BenchmarkRotatorApplyVerify is one whole rotation through the rotator:
+// Stage + Apply + Verify + Retire.
+func BenchmarkRotatorApplyVerify(b *testing.B) {
+	e := newEnv(b)
+	rot := myrot.New(myrot.Config{})
+	for _, st := range []rotator.Strategy{rotator.Dual, rotator.Alternating, rotator.InPlace} {
+		b.Run(string(st), func(b *testing.B) {
+			cur := e.single(b, "", true)
+			if st == rotator.Alternating {
+				cur = e.pair(b, "")
+			}
+			ctx := context.Background()
+			for b.Loop() {
+				pend := stage(b, rot, e.res, cur, st)
+				if _, err := rot.Apply(ctx, rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: e.res}); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := rot.Verify(ctx, rotator.VerifyRequest{Credential: pend, Resolver: e.res}); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := rot.Retire(ctx, rotator.RetireRequest{Old: cur, Current: pend, Strategy: st, Resolver: e.res}); err != nil {
+					b.Fatal(err)
+				}
+				cur = pend
+			}
+		})
+	}
+}

@@ -1,0 +1,178 @@
+package mysql
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/secret"
+)
+
+// classify turns a driver error into a *rotator.Error by server error number
+// or error type, never by message text. priv names the privilege a permission
+// error means for op.
+func classify(op, priv string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *rotator.Error
+	if errors.As(err, &re) {
+		return err
+	}
+	c := classOf(err)
+	e := &rotator.Error{Class: c, Op: op, Err: err}
+	if c == rotator.ClassPermission {
+		e.Privilege = priv
+	}
+	return e
+}
+
+func classOf(err error) rotator.Class {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return classOfNumber(me.Number)
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, driver.ErrBadConn),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return rotator.ClassTransient
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return rotator.ClassTransient
+	}
+	return rotator.ClassUnknown
+}
+
+// Server error numbers (MariaDB and MySQL share the low ones).
+const (
+	erAccessDenied          = 1045 // bad user or password at login
+	erAccessDeniedNoPass    = 1698
+	erAccountLockedMySQL    = 3118
+	erAccountLockedMariaDB  = 4151
+	erMustChangePassword    = 1820
+	erMustChangePasswordLog = 1862
+	erDBAccessDenied        = 1044
+	erTableAccessDenied     = 1142
+	erColumnAccessDenied    = 1143
+	erSpecificAccessDenied  = 1227 // "you need (at least one of) the X privilege(s)"
+	erPasswordNotAllowed    = 1132 // changing others' passwords needs UPDATE on mysql.*
+	erProcAccessDenied      = 1370
+	erConCount              = 1040 // too many connections
+	erTooManyUserConns      = 1203
+	erUserLimitReached      = 1226
+	erLockWaitTimeout       = 1205
+	erLockDeadlock          = 1213
+	erServerShutdown        = 1053
+	erQueryInterrupted      = 1317
+	erConnectionKilled      = 1927
+	erStatementTimeout      = 1969 // MariaDB max_statement_time
+	erQueryTimeoutMySQL     = 3024
+	erBadDB                 = 1049
+	erCannotUser            = 1396 // ALTER USER on a user that does not exist
+	erParse                 = 1064
+	erNotValidPassword      = 1819 // password validation plugin
+	erPasswordHistory       = 3638 // MySQL password history
+	erOptionPrevents        = 1290 // e.g. --strict-password-validation refuses a hash
+)
+
+func classOfNumber(n uint16) rotator.Class {
+	switch n {
+	case erAccessDenied, erAccessDeniedNoPass, erAccountLockedMySQL, erAccountLockedMariaDB,
+		erMustChangePassword, erMustChangePasswordLog:
+		return rotator.ClassAuth
+	case erDBAccessDenied, erTableAccessDenied, erColumnAccessDenied, erSpecificAccessDenied,
+		erPasswordNotAllowed, erProcAccessDenied:
+		return rotator.ClassPermission
+	case erConCount, erTooManyUserConns, erUserLimitReached, erLockWaitTimeout, erLockDeadlock,
+		erServerShutdown, erQueryInterrupted, erConnectionKilled, erStatementTimeout, erQueryTimeoutMySQL:
+		return rotator.ClassTransient
+	case erBadDB, erCannotUser, erParse:
+		return rotator.ClassConfig
+	case erNotValidPassword, erPasswordHistory:
+		return rotator.ClassRejected
+	}
+	if n >= 1152 && n <= 1161 { // network read/write errors reported by the server
+		return rotator.ClassTransient
+	}
+	return rotator.ClassUnknown
+}
+
+func errNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// isAuthFailure reports a login refused for the credential itself (wrong
+// password, locked account, expired password).
+func isAuthFailure(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && classOfNumber(me.Number) == rotator.ClassAuth
+}
+
+// redactStatementError drops the server's message for a parse error: it quotes
+// the statement ("near '...'"), which carried a password or hash.
+func redactStatementError(err error) error {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == erParse {
+		return &mysql.MySQLError{Number: me.Number, SQLState: me.SQLState, Message: "statement refused (message withheld: it may quote a secret)"}
+	}
+	return err
+}
+
+// scrub is the rotator's own last line of defence (the registry also wraps
+// rotators with rotator.Sanitize): every secret value, and the escaped forms a
+// driver or server may echo, is replaced by [REDACTED]. The result keeps the
+// class, op and privilege; the chain is dropped only when something was found.
+func scrub(err error, vals ...secret.Value) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var forms []string
+	for _, v := range vals {
+		p := v.Reveal()
+		if len(p) < 4 {
+			continue
+		}
+		backslashed := strings.NewReplacer(`\`, `\\`, "'", `\'`, `"`, `\"`).Replace(p)
+		forms = append(forms, p, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `""`),
+			strings.ReplaceAll(p, "'", `\'`), strings.ReplaceAll(p, `"`, `\"`), backslashed)
+	}
+	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
+	found := false
+	for _, f := range forms {
+		if strings.Contains(msg, f) {
+			msg = strings.ReplaceAll(msg, f, secret.Redacted)
+			found = true
+		}
+	}
+	if !found {
+		return err
+	}
+	out := &rotator.Error{Class: rotator.ClassOf(err)}
+	var e *rotator.Error
+	if errors.As(err, &e) {
+		out.Privilege = e.Privilege
+		out.RetryAfter = e.RetryAfter
+		if e.Privilege != "" { // Error() appends it again
+			msg = strings.TrimSuffix(msg, fmt.Sprintf(" (missing privilege: %s)", e.Privilege))
+		}
+	}
+	out.Err = errors.New(msg)
+	return out
+}

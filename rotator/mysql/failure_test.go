@@ -1,0 +1,202 @@
+package mysql_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	myrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
+	"github.com/nebula-credential/nebula-credential/secret"
+)
+
+func pw(c rotator.Credential) secret.Value { return c.Secret["password"] }
+
+// noLeak fails if any secret (or its MariaDB hash) shows in err.
+func noLeak(t *testing.T, err error, secrets ...secret.Value) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
+		for _, s := range secrets {
+			if p := s.Reveal(); p != "" && (strings.Contains(text, p) || strings.Contains(text, nativeHashForTest(p))) {
+				t.Fatalf("error leaks a secret: %s", text)
+			}
+		}
+	}
+}
+
+func wantClass(t *testing.T, what string, err error, want rotator.Class, secrets ...secret.Value) {
+	t.Helper()
+	if got := rotator.ClassOf(err); got != want {
+		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
+	}
+	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
+		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
+	}
+	noLeak(t, err, secrets...)
+	t.Logf("%s: %v", what, err)
+}
+
+func (e *env) viaProxy(c rotator.Credential, p *testenv.Proxy) (rotator.Credential, resolver) {
+	res := resolver{}
+	for k, v := range e.res {
+		res[k] = v
+	}
+	adm := res[e.adminID]
+	adm.Fields = map[string]any{"host": p.Host, "port": p.Port, "username": e.admin}
+	res[e.adminID] = adm
+	c.Fields["host"], c.Fields["port"] = p.Host, p.Port
+	return c, res
+}
+
+func TestServerGoneMidRotation(t *testing.T) {
+	e := newEnv(t)
+	rot := myrot.New(myrot.Config{ConnectTimeout: 2 * time.Second})
+	for _, st := range []rotator.Strategy{rotator.Dual, rotator.Alternating, rotator.InPlace} {
+		t.Run(string(st), func(t *testing.T) {
+			p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.db.Host, e.db.Port))
+			direct := e.single(t, "", true)
+			if st == rotator.Alternating {
+				direct = e.pair(t, "")
+			}
+			cur, res := e.viaProxy(direct, p)
+			pend := stage(t, rot, res, cur, st)
+			secrets := []secret.Value{pw(cur), pw(pend), secret.New(e.adminPW)}
+			if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res}); err != nil {
+				t.Fatal(err)
+			}
+			p.Close()
+			_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: res})
+			wantClass(t, "verify", err, rotator.ClassTransient, secrets...)
+			_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
+			wantClass(t, "apply again", err, rotator.ClassTransient, secrets...)
+			_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
+			wantClass(t, "revert", err, rotator.ClassTransient, secrets...)
+			if st != rotator.InPlace {
+				_, err = rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: st, Resolver: res})
+				wantClass(t, "retire", err, rotator.ClassTransient, secrets...)
+			}
+		})
+	}
+}
+
+func TestServerHangs(t *testing.T) {
+	e := newEnv(t)
+	rot := myrot.New(myrot.Config{ConnectTimeout: 300 * time.Millisecond, QueryTimeout: 300 * time.Millisecond})
+	p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.db.Host, e.db.Port))
+	p.Blackhole()
+	cur, res := e.viaProxy(e.single(t, "", true), p)
+	start := time.Now()
+	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: res})
+	wantClass(t, "verify", err, rotator.ClassTransient, pw(cur))
+	pend := stage(t, rot, res, cur, rotator.Dual)
+	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
+	wantClass(t, "apply", err, rotator.ClassTransient, pw(cur), pw(pend))
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("timeouts took %v", d)
+	}
+}
+
+// CREATE USER revoked from the admin after Stage: ClassPermission naming it.
+func TestPermissionDenied(t *testing.T) {
+	e := newEnv(t)
+	rot := myrot.New(myrot.Config{})
+	for _, st := range []rotator.Strategy{rotator.Dual, rotator.Alternating, rotator.InPlace} {
+		t.Run(string(st), func(t *testing.T) {
+			cur := e.single(t, "", true)
+			if st == rotator.Alternating {
+				cur = e.pair(t, "")
+			}
+			pend := stage(t, rot, e.res, cur, st)
+			secrets := []secret.Value{pw(cur), pw(pend), secret.New(e.adminPW)}
+			e.db.Exec(t, "REVOKE CREATE USER ON *.* FROM ?@?", e.admin, "%")
+			defer e.db.Exec(t, "GRANT CREATE USER ON *.* TO ?@?", e.admin, "%")
+			_, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: e.res})
+			wantClass(t, "apply", err, rotator.ClassPermission, secrets...)
+			if p := rotator.PrivilegeOf(err); p != "CREATE USER" {
+				t.Fatalf("privilege %q, want CREATE USER", p)
+			}
+			if st != rotator.InPlace {
+				_, err = rot.Retire(ctx(t), rotator.RetireRequest{Old: pend, Current: cur, Strategy: st, Resolver: e.res})
+				wantClass(t, "retire", err, rotator.ClassPermission, secrets...)
+			}
+			if !authenticates(t, cur) {
+				t.Fatal("current broken by a refused rotation")
+			}
+		})
+	}
+	// Dual without an admin, by an account lacking CREATE USER.
+	self := e.single(t, "", false)
+	pend := stage(t, rot, e.res, self, rotator.Dual)
+	_, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: self, Pending: pend, Strategy: rotator.Dual, Resolver: e.res})
+	wantClass(t, "dual self", err, rotator.ClassPermission, pw(self), pw(pend))
+	if rotator.PrivilegeOf(err) != "CREATE USER" {
+		t.Fatalf("privilege %q", rotator.PrivilegeOf(err))
+	}
+}
+
+func TestVerifyClasses(t *testing.T) {
+	e := newEnv(t)
+	rot := myrot.New(myrot.Config{})
+	verify := func(c rotator.Credential) error {
+		_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: c, Resolver: e.res})
+		return err
+	}
+	good := e.single(t, "", false)
+	if err := verify(good); err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
+	wantClass(t, "wrong password", verify(bad), rotator.ClassRejected, pw(bad), pw(good))
+
+	locked := e.single(t, "", false)
+	e.db.Exec(t, "ALTER USER ?@? ACCOUNT LOCK", locked.String("username"), "%")
+	wantClass(t, "locked", verify(locked), rotator.ClassRejected, pw(locked))
+
+	limited := e.single(t, "", false)
+	e.db.Exec(t, "ALTER USER ?@? WITH MAX_USER_CONNECTIONS 1", limited.String("username"), "%")
+	_, done, err := login(ctx(t), limited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClass(t, "too many connections", verify(limited), rotator.ClassTransient, pw(limited))
+	done()
+
+	denied := e.single(t, "", false)
+	denied.Fields["probe"] = "SELECT COUNT(*) FROM mysql.user"
+	err = verify(denied)
+	wantClass(t, "probe denied", err, rotator.ClassPermission, pw(denied))
+
+	nodb := e.single(t, "", false)
+	nodb.Fields["database"] = e.db.CreateDatabase(t)
+	wantClass(t, "database denied", verify(nodb), rotator.ClassPermission, pw(nodb))
+
+	res := resolver{}
+	for k, v := range e.res {
+		res[k] = v
+	}
+	adm := res[e.adminID]
+	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
+	res[e.adminID] = adm
+	cur := e.single(t, "", true)
+	pend := stage(t, rot, res, cur, rotator.Dual)
+	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
+	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), pw(adm))
+}
+
+func TestInPlaceNothingLogsIn(t *testing.T) {
+	e := newEnv(t)
+	rot := myrot.New(myrot.Config{})
+	cur := e.single(t, "", false)
+	pend := stage(t, rot, e.res, cur, rotator.InPlace)
+	e.db.Exec(t, "ALTER USER ?@? IDENTIFIED BY ?", cur.String("username"), "%", "neither-"+testenv.UniqueName(""))
+	_, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.InPlace, Resolver: e.res})
+	wantClass(t, "apply", err, rotator.ClassAuth, pw(cur), pw(pend))
+	_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: rotator.InPlace, Resolver: e.res})
+	wantClass(t, "revert", err, rotator.ClassAuth, pw(cur), pw(pend))
+}
