@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nebula-credential/nebula-credential/audit"
 	"github.com/nebula-credential/nebula-credential/internal/vault"
 	"github.com/nebula-credential/nebula-credential/keyring"
 	"github.com/nebula-credential/nebula-credential/rotation"
@@ -397,7 +398,12 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 	if err := rotation.AppendEvent(ctx, tx, now, rotation.EventCurrentChanged, id, n, nil); err != nil {
 		return nil, err
 	}
-	if err := rotation.Prune(ctx, tx, id, settings.RetentionOrDefault()); err != nil {
+	if keep := settings.RetentionOrDefault(); n > keep { // fewer versions than that cannot exceed it
+		if err := rotation.Prune(ctx, tx, id, keep); err != nil {
+			return nil, err
+		}
+	}
+	if err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: req.Actor, Action: "put", CredentialID: id, FromVersion: prev, ToVersion: n, Outcome: "ok"}); err != nil {
 		return nil, err
 	}
 	lab := []string{LabelCurrent}
@@ -634,7 +640,10 @@ func (m *Manager) Delete(ctx context.Context, id, actor string) error {
 		if err := tx.PutCredential(ctx, c); err != nil {
 			return err
 		}
-		return tx.AppendHistory(ctx, &store.HistoryEntry{CredentialID: id, At: now, Action: "delete", Actor: actor, Outcome: "ok"})
+		if err := tx.AppendHistory(ctx, &store.HistoryEntry{CredentialID: id, At: now, Action: "delete", Actor: actor, Outcome: "ok"}); err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: "delete", CredentialID: id, Outcome: "ok"})
 	})
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
@@ -654,7 +663,10 @@ func (m *Manager) Purge(ctx context.Context, id string) error {
 		if r, err := tx.OpenRotation(ctx, id); err == nil && r.Step != rotation.StepNeedsAttention {
 			return fmt.Errorf("%w: wait for it to finish first", ErrRotationInProgress)
 		}
-		return tx.PurgeCredential(ctx, id)
+		if err := tx.PurgeCredential(ctx, id); err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: m.clock().UTC(), Action: "purge", CredentialID: id, Outcome: "ok"})
 	})
 	if err != nil {
 		return fmt.Errorf("purge %s: %w", id, err)
