@@ -19,7 +19,7 @@ import (
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
 )
 
-func openAt(t *testing.T, dir string, create bool, tweak func(*credential.Config)) *credential.Manager {
+func openAt(t testing.TB, dir string, create bool, tweak func(*credential.Config)) *credential.Manager {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "creds.db"))
 	if err != nil {
