@@ -134,7 +134,9 @@ func callVars(subject rotator.Credential, key, keyID string, a authKey, rotation
 		switch f := f.(type) {
 		case string:
 			v["fields."+k] = f
-		case float64, int, int64, bool:
+		case float64:
+			v["fields."+k] = strconv.FormatFloat(f, 'f', -1, 64)
+		case int, int64, bool:
 			v["fields."+k] = fmt.Sprint(f)
 		}
 	}

@@ -208,7 +208,7 @@ func TestInvalidGrant(t *testing.T) {
 				t.Fatal(err)
 			}
 			tok.Expiry = time.Now().Add(-time.Second)
-			_, err = oauth2.NewRefresher(oauth2.RefresherConfig{OAuth2: cfg}, tok).TokenContext(t.Context())
+			_, err = newRefresher(t, oauth2.RefresherConfig{OAuth2: cfg}, tok).TokenContext(t.Context())
 			return err
 		},
 	}
@@ -246,7 +246,7 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 
 	cfg, tok, _ := oauth2.ClientConfig(bad)
 	tok.Expiry = time.Now().Add(-time.Second)
-	_, err = oauth2.NewRefresher(oauth2.RefresherConfig{OAuth2: cfg}, tok).TokenContext(t.Context())
+	_, err = newRefresher(t, oauth2.RefresherConfig{OAuth2: cfg}, tok).TokenContext(t.Context())
 	if rotator.ClassOf(err) != rotator.ClassAuth {
 		t.Fatalf("refresher, wrong client secret: want ClassAuth, got %v", err)
 	}
@@ -367,7 +367,7 @@ func TestRefresherOneRequestAcrossExpiry(t *testing.T) {
 	expiry := clk.Now().Add(30 * time.Second)
 	tok.Expiry = expiry
 	var persisted atomic.Int64
-	r := oauth2.NewRefresher(oauth2.RefresherConfig{
+	r := newRefresher(t, oauth2.RefresherConfig{
 		OAuth2: cfg, Now: clk.Now, EarlyRefresh: 10 * time.Second,
 		Persist: func(ctx context.Context, t *xoauth2.Token) error {
 			persisted.Add(1)
@@ -439,7 +439,7 @@ func TestRefresherFallback(t *testing.T) {
 	tok := p.login(t)
 	expiry := clk.Now().Add(30 * time.Second)
 	tok.Expiry = expiry // within EarlyRefresh: due, still valid
-	r := oauth2.NewRefresher(oauth2.RefresherConfig{OAuth2: p.client(), Now: clk.Now, EarlyRefresh: time.Minute, RetryInterval: 5 * time.Second}, tok)
+	r := newRefresher(t, oauth2.RefresherConfig{OAuth2: p.client(), Now: clk.Now, EarlyRefresh: time.Minute, RetryInterval: 5 * time.Second}, tok)
 	before := p.tokenRequests.Load()
 	requests := func() int64 { return p.tokenRequests.Load() - before }
 
@@ -488,7 +488,7 @@ func TestRefresherPersistFailure(t *testing.T) {
 	var fail atomic.Bool
 	fail.Store(true)
 	var stored atomic.Pointer[xoauth2.Token]
-	r := oauth2.NewRefresher(oauth2.RefresherConfig{
+	r := newRefresher(t, oauth2.RefresherConfig{
 		OAuth2: p.client(), Now: clk.Now, EarlyRefresh: time.Minute,
 		Persist: func(ctx context.Context, t *xoauth2.Token) error {
 			if fail.Load() {

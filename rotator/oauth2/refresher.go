@@ -88,15 +88,17 @@ type Refresher struct {
 
 var _ xoauth2.TokenSource = (*Refresher)(nil)
 
-// NewRefresher returns a Refresher starting from tok. It panics if cfg is
-// invalid (a programming error).
-func NewRefresher(cfg RefresherConfig, tok *xoauth2.Token) *Refresher {
+// NewRefresher returns a Refresher starting from tok.
+func NewRefresher(cfg RefresherConfig, tok *xoauth2.Token) (*Refresher, error) {
 	if err := cfg.Validate(); err != nil {
-		panic(err)
+		return nil, err
+	}
+	if tok == nil {
+		return nil, errors.New("oauth2: NewRefresher needs a token (at least a refresh token)")
 	}
 	t := *tok
 	boundExpiry(&t)
-	return &Refresher{cfg: cfg.withDefaults(), tok: &t}
+	return &Refresher{cfg: cfg.withDefaults(), tok: &t}, nil
 }
 
 // Token implements oauth2.TokenSource.
