@@ -412,9 +412,9 @@ func cmdHistory(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, strings.Join(v.Labels, ","), v.CreatedAt.Format(time.RFC3339))
 			}
 			fmt.Fprintln(tw)
-			fmt.Fprintln(tw, "AT\tACTION\tVERSIONS\tOUTCOME\tACTOR\tDETAIL")
+			fmt.Fprintln(tw, "AT\tACTION\tVERSIONS\tOUTCOME\tACTOR\tREASON\tDETAIL")
 			for _, h := range hs {
-				fmt.Fprintf(tw, "%s\t%s\t%d→%d\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Action, h.FromVersion, h.ToVersion, h.Outcome, h.Actor, h.Detail)
+				fmt.Fprintf(tw, "%s\t%s\t%d→%d\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Action, h.FromVersion, h.ToVersion, h.Outcome, h.Actor, h.Reason, h.Detail)
 			}
 			return tw.Flush()
 		},
