@@ -1,0 +1,190 @@
+package redis_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	rrot "github.com/nebula-credential/nebula-credential/rotator/redis"
+	"github.com/nebula-credential/nebula-credential/secret"
+)
+
+func pw(c rotator.Credential) secret.Value { return c.Secret["password"] }
+
+func noLeak(t *testing.T, err error, secrets ...secret.Value) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
+		for _, s := range secrets {
+			sum := sha256.Sum256([]byte(s.Reveal()))
+			if p := s.Reveal(); p != "" && (strings.Contains(text, p) || strings.Contains(text, hex.EncodeToString(sum[:]))) {
+				t.Fatalf("error leaks a secret: %s", text)
+			}
+		}
+	}
+}
+
+func wantClass(t *testing.T, what string, err error, want rotator.Class, secrets ...secret.Value) {
+	t.Helper()
+	if got := rotator.ClassOf(err); got != want {
+		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
+	}
+	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
+		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
+	}
+	noLeak(t, err, secrets...)
+	t.Logf("%s: %v", what, err)
+}
+
+// The server is killed between Apply and Verify: every later step is
+// ClassTransient; after a restart (with its ACL file) the rotation finishes.
+func TestServerStoppedMidRotation(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{ConnectTimeout: time.Second})
+	cur := e.user(t, "app", true)
+	e.srv.Do(t, "ACL", "SAVE")
+	pend := stage(t, rot, e.res, cur)
+	secrets := []secret.Value{pw(cur), pw(pend), secret.New(e.srv.AdminPassword)}
+	if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res}); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Stop()
+	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: e.res})
+	wantClass(t, "verify", err, rotator.ClassTransient, secrets...)
+	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res})
+	wantClass(t, "apply again", err, rotator.ClassTransient, secrets...)
+	_, err = rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: rotator.Dual, Resolver: e.res})
+	wantClass(t, "retire", err, rotator.ClassTransient, secrets...)
+	_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res})
+	wantClass(t, "revert", err, rotator.ClassTransient, secrets...)
+
+	e.srv.Restart(t) // Apply saved the ACL: both versions work, the retry succeeds
+	if !e.authenticates(t, cur) || !e.authenticates(t, pend) {
+		t.Fatal("after restart both versions must log in")
+	}
+	if _, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: e.res}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: rotator.Dual, Resolver: e.res}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServerHangs(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{ConnectTimeout: 300 * time.Millisecond, CommandTimeout: 300 * time.Millisecond})
+	p := testenv.NewProxy(t, e.srv.Addr())
+	p.Blackhole()
+	cur := e.user(t, "app", true)
+	cur.Fields["host"], cur.Fields["port"] = p.Host, p.Port
+	start := time.Now()
+	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: e.res})
+	wantClass(t, "verify", err, rotator.ClassTransient, pw(cur))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+// The admin loses ACL SETUSER after Stage: ClassPermission naming it; with no
+// ACL permission at all, the first command it needs is named.
+func TestPermissionDenied(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{})
+	adminPW := testenv.UniqueName("rotadmin-")
+	e.srv.Do(t, "ACL", "SETUSER", "rotadmin", "on", ">"+adminPW, "+ping", "+acl|getuser", "+acl|setuser", "+acl|save", "+config|get")
+	res := resolver{"rotadmin": {ID: "rotadmin", Fields: map[string]any{"username": "rotadmin"}, Secret: secret.Map{"password": secret.New(adminPW)}}}
+	cur := e.user(t, "app", false)
+	cur.Fields["admin_credential"] = "rotadmin"
+	if _, err := rot.Check(ctx(t), rotator.CheckRequest{Credential: cur, Resolver: res}); err != nil {
+		t.Fatalf("a least-privilege admin must be enough: %v", err)
+	}
+	pend := stage(t, rot, res, cur)
+	secrets := []secret.Value{pw(cur), pw(pend), secret.New(adminPW)}
+	e.srv.Do(t, "ACL", "SETUSER", "rotadmin", "-acl|setuser")
+	_, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
+	wantClass(t, "apply", err, rotator.ClassPermission, secrets...)
+	if p := rotator.PrivilegeOf(err); p != "ACL SETUSER" {
+		t.Fatalf("privilege %q, want ACL SETUSER", p)
+	}
+	e.srv.Do(t, "ACL", "SETUSER", "rotadmin", "-@all", "+ping")
+	_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
+	wantClass(t, "revert", err, rotator.ClassPermission, secrets...)
+	if p := rotator.PrivilegeOf(err); p != "ACL GETUSER" {
+		t.Fatalf("privilege %q, want ACL GETUSER", p)
+	}
+	if !e.authenticates(t, cur) {
+		t.Fatal("current broken")
+	}
+}
+
+func TestVerifyClasses(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{})
+	verify := func(c rotator.Credential) error {
+		_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: c, Resolver: e.res})
+		return err
+	}
+	good := e.user(t, "good", false)
+	if err := verify(good); err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
+	wantClass(t, "wrong password", verify(bad), rotator.ClassRejected, pw(bad), pw(good))
+
+	off := e.user(t, "off", false)
+	e.srv.Do(t, "ACL", "SETUSER", "off", "off")
+	wantClass(t, "user off", verify(off), rotator.ClassRejected, pw(off))
+
+	denied := e.user(t, "denied", false)
+	e.srv.Do(t, "ACL", "SETUSER", "denied", "-get")
+	denied.Fields["probe"] = "GET somekey"
+	err := verify(denied)
+	wantClass(t, "probe denied", err, rotator.ClassPermission, pw(denied))
+	if rotator.PrivilegeOf(err) != "GET" {
+		t.Fatalf("privilege %q", rotator.PrivilegeOf(err))
+	}
+
+	full := e.user(t, "full", false)
+	e.srv.Do(t, "CONFIG", "SET", "maxclients", "1")
+	hold := goredis.NewClient(&goredis.Options{Addr: e.srv.Addr(), Password: e.srv.AdminPassword, PoolSize: 1, DisableIdentity: true, MaxRetries: -1})
+	defer hold.Close()
+	hold.Ping(context.Background())
+	wantClass(t, "max clients", verify(full), rotator.ClassTransient, pw(full))
+	hold.Do(context.Background(), "CONFIG", "SET", "maxclients", "1000")
+
+	res := resolver{e.adminID: e.res[e.adminID]}
+	adm := res[e.adminID]
+	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
+	res[e.adminID] = adm
+	cur := e.user(t, "app", true)
+	pend := stage(t, rot, res, cur)
+	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
+	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), pw(adm))
+}
+
+// Retire refuses when the current password is not on the user: it would
+// otherwise remove the last working one.
+func TestRetireGuardsCurrent(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{})
+	cur := e.user(t, "app", true)
+	pend := stage(t, rot, e.res, cur) // never applied
+	_, err := rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: rotator.Dual, Resolver: e.res})
+	wantClass(t, "retire", err, rotator.ClassUnknown, pw(cur), pw(pend))
+	if !e.authenticates(t, cur) {
+		t.Fatal("the only working password was removed")
+	}
+}
+
+var _ = context.Background
