@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -16,6 +17,9 @@ import (
 //
 //	BenchmarkRawSelect          vs BenchmarkViewGetVersion
 //	BenchmarkRawInsert          vs BenchmarkUpdateInsertVersion
+//
+// BenchmarkRawSelectPrepared is the floor (a statement prepared once);
+// BenchmarkViewManagerGet is the four reads of the manager's Get.
 //
 // Raw statements run on a connection with the store's pragmas (WAL,
 // synchronous=FULL) and the store's schema; inserts commit durably in both.
@@ -152,6 +156,46 @@ func BenchmarkUpdateInsertVersion(b *testing.B) {
 		n++
 		if err := s.Update(ctx, func(tx store.Tx) error { return tx.InsertVersion(ctx, benchVersion(n)) }); err != nil {
 			b.Fatal(fmt.Errorf("version %d: %w", n, err))
+		}
+	}
+}
+
+// BenchmarkViewManagerGet does the reads of the manager's Get in one View:
+// credential, labels, version, open rotation (none).
+func BenchmarkViewManagerGet(b *testing.B) {
+	s := openTemp(b)
+	ctx := context.Background()
+	const id = "bench/credential"
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		now := time.Now()
+		if err := tx.PutCredential(ctx, &store.Credential{ID: id, Type: "postgres", CreatedAt: now, UpdatedAt: now}); err != nil {
+			return err
+		}
+		if err := tx.InsertVersion(ctx, benchVersion(1)); err != nil {
+			return err
+		}
+		return tx.SetLabel(ctx, id, "current", 1)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := s.View(ctx, func(tx store.Tx) error {
+			if _, err := tx.GetCredential(ctx, id); err != nil {
+				return err
+			}
+			labels, err := tx.Labels(ctx, id)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.GetVersion(ctx, id, labels["current"]); err != nil {
+				return err
+			}
+			if _, err := tx.OpenRotation(ctx, id); !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("OpenRotation: %v", err)
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -184,7 +184,7 @@ func TestQueryPlans(t *testing.T) {
 	}
 	for name, q := range queries {
 		args := make([]any, strings.Count(q, "?")) // all NULL: the plan does not depend on them
-		rows, err := s.reader.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
+		rows, err := s.writer.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -209,6 +209,11 @@ func TestQueryPlans(t *testing.T) {
 func TestPragmas(t *testing.T) {
 	s := openTemp(t)
 	ctx := t.Context()
+	reader, err := sql.Open("sqlite", s.readDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
 	for _, tc := range []struct {
 		db     *sql.DB
 		pragma string
@@ -219,9 +224,9 @@ func TestPragmas(t *testing.T) {
 		{s.writer, "foreign_keys", "1"},
 		{s.writer, "busy_timeout", "10000"},
 		{s.writer, "query_only", "0"},
-		{s.reader, "journal_mode", "wal"},
-		{s.reader, "busy_timeout", "10000"},
-		{s.reader, "query_only", "1"},
+		{reader, "journal_mode", "wal"},
+		{reader, "busy_timeout", "10000"},
+		{reader, "query_only", "1"},
 	} {
 		var got string
 		if err := tc.db.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {

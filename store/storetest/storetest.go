@@ -46,6 +46,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Events", testEvents},
 		{"Times", testTimes},
 		{"ViewIsReadOnly", testViewIsReadOnly},
+		{"ViewSnapshot", testViewSnapshot},
+		{"ViewDuringUpdate", testViewDuringUpdate},
 		{"UpdateRollback", testUpdateRollback},
 		{"UpdatePanic", testUpdatePanic},
 		{"CanceledContext", testCanceledContext},
@@ -1203,6 +1205,63 @@ func testViewIsReadOnly(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+}
+
+// testViewSnapshot checks that a View sees one snapshot: an Update committed
+// after its first read is invisible to it.
+func testViewSnapshot(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	update(t, s, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("v1")) })
+	view(t, s, func(tx store.Tx) error {
+		v, err := tx.GetMeta(ctx, "k")
+		noErr(t, "GetMeta", err)
+		equal(t, "first read", v, []byte("v1"))
+		update(t, s, func(tx store.Tx) error {
+			noErr(t, "PutCredential", tx.PutCredential(ctx, credential("snap", "x")))
+			return tx.SetMeta(ctx, "k", []byte("v2"))
+		})
+		v, err = tx.GetMeta(ctx, "k")
+		noErr(t, "GetMeta", err)
+		equal(t, "read after a concurrent commit", v, []byte("v1"))
+		_, err = tx.GetCredential(ctx, "snap")
+		wantErr(t, "credential committed after the snapshot", err, store.ErrNotFound)
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		v, err := tx.GetMeta(ctx, "k")
+		noErr(t, "GetMeta", err)
+		equal(t, "read in a new View", v, []byte("v2"))
+		return nil
+	})
+}
+
+// testViewDuringUpdate checks that a View neither waits for an Update in
+// progress nor sees its uncommitted writes.
+func testViewDuringUpdate(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	update(t, s, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("old")) })
+	done := make(chan error, 1)
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.SetMeta(ctx, "k", []byte("new")); err != nil {
+			return err
+		}
+		go func() {
+			done <- s.View(ctx, func(tx store.Tx) error {
+				v, err := tx.GetMeta(ctx, "k")
+				if err == nil && string(v) != "old" {
+					err = fmt.Errorf("View saw an uncommitted write: %q", v)
+				}
+				return err
+			})
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("View blocked behind an Update")
+		}
+	})
+	noErr(t, "Update with a View inside", err)
 }
 
 var errBoom = errors.New("boom")

@@ -8,6 +8,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -40,6 +41,13 @@ type DB struct {
 	Dialect *Dialect
 	// Writer runs Update; Reader runs View (it may be the same pool).
 	Writer, Reader *sql.DB
+	// ReadConnector, if set, replaces Reader: View then runs on at most
+	// MaxReaders driver connections of its own, with each statement prepared
+	// once per connection, bypassing database/sql. Its connections must be
+	// read-only; View begins a deferred transaction with BEGIN and ends it
+	// with ROLLBACK (SQLite).
+	ReadConnector driver.Connector
+	MaxReaders    int
 	// ReadOptions and WriteOptions are passed to BeginTx.
 	ReadOptions, WriteOptions *sql.TxOptions
 	// Prepare caches prepared statements on both pools and binds them to each
@@ -52,6 +60,7 @@ type DB struct {
 	queries [numQueries]string
 	wstmts  []*sql.Stmt
 	rstmts  []*sql.Stmt
+	readers *readPool
 }
 
 // Init prepares the queries. Call it once, after the schema is migrated.
@@ -62,6 +71,9 @@ func (db *DB) Init(ctx context.Context) error {
 		}
 		db.queries[i] = q
 	}
+	if db.ReadConnector != nil {
+		db.readers = newReadPool(db.ReadConnector, &db.queries, max(1, db.MaxReaders))
+	}
 	if !db.Prepare {
 		return nil
 	}
@@ -69,7 +81,9 @@ func (db *DB) Init(ctx context.Context) error {
 	if db.wstmts, err = prepareAll(ctx, db.Writer, db.queries[:]); err != nil {
 		return fmt.Errorf("%s: prepare: %w", db.Dialect.Name, err)
 	}
-	if db.Reader == db.Writer {
+	if db.Reader == nil {
+		// Views run on ReadConnector.
+	} else if db.Reader == db.Writer {
 		db.rstmts = db.wstmts
 	} else if db.rstmts, err = prepareAll(ctx, db.Reader, db.queries[:]); err != nil {
 		return fmt.Errorf("%s: prepare: %w", db.Dialect.Name, err)
@@ -98,8 +112,12 @@ func closeAll(stmts []*sql.Stmt) {
 	}
 }
 
-// Close closes the prepared statements (not the pools).
+// Close closes the prepared statements and the ReadConnector's connections
+// (not the database/sql pools).
 func (db *DB) Close() {
+	if db.readers != nil {
+		db.readers.close()
+	}
 	closeAll(db.wstmts)
 	if db.Reader != db.Writer {
 		closeAll(db.rstmts)
@@ -107,15 +125,43 @@ func (db *DB) Close() {
 	db.wstmts, db.rstmts = nil, nil
 }
 
-// View runs fn in a read-only transaction on the Reader pool.
+// View runs fn in a read-only transaction on the Reader pool (or the
+// ReadConnector's connections).
 func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
+	if db.readers != nil {
+		return db.viewDriver(ctx, fn)
+	}
 	sqlTx, err := db.Reader.BeginTx(ctx, db.ReadOptions)
 	if err != nil {
 		return fmt.Errorf("%s: begin view: %w", db.Dialect.Name, err)
 	}
 	// A read-only transaction has nothing to commit: rolling back ends it.
 	defer sqlTx.Rollback()
-	return fn(&Tx{db: db, tx: sqlTx, stmts: db.rstmts, readOnly: true})
+	return fn(&Tx{db: db, r: &sqlRunner{tx: sqlTx, stmts: db.rstmts, queries: &db.queries}, readOnly: true})
+}
+
+func (db *DB) viewDriver(ctx context.Context, fn func(store.Tx) error) (err error) {
+	c, err := db.readers.get(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: begin view: %w", db.Dialect.Name, err)
+	}
+	if err := c.run(ctx, &c.begin, "BEGIN"); err != nil {
+		db.readers.put(c, true)
+		return fmt.Errorf("%s: begin view: %w", db.Dialect.Name, err)
+	}
+	ended := false
+	defer func() {
+		// Also when fn panics: end the transaction, or drop the connection.
+		// ROLLBACK must run even if ctx is done.
+		rerr := c.run(context.Background(), &c.rollback, "ROLLBACK")
+		db.readers.put(c, rerr != nil)
+		if rerr != nil && err == nil && ended {
+			err = fmt.Errorf("%s: end view: %w", db.Dialect.Name, rerr)
+		}
+	}()
+	err = fn(&Tx{db: db, r: driverRunner{c}, readOnly: true})
+	ended = true
+	return err
 }
 
 // errRetry is returned by update when fn hid a retryable error and returned nil.
@@ -162,7 +208,7 @@ func (db *DB) update(ctx context.Context, fn func(store.Tx) error) (retry bool, 
 			sqlTx.Rollback()
 		}
 	}()
-	t := &Tx{db: db, tx: sqlTx, stmts: db.wstmts}
+	t := &Tx{db: db, r: &sqlRunner{tx: sqlTx, stmts: db.wstmts, queries: &db.queries}}
 	if err := fn(t); err != nil {
 		return t.retry || db.retryable(err), err
 	}

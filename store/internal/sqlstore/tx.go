@@ -20,8 +20,7 @@ var errReadOnly = errors.New("write in a read-only (View) transaction")
 // Tx implements store.Tx on one database/sql transaction.
 type Tx struct {
 	db       *DB
-	tx       *sql.Tx
-	stmts    []*sql.Stmt // nil: run the query text
+	r        runner
 	readOnly bool
 	// retry records that a statement failed with a retryable error: the
 	// transaction is spoiled even if fn swallows the error.
@@ -30,25 +29,17 @@ type Tx struct {
 
 // Statement helpers.
 
-func (t *Tx) exec(ctx context.Context, q query, args ...any) (sql.Result, error) {
-	if t.stmts != nil {
-		return t.tx.StmtContext(ctx, t.stmts[q]).ExecContext(ctx, args...)
-	}
-	return t.tx.ExecContext(ctx, t.db.queries[q], args...)
+func (t *Tx) exec(ctx context.Context, q query, args ...any) (int64, error) {
+	return t.r.exec(ctx, q, args)
 }
 
-func (t *Tx) query(ctx context.Context, q query, args ...any) (*sql.Rows, error) {
-	if t.stmts != nil {
-		return t.tx.StmtContext(ctx, t.stmts[q]).QueryContext(ctx, args...)
-	}
-	return t.tx.QueryContext(ctx, t.db.queries[q], args...)
+func (t *Tx) query(ctx context.Context, q query, args ...any) (rowSet, error) {
+	return t.r.query(ctx, q, args)
 }
 
-func (t *Tx) queryRow(ctx context.Context, q query, args ...any) *sql.Row {
-	if t.stmts != nil {
-		return t.tx.StmtContext(ctx, t.stmts[q]).QueryRowContext(ctx, args...)
-	}
-	return t.tx.QueryRowContext(ctx, t.db.queries[q], args...)
+func (t *Tx) queryRow(ctx context.Context, q query, args ...any) row {
+	rs, err := t.r.query(ctx, q, args)
+	return row{rs, err}
 }
 
 // fail wraps err with the backend name and the step, mapping sql.ErrNoRows to
@@ -98,7 +89,7 @@ func limit(n int) int64 {
 }
 
 // collect scans every row of rows with scan.
-func collect[T any](rows *sql.Rows, scan func(scanner, *T) error) ([]T, error) {
+func collect[T any](rows rowSet, scan func(scanner, *T) error) ([]T, error) {
 	defer rows.Close()
 	var out []T
 	for rows.Next() {
@@ -202,7 +193,7 @@ func (t *Tx) PutCredential(ctx context.Context, c *Credential) error {
 // primary key from the first match and stops after the last.
 func (t *Tx) ListCredentials(ctx context.Context, opts ListOptions) ([]Credential, error) {
 	var (
-		rows *sql.Rows
+		rows rowSet
 		err  error
 	)
 	if upper, ok := prefixEnd(opts.Prefix); ok {
@@ -278,14 +269,12 @@ func (t *Tx) InsertVersion(ctx context.Context, v *Version) error {
 	if err := t.writable("insert version"); err != nil {
 		return err
 	}
-	res, err := t.exec(ctx, qInsertVersion, v.CredentialID, v.Version, blob(v.Fields), v.KEKID,
+	n, err := t.exec(ctx, qInsertVersion, v.CredentialID, v.Version, blob(v.Fields), v.KEKID,
 		blob(v.DataKey), blob(v.Ciphertext), t.time(v.CreatedAt), t.nullTime(v.ExpiresAt))
 	if err != nil {
 		return t.fail(err, "insert version %q/%d", v.CredentialID, v.Version)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return t.fail(err, "insert version %q/%d", v.CredentialID, v.Version)
-	} else if n == 0 {
+	if n == 0 {
 		return fmt.Errorf("%s: insert version %q/%d: %w", t.db.Dialect.Name, v.CredentialID, v.Version, store.ErrConflict)
 	}
 	if _, err := t.exec(ctx, qBumpCounter, v.CredentialID, v.Version); err != nil {
@@ -334,21 +323,12 @@ func (t *Tx) UpdateVersionKey(ctx context.Context, id string, version int, kekID
 	if err := t.writable("update version key"); err != nil {
 		return err
 	}
-	res, err := t.exec(ctx, qUpdateVersionKey, kekID, blob(wrappedKey), id, version)
-	if err != nil {
-		return t.fail(err, "update version key %q/%d", id, version)
-	}
-	return t.one(res, "update version key %q/%d", id, version)
-}
-
-// one returns ErrNotFound unless res affected a row.
-func (t *Tx) one(res sql.Result, format string, args ...any) error {
-	n, err := res.RowsAffected()
+	n, err := t.exec(ctx, qUpdateVersionKey, kekID, blob(wrappedKey), id, version)
 	if err == nil && n == 0 {
 		err = sql.ErrNoRows
 	}
 	if err != nil {
-		return t.fail(err, format, args...)
+		return t.fail(err, "update version key %q/%d", id, version)
 	}
 	return nil
 }
@@ -416,11 +396,14 @@ func (t *Tx) SetLabel(ctx context.Context, id, label string, version int) error 
 		}
 		return nil
 	}
-	res, err := t.exec(ctx, qSetLabel, id, label, version, id, version)
-	if err != nil {
-		return t.fail(err, "set label %q of %q to %d", label, id, version)
+	n, err := t.exec(ctx, qSetLabel, id, label, version, id, version)
+	if err == nil && n == 0 {
+		err = sql.ErrNoRows // no such version
 	}
-	return t.one(res, "set label %q of %q to version %d", label, id, version)
+	if err != nil {
+		return t.fail(err, "set label %q of %q to version %d", label, id, version)
+	}
+	return nil
 }
 
 // Rotations.
@@ -478,15 +461,11 @@ func (t *Tx) UpdateRotation(ctx context.Context, r *Rotation) error {
 		return err
 	}
 	args := append(t.rotationArgs(r), r.ID, r.Fence)
-	res, err := t.exec(ctx, qUpdateRotation, args...)
+	n, err := t.exec(ctx, qUpdateRotation, args...)
 	if err != nil {
 		if t.db.Dialect.IsUniqueViolation(err) {
 			return fmt.Errorf("%s: update rotation %d: %w", t.db.Dialect.Name, r.ID, store.ErrRotationInProgress)
 		}
-		return t.fail(err, "update rotation %d", r.ID)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
 		return t.fail(err, "update rotation %d", r.ID)
 	}
 	if n == 1 {
@@ -527,7 +506,7 @@ func (t *Tx) ClaimRotation(ctx context.Context, id int64, owner string, now, lea
 // ListRotations treats a Limit of 0 as no limit.
 func (t *Tx) ListRotations(ctx context.Context, f RotationFilter) ([]Rotation, error) {
 	var (
-		rows *sql.Rows
+		rows rowSet
 		err  error
 	)
 	if f.CredentialID != "" {
