@@ -458,3 +458,26 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 		t.Fatalf("the echoed Authorization header should show as redacted: %v", errs[0])
 	}
 }
+
+// The service allows three creates a second; the fourth is refused with 429
+// and Retry-After, and succeeds once the rotator waited as told.
+func TestRateLimitRetryAfter(t *testing.T) {
+	svc := newKeyService(t)
+	svc.set(func(s *keyService) { s.createLimit = 3 })
+	r := apikey.New(apikey.Config{})
+	cur := newCred(svc, nil)
+	var err error
+	for id := int64(1); id <= 4; id++ {
+		if _, err = stage(t, r, cur, id, nil); err != nil {
+			break
+		}
+	}
+	wait := rotator.RetryAfter(err)
+	if !rotator.Retryable(err) || wait <= 0 || wait > 2*time.Second {
+		t.Fatalf("fourth create in a second: want transient with Retry-After, got %v (after %v)", err, wait)
+	}
+	time.Sleep(wait)
+	if _, err := stage(t, r, cur, 4, nil); err != nil {
+		t.Fatalf("after Retry-After: %v", err)
+	}
+}

@@ -99,7 +99,7 @@ func TestRedact(t *testing.T) {
 	}
 }
 
-func FuzzLookup(f *testing.F) {
+func FuzzJSONPointer(f *testing.F) {
 	f.Add(`{"a":[{"b":"c"}]}`, "/a/0/b", "k", "v")
 	f.Add(`[1,2,3]`, "/2", "~/", "x")
 	f.Fuzz(func(t *testing.T, doc, ptr, key, val string) {
@@ -126,7 +126,7 @@ func FuzzLookup(f *testing.F) {
 	})
 }
 
-func FuzzRender(f *testing.F) {
+func FuzzTemplate(f *testing.F) {
 	f.Add("Bearer {{key}}", "sk_1")
 	f.Add("{{", "x")
 	f.Add("{{ fields.a }}}}", "y")

@@ -35,6 +35,11 @@ type keyService struct {
 	// echo makes error responses quote the request's Authorization header and
 	// body, as careless APIs do, to prove the rotator redacts them.
 	echo bool
+	// createLimit, when positive, allows that many creates per one-second
+	// window; more get 429 with Retry-After until the window ends.
+	createLimit  int
+	windowStart  time.Time
+	windowCreate int
 }
 
 type svcKey struct {
@@ -209,6 +214,19 @@ func (s *keyService) route(w http.ResponseWriter, r *http.Request, route string,
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"data": data})
 	case "POST /v1/keys":
+		if s.createLimit > 0 {
+			now := time.Now()
+			if now.Sub(s.windowStart) >= time.Second {
+				s.windowStart, s.windowCreate = now, 0
+			}
+			if s.windowCreate >= s.createLimit {
+				wait := s.windowStart.Add(time.Second).Sub(now)
+				w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+				fail(w, r, body, echo, http.StatusTooManyRequests, "rate limit exceeded")
+				return
+			}
+			s.windowCreate++
+		}
 		if me.Scope != "admin" {
 			fail(w, r, body, echo, http.StatusForbidden, "this key lacks the keys:write scope")
 			return
