@@ -1,8 +1,12 @@
 // Package sqlstore is the SQL shared by store/sqlite and store/postgres: one
-// implementation of store.Tx over database/sql, the View/Update transaction
-// loop and the migration runner. A backend supplies a Dialect (placeholders,
-// time encoding, error classification), its schema migrations and its
-// connection setup.
+// implementation of store.Tx, the View/Update transaction loop and the
+// migration runner. A backend supplies a Dialect (placeholders, time
+// encoding, error classification), its schema migrations and its connection
+// setup.
+//
+// Statements run on database/sql transactions, except that a backend may
+// serve View from driver connections of its own (SQLite does): see
+// DB.ReadConnector.
 package sqlstore
 
 import (

@@ -17,7 +17,7 @@ var _ store.Tx = (*Tx)(nil)
 // errReadOnly is returned by a write method called in a View.
 var errReadOnly = errors.New("write in a read-only (View) transaction")
 
-// Tx implements store.Tx on one database/sql transaction.
+// Tx implements store.Tx on one transaction of a DB.
 type Tx struct {
 	db       *DB
 	r        runner
