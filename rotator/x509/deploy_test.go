@@ -131,7 +131,7 @@ func crashChild(dir string) {
 // temporary files the dead process left.
 func TestDeployCrashLeavesWholeFiles(t *testing.T) {
 	if testing.Short() {
-		t.Skip("spawns processes")
+		t.Skip("spawns processes") // under testing.Short only
 	}
 	chains, keys := versions(t)
 	dir := t.TempDir()
