@@ -120,7 +120,7 @@ func (r *Rotator) auth(ctx context.Context, s *Spec, res rotator.Resolver, fallb
 	return authKey{key: k.Reveal(), keyID: c.String(FieldKeyID), username: c.String("username")}, nil
 }
 
-// vars builds the template values for a call about subject, authenticated by a.
+// callVars builds the template values for a call about subject, authenticated by a.
 func callVars(subject rotator.Credential, key, keyID string, a authKey, rotationID int64) vars {
 	v := vars{
 		"key": key, "key_id": keyID,
