@@ -1,0 +1,31 @@
+package postgres_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/postgres"
+)
+
+// A second Apply of the same pending version changes no password and says so.
+func TestApplyTwiceSkips(t *testing.T) {
+	e := newEnv(t)
+	rot := postgres.New(postgres.Config{})
+	for _, st := range []rotator.Strategy{rotator.Alternating, rotator.InPlace} {
+		t.Run(string(st), func(t *testing.T) {
+			cur := e.alternatingCred(t, "")
+			if st == rotator.InPlace {
+				cur = e.inPlaceCred(t, "", false)
+			}
+			pend := stage(t, rot, e.res, cur, st)
+			req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: e.res}
+			if r, err := rot.Apply(ctx(t), req); err != nil || r.Skipped {
+				t.Fatalf("first apply: skipped %v, err %v", r.Skipped, err)
+			}
+			if r, err := rot.Apply(ctx(t), req); err != nil || !r.Skipped {
+				t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,26 @@
+package redis_test
+
+import (
+	"testing"
+
+	"github.com/nebula-credential/nebula-credential/rotator"
+	rrot "github.com/nebula-credential/nebula-credential/rotator/redis"
+)
+
+// A second Apply changes nothing and says so; both versions still log in.
+func TestApplyTwiceSkips(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{})
+	cur := e.user(t, "app", true)
+	pend := stage(t, rot, e.res, cur)
+	req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res}
+	if r, err := rot.Apply(ctx(t), req); err != nil || r.Skipped {
+		t.Fatalf("first apply: skipped %v, err %v", r.Skipped, err)
+	}
+	if r, err := rot.Apply(ctx(t), req); err != nil || !r.Skipped {
+		t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
+	}
+	if !e.authenticates(t, cur) || !e.authenticates(t, pend) {
+		t.Fatal("both versions must log in")
+	}
+}
