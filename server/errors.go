@@ -1,0 +1,200 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/rotation"
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+// Error codes of the API. They are stable: clients branch on them.
+const (
+	CodeInvalid              = "invalid"                // 400: bad parameter or body
+	CodeBadBackup            = "bad_backup"             // 400: the backup file is corrupt, altered or for another key
+	CodeUnauthenticated      = "unauthenticated"        // 401: missing, unknown, revoked or expired token
+	CodeForbidden            = "forbidden"              // 403: the token has no grant for this
+	CodeNotFound             = "not_found"              // 404
+	CodeMethodNotAllowed     = "method_not_allowed"     // 405
+	CodeConflict             = "conflict"               // 409: e.g. a credential of another type exists
+	CodeRotationInProgress   = "rotation_in_progress"   // 409: another rotation is open
+	CodeGraceEnded           = "grace_ended"            // 409: rollback without --to-version after grace
+	CodeTooLarge             = "too_large"              // 413
+	CodeUnsupportedMediaType = "unsupported_media_type" // 415
+	CodeRateLimited          = "rate_limited"           // 429
+	CodeAuditFailed          = "audit_failed"           // 500: the audit entry could not be written, so nothing was returned
+	CodeInternal             = "internal"               // 500
+	CodeRotationFailed       = "rotation_failed"        // 502: the target refused; see "rotation"
+	CodeRetryScheduled       = "retry_scheduled"        // 503: a step failed and will be retried (Retry-After)
+	CodeTimeout              = "timeout"                // 503: the request ran out of time
+	CodeUnavailable          = "unavailable"            // 503: not ready
+)
+
+// apiError is an error with its HTTP status and stable code.
+type apiError struct {
+	status     int
+	code       string
+	msg        string
+	rotation   *Rotation
+	retryAfter time.Duration
+	cause      error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.cause }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func invalidf(format string, args ...any) *apiError {
+	return errorf(http.StatusBadRequest, CodeInvalid, format, args...)
+}
+
+// errorBody is the JSON of every error response.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code      string    `json:"code"`
+	Message   string    `json:"message"`
+	RequestID string    `json:"request_id,omitempty"`
+	Rotation  *Rotation `json:"rotation,omitempty"`
+}
+
+// classify maps an error from the Manager (or the server) to its API error.
+// Messages of the Manager's errors never carry secret values.
+func classify(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var re *rotation.RotationError
+	var mbe *http.MaxBytesError
+	e := &apiError{msg: err.Error(), cause: err}
+	switch {
+	case errors.As(err, &re):
+		e.status, e.code = http.StatusBadGateway, CodeRotationFailed
+	case errors.Is(err, rotation.ErrRetryScheduled):
+		e.status, e.code = http.StatusServiceUnavailable, CodeRetryScheduled
+	case errors.As(err, &mbe):
+		e.status, e.code = http.StatusRequestEntityTooLarge, CodeTooLarge
+		e.msg = fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
+	case errors.Is(err, context.DeadlineExceeded):
+		e.status, e.code = http.StatusServiceUnavailable, CodeTimeout
+		e.msg = "the request ran out of time; for a rotation, check its state with GET /v1/rotations?id=...: it continues in the background"
+	case errors.Is(err, context.Canceled):
+		e.status, e.code = http.StatusServiceUnavailable, CodeTimeout
+		e.msg = "the request was cancelled"
+	case errors.Is(err, credential.ErrBadBackup), errors.Is(err, credential.ErrWrongKey):
+		e.status, e.code = http.StatusBadRequest, CodeBadBackup
+	case errors.Is(err, credential.ErrInvalid), errors.Is(err, acl.ErrInvalid):
+		e.status, e.code = http.StatusBadRequest, CodeInvalid
+	case errors.Is(err, credential.ErrPermission):
+		e.status, e.code = http.StatusForbidden, CodeForbidden
+	case errors.Is(err, store.ErrNotFound):
+		e.status, e.code = http.StatusNotFound, CodeNotFound
+	case errors.Is(err, store.ErrRotationInProgress):
+		e.status, e.code = http.StatusConflict, CodeRotationInProgress
+	case errors.Is(err, rotation.ErrGraceEnded):
+		e.status, e.code = http.StatusConflict, CodeGraceEnded
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced):
+		e.status, e.code = http.StatusConflict, CodeConflict
+	default:
+		e.status, e.code = http.StatusInternalServerError, CodeInternal
+	}
+	return e
+}
+
+// decodeJSON reads one JSON object from the body into dst, refusing unknown
+// fields, trailing data and bodies over limit. Its errors never quote the
+// input, which may hold secret values.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, allowEmpty bool) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, _ := strings.Cut(ct, ";")
+		if mt = strings.TrimSpace(strings.ToLower(mt)); mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "send the body as application/json, not %q", mt)
+		}
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body larger than %d bytes", limit)
+		}
+		return invalidf("reading the request body: %v", err)
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return invalidf("the request body is empty: send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return invalidf("body: %s", describeJSONError(err, raw))
+	}
+	if dec.More() {
+		return invalidf("body: expected one JSON object, found more data after it")
+	}
+	return nil
+}
+
+// describeJSONError explains a decoding error without quoting the input.
+func describeJSONError(err error, raw []byte) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		line := 1 + bytes.Count(raw[:min(int(se.Offset), len(raw))], []byte("\n"))
+		return fmt.Sprintf("invalid JSON at line %d (byte %d)", line, se.Offset)
+	case errors.As(err, &te):
+		// te.Value is "number 123" for numbers: keep only the kind, the
+		// literal may be a secret.
+		kind, _, _ := strings.Cut(te.Value, " ")
+		if te.Field != "" {
+			return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), kind)
+		}
+		return fmt.Sprintf("the body must be a JSON object, not a JSON %s", kind)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "invalid JSON: unexpected end of input"
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		// The field name is the caller's key, never a value.
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	// Errors from UnmarshalJSON methods (durations, times) describe the
+	// expected form; they may quote the offending value, which is not secret
+	// in those fields, but keep the message bounded.
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return "invalid value: " + msg
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "map", "struct":
+		return "an object"
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "bool":
+		return "true or false"
+	case "int", "int64", "float64":
+		return "a number"
+	}
+	return k
+}

@@ -1,0 +1,188 @@
+package server
+
+import (
+	"time"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/rotation"
+	"github.com/nebula-credential/nebula-credential/secret"
+	"github.com/nebula-credential/nebula-credential/store"
+)
+
+// The JSON shapes of the API (see /v1/openapi.json). The client package
+// decodes the same shapes; its tests run against this server.
+
+// credentialJSON is a credential version; secret values are "[REDACTED]"
+// unless revealed.
+type credentialJSON struct {
+	ID             string            `json:"id"`
+	Type           credential.Type   `json:"type"`
+	Version        int               `json:"version"`
+	Labels         []string          `json:"labels"`
+	State          credential.State  `json:"state"`
+	Fields         map[string]any    `json:"fields"`
+	Secret         map[string]string `json:"secret"`
+	Revealed       bool              `json:"revealed"`
+	CreatedAt      time.Time         `json:"created_at"`
+	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
+	GraceEndsAt    *time.Time        `json:"grace_ends_at,omitempty"`
+	NextRotationAt *time.Time        `json:"next_rotation_at,omitempty"`
+}
+
+func toCredentialJSON(c *credential.Credential, reveal bool) credentialJSON {
+	sec := make(map[string]string, len(c.Secret))
+	for k, v := range c.Secret {
+		if reveal {
+			sec[k] = v.Reveal()
+		} else {
+			sec[k] = secret.Redacted
+		}
+	}
+	fields := c.Fields
+	if fields == nil {
+		fields = map[string]any{}
+	}
+	labels := c.Labels
+	if labels == nil {
+		labels = []string{}
+	}
+	return credentialJSON{
+		ID: c.ID, Type: c.Type, Version: c.Version, Labels: labels, State: c.State,
+		Fields: fields, Secret: sec, Revealed: reveal, CreatedAt: c.CreatedAt,
+		ExpiresAt: c.ExpiresAt, GraceEndsAt: c.GraceEndsAt, NextRotationAt: c.NextDueAt,
+	}
+}
+
+// putBody is the body of PUT /v1/credentials/{id}.
+type putBody struct {
+	Type      credential.Type      `json:"type"`
+	Fields    map[string]any       `json:"fields"`
+	Secret    map[string]string    `json:"secret"`
+	ExpiresAt *time.Time           `json:"expires_at,omitempty"`
+	Settings  *credential.Settings `json:"settings,omitempty"`
+	Reason    string               `json:"reason,omitempty"`
+}
+
+// Rotation is the JSON of a journal row (a rotation, rollback or restore).
+type Rotation struct {
+	RotationID  int64      `json:"rotation_id"`
+	ID          string     `json:"id"`
+	Kind        string     `json:"kind"`
+	Step        string     `json:"step"`
+	Open        bool       `json:"open"`
+	Strategy    string     `json:"strategy"`
+	FromVersion int        `json:"from_version"`
+	ToVersion   int        `json:"to_version"`
+	Attempt     int        `json:"attempt"`
+	Actor       string     `json:"actor"`
+	Reason      string     `json:"reason,omitempty"`
+	StartedAt   time.Time  `json:"started_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	GraceEndsAt *time.Time `json:"grace_ends_at,omitempty"`
+	DueAt       *time.Time `json:"due_at,omitempty"`
+	ErrorClass  string     `json:"error_class,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	FailedStep  string     `json:"failed_step,omitempty"`
+	Recovery    string     `json:"recovery,omitempty"`
+}
+
+func toRotation(r *store.Rotation) *Rotation {
+	if r == nil {
+		return nil
+	}
+	failed, recovery := rotation.Recovery(r)
+	out := &Rotation{
+		RotationID: r.ID, ID: r.CredentialID, Kind: r.Kind, Step: r.Step, Open: r.Open, Strategy: r.Strategy,
+		FromVersion: r.FromVersion, ToVersion: r.ToVersion, Attempt: r.Attempt, Actor: r.Actor, Reason: r.Reason,
+		StartedAt: r.StartedAt, UpdatedAt: r.UpdatedAt, FinishedAt: r.FinishedAt, GraceEndsAt: r.GraceEndsAt,
+		FailedStep: failed, Recovery: recovery,
+	}
+	if r.LastError != "" {
+		out.ErrorClass, out.LastError = r.ErrorClass, r.LastError
+	}
+	if r.Open && r.Step != rotation.StepGrace {
+		due := r.DueAt
+		out.DueAt = &due
+	}
+	return out
+}
+
+// rotateBody is the body of POST /v1/rotate/{id}.
+type rotateBody struct {
+	Grace      *rotation.Duration `json:"grace,omitempty"`
+	Reason     string             `json:"reason,omitempty"`
+	NoValidate bool               `json:"no_validate,omitempty"`
+	Wait       bool               `json:"wait,omitempty"`
+}
+
+// rollbackBody is the body of POST /v1/rollback/{id}.
+type rollbackBody struct {
+	ToVersion int    `json:"to_version,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Wait      bool   `json:"wait,omitempty"`
+}
+
+// graceBody is the body of POST /v1/grace/{id}.
+type graceBody struct {
+	Extend rotation.Duration `json:"extend"`
+}
+
+// resolveBody is the body of POST /v1/resolve/{id}.
+type resolveBody struct {
+	Keep  int  `json:"keep,omitempty"`
+	Force bool `json:"force,omitempty"`
+}
+
+// retryBody is the body of POST /v1/retry/{id}.
+type retryBody struct {
+	Rollback bool `json:"rollback,omitempty"`
+}
+
+// policyJSON is the answer of GET and PUT /v1/policy/{id}.
+type policyJSON struct {
+	ID             string              `json:"id"`
+	Settings       credential.Settings `json:"settings"`
+	NextRotationAt *time.Time          `json:"next_rotation_at"`
+	Grace          string              `json:"grace"`
+	Validate       bool                `json:"validate"`
+	AutoRollback   bool                `json:"auto_rollback"`
+	Retention      int                 `json:"retention"`
+}
+
+// tokenJSON is a token without its value.
+type tokenJSON struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Grants    []string   `json:"grants"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+func toTokenJSON(t *Token) tokenJSON {
+	return tokenJSON{ID: t.ID, Name: t.Name, Grants: t.GrantStrings(), CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt}
+}
+
+// createdTokenJSON is the answer of POST /v1/tokens: the only time the token
+// value is shown.
+type createdTokenJSON struct {
+	tokenJSON
+	Token string `json:"token"`
+}
+
+// tokenBody is the body of POST /v1/tokens.
+type tokenBody struct {
+	Name   string             `json:"name"`
+	Grants []string           `json:"grants"`
+	TTL    *rotation.Duration `json:"ttl,omitempty"`
+}
+
+// eventJSON is one watch event.
+type eventJSON struct {
+	Seq          int64     `json:"seq"`
+	Kind         string    `json:"kind"`
+	CredentialID string    `json:"credential_id"`
+	Version      int       `json:"version"`
+	At           time.Time `json:"at"`
+	Detail       any       `json:"detail,omitempty"`
+}
