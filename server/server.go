@@ -386,15 +386,15 @@ func (rt *route) pattern() string { return rt.method + " " + rt.path }
 
 // request is one authenticated call of a route.
 type request struct {
-	s     *Server
-	w     http.ResponseWriter
-	r     *http.Request
-	ctx   context.Context
-	rt    *route
-	info  *reqInfo
-	tok   *Token
-	now   time.Time
-	id    string // the credential the request is about, for audit
+	s      *Server
+	w      http.ResponseWriter
+	r      *http.Request
+	ctx    context.Context
+	rt     *route
+	info   *reqInfo
+	tok    *Token
+	now    time.Time
+	id     string // the credential the request is about, for audit
 	detail string
 
 	responded bool // the response has started
