@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -383,16 +384,16 @@ func TestTwoProcessesRotateOnce(t *testing.T) {
 		c := newCrashEnv(t)
 		c.tg.SetDelay(5 * time.Millisecond)
 		var cmds []*exec.Cmd
-		var outs []*bytes.Buffer
+		var outs []*syncBuffer
 		for range 2 {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), "NC_CRASH_CHILD=once", "NC_CRASH_DIR="+c.dir)
-			var out bytes.Buffer
-			cmd.Stdout = &out
+			out := &syncBuffer{}
+			cmd.Stdout = out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			cmds, outs = append(cmds, cmd), append(outs, &out)
+			cmds, outs = append(cmds, cmd), append(outs, out)
 		}
 		// Both are ready when both printed; then release them together.
 		deadline := time.Now().Add(10 * time.Second)
@@ -420,4 +421,22 @@ func TestTwoProcessesRotateOnce(t *testing.T) {
 			t.Fatalf("round %d: %v version %d state %s", round, err, cur.Version, cur.State)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec copier and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

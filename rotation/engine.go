@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -207,7 +208,19 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		if err != nil {
 			return err
 		}
-		strategy, err := pickStrategy(rot.Capabilities(), s.Strategy)
+		caps := rot.Capabilities()
+		if ch, ok := rotator.Unwrap(rot).(rotator.StrategyChooser); ok {
+			v, err := tx.GetVersion(ctx, id, cur)
+			if err != nil {
+				return err
+			}
+			var fields map[string]any
+			if err := json.Unmarshal(v.Fields, &fields); err != nil {
+				return fmt.Errorf("decode fields of version %d: %w", cur, err)
+			}
+			caps.Strategies = ch.StrategiesFor(rotator.Credential{ID: id, Type: c.Type, Version: cur, Fields: fields})
+		}
+		strategy, err := pickStrategy(caps, s.Strategy)
 		if err != nil {
 			return err
 		}

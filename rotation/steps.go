@@ -213,7 +213,7 @@ func (e *Engine) stage(ctx context.Context, j *job) error {
 	// never recorded: revoke every one but current before minting again.
 	if caps.Mints && (j.r.Fence > 1 || j.r.Attempt > 0 || j.d.Regenerated > 0) {
 		if c, ok := rotator.Unwrap(j.rot).(rotator.Cleaner); ok {
-			if _, err := c.Cleanup(sctx, rotator.CleanupRequest{Keep: []rotator.Credential{j.from}, Resolver: e.resolver()}); err != nil {
+			if _, err := c.Cleanup(sctx, rotator.CleanupRequest{Current: j.from, Keep: []rotator.Credential{j.from}, Resolver: e.resolver()}); err != nil {
 				return stepError(StepPlanned, err)
 			}
 		}

@@ -38,7 +38,10 @@ type Error struct {
 	Privilege string
 	// RetryAfter is the delay the target asked for (HTTP Retry-After), if any.
 	RetryAfter time.Duration
-	Err        error
+	// Urgent marks a failure a person must fix soon (a certificate that
+	// expires within days); it survives Sanitize.
+	Urgent bool
+	Err    error
 }
 
 func (e *Error) Error() string {
@@ -98,4 +101,10 @@ func PrivilegeOf(err error) string {
 		return e.Privilege
 	}
 	return ""
+}
+
+// IsUrgent reports whether err is marked urgent.
+func IsUrgent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Urgent
 }

@@ -132,6 +132,13 @@ type Cleaner interface {
 	Cleanup(ctx context.Context, req CleanupRequest) (CleanupResponse, error)
 }
 
+// StrategyChooser is implemented by rotators whose strategies depend on the
+// credential's fields (an API-key spec that mints keys or sets a password).
+type StrategyChooser interface {
+	// StrategiesFor returns the strategies for c, best first.
+	StrategiesFor(c Credential) []Strategy
+}
+
 // Checker is implemented by rotators that can inspect the target's setup and
 // warn about conditions that would undo a rotation (Redis without an ACL file).
 type Checker interface {
@@ -206,6 +213,9 @@ type RevertResponse struct{}
 
 // CleanupRequest lists the secrets to keep.
 type CleanupRequest struct {
+	// Current is the credential's current version (its fields configure the
+	// provider calls); it is also in Keep.
+	Current  Credential
 	Keep     []Credential
 	Resolver Resolver
 }

@@ -112,6 +112,7 @@ func scrub(err error, maps ...secret.Map) error {
 	if errors.As(err, &e) {
 		out.Privilege = e.Privilege
 		out.RetryAfter = e.RetryAfter
+		out.Urgent = IsUrgent(err)
 	}
 	return out
 }

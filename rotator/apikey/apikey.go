@@ -76,8 +76,9 @@ type Rotator struct {
 }
 
 var (
-	_ rotator.Rotator = (*Rotator)(nil)
-	_ rotator.Cleaner = (*Rotator)(nil)
+	_ rotator.Rotator         = (*Rotator)(nil)
+	_ rotator.Cleaner         = (*Rotator)(nil)
+	_ rotator.StrategyChooser = (*Rotator)(nil)
 )
 
 // New returns a rotator; the zero Config means the defaults.
@@ -91,6 +92,16 @@ func (r *Rotator) Capabilities() rotator.Capabilities {
 		Mints:      true,
 		Cleanup:    true,
 	}
+}
+
+// StrategiesFor implements rotator.StrategyChooser: a spec with a create call
+// rotates dual, one with a set call in place.
+func (r *Rotator) StrategiesFor(c rotator.Credential) []rotator.Strategy {
+	s, err := specOf(c)
+	if err != nil {
+		return r.Capabilities().Strategies
+	}
+	return []rotator.Strategy{s.mode()}
 }
 
 // authKey is what authenticates a call.
@@ -400,10 +411,13 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (rotato
 // when a kept version has no key_id, since that key could not be told apart
 // from an orphan. InPlace specs have no orphans.
 func (r *Rotator) Cleanup(ctx context.Context, req rotator.CleanupRequest) (rotator.CleanupResponse, error) {
-	if len(req.Keep) == 0 {
-		return rotator.CleanupResponse{}, rotator.Errorf(rotator.ClassConfig, "cleanup", "no version to keep was given; it also carries the spec")
+	first := req.Current
+	if first.Fields == nil && len(req.Keep) > 0 {
+		first = req.Keep[0]
 	}
-	first := req.Keep[0]
+	if first.Fields == nil {
+		return rotator.CleanupResponse{}, rotator.Errorf(rotator.ClassConfig, "cleanup", "no current version was given; it carries the spec")
+	}
 	s, err := specOf(first)
 	if err != nil {
 		return rotator.CleanupResponse{}, err

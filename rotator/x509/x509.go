@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/go-acme/lego/v5/challenge"
@@ -324,7 +323,7 @@ func (e *UrgentError) Unwrap() error { return e.Err }
 // text is what remains to go by.
 func Urgent(err error) bool {
 	var u *UrgentError
-	return errors.As(err, &u) || (err != nil && strings.Contains(err.Error(), UrgentPhrase))
+	return errors.As(err, &u) || rotator.IsUrgent(err)
 }
 
 // urgent marks err when notAfter is within the urgent window.
@@ -347,6 +346,7 @@ func (r *Rotator) urgent(err error, notAfter time.Time) error {
 		Class:      rotator.ClassOf(err),
 		RetryAfter: rotator.RetryAfter(err),
 		Privilege:  rotator.PrivilegeOf(err),
+		Urgent:     true,
 		Err:        &UrgentError{NotAfter: notAfter, Err: inner},
 	}
 }
