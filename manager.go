@@ -432,26 +432,21 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 		return nil, fmt.Errorf("%w: unknown label %q (want current, previous or pending)", ErrInvalid, label)
 	}
 	var (
-		c      *store.Credential
-		sv     *store.Version
-		labels map[string]int
-		rot    *store.Rotation
+		cs *store.CredentialState
+		sv *store.Version
 	)
 	err := m.st.View(ctx, func(tx store.Tx) error {
 		var err error
-		if c, err = tx.GetCredential(ctx, id); err != nil {
+		if cs, err = tx.GetCredentialState(ctx, id); err != nil {
 			return err
 		}
-		if c.DeletedAt != nil {
-			return fmt.Errorf("%w (deleted at %s: `put` restores it, `purge` removes it)", store.ErrNotFound, c.DeletedAt.Format(time.RFC3339))
-		}
-		if labels, err = tx.Labels(ctx, id); err != nil {
-			return err
+		if cs.DeletedAt != nil {
+			return fmt.Errorf("%w (deleted at %s: `put` restores it, `purge` removes it)", store.ErrNotFound, cs.DeletedAt.Format(time.RFC3339))
 		}
 		n := opts.Version
 		if label != "" {
 			var ok bool
-			if n, ok = labels[label]; !ok {
+			if n, ok = cs.Labels[label]; !ok {
 				return fmt.Errorf("%w: no version is labelled %s", store.ErrNotFound, label)
 			}
 		}
@@ -461,24 +456,20 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 			}
 			return err
 		}
-		rot, err = tx.OpenRotation(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			rot, err = nil, nil
-		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", id, err)
 	}
-	v, err := m.vault.Open(c.Type, sv)
+	v, err := m.vault.Open(cs.Type, sv)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", id, err)
 	}
 	out := &Credential{
-		ID: id, Type: Type(c.Type), Version: v.Number, Labels: labelsOf(labels, v.Number),
-		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, NextDueAt: c.NextDueAt,
+		ID: id, Type: Type(cs.Type), Version: v.Number, Labels: labelsOf(cs.Labels, v.Number),
+		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, NextDueAt: cs.NextDueAt,
 	}
-	out.State, out.GraceEndsAt = m.state(c, rot, v.ExpiresAt)
+	out.State, out.GraceEndsAt = m.state(&store.Credential{DeletedAt: cs.DeletedAt}, cs.Open, v.ExpiresAt)
 	return out, nil
 }
 

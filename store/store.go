@@ -58,7 +58,10 @@ type Tx interface {
 
 	// Credentials. GetCredential returns soft-deleted credentials too (check DeletedAt).
 	GetCredential(ctx context.Context, id string) (*Credential, error) // ErrNotFound
-	PutCredential(ctx context.Context, c *Credential) error            // insert or replace
+	// GetCredentialState reads what serving a credential needs — its row, its
+	// labels and its open rotation's step — in one statement. ErrNotFound.
+	GetCredentialState(ctx context.Context, id string) (*CredentialState, error)
+	PutCredential(ctx context.Context, c *Credential) error // insert or replace
 	// ListCredentials returns credentials ordered by ID, after opts.After, at most opts.Limit.
 	ListCredentials(ctx context.Context, opts ListOptions) ([]Credential, error)
 	// PurgeCredential deletes a credential with all its versions, labels, rotations
@@ -142,6 +145,17 @@ type Credential struct {
 	UpdatedAt time.Time
 	DeletedAt *time.Time // soft delete
 	NextDueAt *time.Time // next policy-driven rotation, indexed
+}
+
+// CredentialState is the hot-path view of a credential (see GetCredentialState).
+type CredentialState struct {
+	Type      string
+	DeletedAt *time.Time
+	NextDueAt *time.Time
+	// Labels maps current, previous and pending to their versions (absent if unset).
+	Labels map[string]int
+	// Open is the open rotation with only Step, GraceEndsAt and Data filled, or nil.
+	Open *Rotation
 }
 
 // Version is one immutable snapshot of a credential's values.

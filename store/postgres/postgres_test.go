@@ -197,6 +197,7 @@ func TestQueryPlans(t *testing.T) {
 	want := map[string]string{
 		"GetVersion":                "versions_pkey",
 		"ListCredentialsRange":      "credentials_pkey",
+		"GetCredentialState":        "credentials_pkey",
 		"DueCredentials":            "credentials_due",
 		"ListVersionKeys":           "versions_pkey",
 		"CountVersionsByKEK":        "versions_kek",

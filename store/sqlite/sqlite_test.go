@@ -166,6 +166,7 @@ func TestQueryPlans(t *testing.T) {
 	s := openTemp(t)
 	want := map[string]string{
 		"GetVersion":                "SEARCH versions USING PRIMARY KEY (credential_id=? AND version=?)",
+		"GetCredentialState":        "SEARCH c USING PRIMARY KEY (id=?)",
 		"ListCredentialsRange":      "SEARCH credentials USING PRIMARY KEY (id>? AND id<?)",
 		"DueCredentials":            "SEARCH c USING INDEX credentials_due (next_due_at<?)",
 		"ListVersionKeys":           "SEARCH versions USING PRIMARY KEY ((credential_id,version)>(?,?))",

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Meta", testMeta},
 		{"KEKs", testKEKs},
 		{"Credentials", testCredentials},
+		{"CredentialState", testCredentialState},
 		{"ListCredentials", testListCredentials},
 		{"PurgeCredential", testPurgeCredential},
 		{"DueCredentials", testDueCredentials},
@@ -297,6 +298,58 @@ func testCredentials(t *testing.T, s store.Store) {
 		got, err := tx.GetCredential(ctx, c.ID)
 		noErr(t, "GetCredential", err)
 		equal(t, "GetCredential after replace", got, c)
+		return nil
+	})
+}
+
+func testCredentialState(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetCredentialState(ctx, "missing")
+		wantErr(t, "GetCredentialState missing", err, store.ErrNotFound)
+		return nil
+	})
+	c := credential("svc/a", "redis")
+	c.NextDueAt = ptr(at(time.Hour))
+	update(t, s, func(tx store.Tx) error {
+		noErr(t, "PutCredential", tx.PutCredential(ctx, c))
+		noErr(t, "PutCredential other", tx.PutCredential(ctx, credential("svc/b", "redis")))
+		for n := 1; n <= 3; n++ {
+			noErr(t, "InsertVersion", tx.InsertVersion(ctx, version(c.ID, n)))
+		}
+		noErr(t, "InsertVersion other", tx.InsertVersion(ctx, version("svc/b", 1)))
+		noErr(t, "SetLabel", tx.SetLabel(ctx, "svc/b", "current", 1))
+		noErr(t, "SetLabel", tx.SetLabel(ctx, c.ID, "current", 2))
+		return tx.SetLabel(ctx, c.ID, "previous", 1)
+	})
+	view(t, s, func(tx store.Tx) error {
+		cs, err := tx.GetCredentialState(ctx, c.ID)
+		noErr(t, "GetCredentialState", err)
+		equal(t, "labels", cs.Labels, map[string]int{"current": 2, "previous": 1})
+		if cs.Type != "redis" || cs.DeletedAt != nil || cs.NextDueAt == nil || !cs.NextDueAt.Equal(at(time.Hour).Truncate(time.Microsecond)) || cs.Open != nil {
+			t.Errorf("state: %+v", cs)
+		}
+		return nil
+	})
+	r := rotation(c.ID)
+	r.Step = "grace"
+	r.GraceEndsAt = ptr(at(2 * time.Hour))
+	update(t, s, func(tx store.Tx) error {
+		noErr(t, "CreateRotation", tx.CreateRotation(ctx, r))
+		return tx.SetLabel(ctx, c.ID, "pending", 3)
+	})
+	view(t, s, func(tx store.Tx) error {
+		cs, err := tx.GetCredentialState(ctx, c.ID)
+		noErr(t, "GetCredentialState", err)
+		equal(t, "labels with pending", cs.Labels, map[string]int{"current": 2, "previous": 1, "pending": 3})
+		if cs.Open == nil || cs.Open.Step != "grace" || !cs.Open.GraceEndsAt.Equal(at(2*time.Hour).Truncate(time.Microsecond)) || string(cs.Open.Data) != `{"k":"v"}` {
+			t.Errorf("open rotation: %+v", cs.Open)
+		}
+		other, err := tx.GetCredentialState(ctx, "svc/b")
+		noErr(t, "GetCredentialState other", err)
+		if other.Open != nil || other.Labels["current"] != 1 || len(other.Labels) != 1 {
+			t.Errorf("another credential's rotation or labels leaked: %+v", other)
+		}
 		return nil
 	})
 }

@@ -24,6 +24,7 @@ const (
 	qCountVersionsByKEK
 	qGetCredential
 	qPutCredential
+	qGetCredentialState
 	qListCredentials
 	qListCredentialsRange
 	qPurgeVersions
@@ -94,6 +95,13 @@ var queryText = [numQueries]string{
 	qCountVersionsByKEK: `SELECT COUNT(*) FROM versions WHERE kek_id = ?`,
 
 	qGetCredential: `SELECT ` + credentialCols + ` FROM credentials WHERE id = ?`,
+	qGetCredentialState: `SELECT c.type, c.deleted_at, c.next_due_at,
+		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'current'),
+		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'previous'),
+		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'pending'),
+		r.step, r.grace_ends_at, r.data
+		FROM credentials c LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
+		WHERE c.id = ?`,
 	qPutCredential: `INSERT INTO credentials (` + credentialCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET type = excluded.type, settings = excluded.settings,
 			created_at = excluded.created_at, updated_at = excluded.updated_at,
@@ -197,6 +205,7 @@ var queryText = [numQueries]string{
 // walk an index, so that its cost grows with the rows it returns.
 var planned = map[string]query{
 	"GetVersion":                qGetVersion,
+	"GetCredentialState":        qGetCredentialState,
 	"ListCredentialsRange":      qListCredentialsRange,
 	"DueCredentials":            qDueCredentials,
 	"ListVersionKeys":           qListVersionKeys,

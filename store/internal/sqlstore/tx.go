@@ -283,6 +283,30 @@ func (t *Tx) InsertVersion(ctx context.Context, v *Version) error {
 	return nil
 }
 
+func (t *Tx) GetCredentialState(ctx context.Context, id string) (*store.CredentialState, error) {
+	var (
+		cs              = &store.CredentialState{Labels: map[string]int{}}
+		cur, prev, pend sql.NullInt64
+		step            sql.NullString
+		grace           *time.Time
+		data            []byte
+	)
+	err := t.queryRow(ctx, qGetCredentialState, id).Scan(&cs.Type, nullTimeCol{&cs.DeletedAt}, nullTimeCol{&cs.NextDueAt},
+		&cur, &prev, &pend, &step, nullTimeCol{&grace}, &data)
+	if err != nil {
+		return nil, t.fail(err, "get credential state %q", id)
+	}
+	for label, v := range map[string]sql.NullInt64{"current": cur, "previous": prev, "pending": pend} {
+		if v.Valid {
+			cs.Labels[label] = int(v.Int64)
+		}
+	}
+	if step.Valid {
+		cs.Open = &Rotation{CredentialID: id, Step: step.String, Open: true, GraceEndsAt: grace, Data: data}
+	}
+	return cs, nil
+}
+
 func (t *Tx) GetVersion(ctx context.Context, id string, version int) (*Version, error) {
 	v := new(Version)
 	if err := scanVersion(t.queryRow(ctx, qGetVersion, id, version), v); err != nil {
