@@ -210,7 +210,11 @@ func TestWrongKeyAndPassphrase(t *testing.T) {
 	pdir := t.TempDir()
 	weak := keyring.NewArgon2Params()
 	weak.MemoryKiB = 8 * 1024
-	pm := openAt(t, pdir, true, func(c *credential.Config) { c.Passphrase = secret.New("correct horse"); c.Argon2 = &weak; c.KeyFile = "" })
+	pm := openAt(t, pdir, true, func(c *credential.Config) {
+		c.Passphrase = secret.New("correct horse")
+		c.Argon2 = &weak
+		c.KeyFile = ""
+	})
 	pm.Put(context.Background(), "a", gen("x"))
 	pm.Close()
 	if _, err := os.Stat(filepath.Join(pdir, "creds.key")); err == nil {
