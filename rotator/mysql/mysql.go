@@ -218,7 +218,11 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 		if isAuthFailure(err) {
 			return resp, &rotator.Error{Class: rotator.ClassRejected, Op: "verify login", Err: err}
 		}
-		return resp, classify("verify login", "access to database "+t.Database, err)
+		priv := ""
+		if t.Database != "" {
+			priv = "access to database " + t.Database
+		}
+		return resp, classify("verify login", priv, err)
 	}
 	defer s.Close()
 	rows, err := s.conn.QueryContext(ctx, t.Probe)
