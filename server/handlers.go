@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -352,6 +353,18 @@ func (s *Server) rollback(rq *request) error {
 	}
 	if b.ToVersion < 0 {
 		return invalidf(`"to_version" must be a positive version number`)
+	}
+	if b.ToVersion > 0 {
+		// The engine refuses this without a sentinel; answer 409 ourselves.
+		vs, err := s.m.Versions(rq.ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			if v.Version == b.ToVersion && slices.Contains(v.Labels, credential.LabelCurrent) {
+				return errorf(http.StatusConflict, CodeConflict, "version %d of %s is already current", v.Version, id)
+			}
+		}
 	}
 	r, err := s.m.Rollback(rq.ctx, id, credential.RollbackOptions{ToVersion: b.ToVersion, Reason: b.Reason, Wait: b.Wait, Actor: rq.tok.Actor()})
 	return rq.rotationResult(r, err)
