@@ -40,7 +40,10 @@ type RotationError struct {
 
 func (e *RotationError) Error() string {
 	s := fmt.Sprintf("rotation %d of %s failed at %s: %v", e.RotationID, e.ID, e.Step, e.Err)
-	if e.RolledBack {
+	switch {
+	case e.Step == "stage":
+		s += " (nothing was changed on the target)"
+	case e.RolledBack:
 		s += " (rolled back: the previous version is still current)"
 	}
 	return s

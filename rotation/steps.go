@@ -155,6 +155,17 @@ func (e *Engine) run(ctx context.Context, r *store.Rotation) (*store.Rotation, e
 	if err != nil {
 		return r, fmt.Errorf("load rotation %d: %w", r.ID, err)
 	}
+	// A resumed rotation between apply and commit re-applies first (apply is
+	// idempotent): a deadline the target enforces on the current secret
+	// (PostgreSQL VALID UNTIL) is moved past the new grace end, so a long
+	// outage of this process cannot let the current secret expire unnoticed.
+	if r.Fence > 1 && (r.Step == StepApplied || r.Step == StepVerified) && r.Kind == KindRotate {
+		if err := e.apply(ctx, j); err != nil {
+			if ferr := e.fail(ctx, j, err); ferr != nil {
+				return j.r, ferr
+			}
+		}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return j.r, err
@@ -539,7 +550,7 @@ func (e *Engine) fail(ctx context.Context, j *job, err error) error {
 			return werr
 		}
 		e.emit(Event{Kind: EventFailed, CredentialID: j.r.CredentialID, Version: j.r.FromVersion, RotationID: j.r.ID, Detail: msg})
-		return &RotationError{ID: j.r.CredentialID, RotationID: j.r.ID, Step: "stage", RolledBack: true, Err: se.err}
+		return &RotationError{ID: j.r.CredentialID, RotationID: j.r.ID, Step: "stage", Err: se.err}
 
 	case se.step == StepStaged && class == rotator.ClassRejected && j.r.Kind == KindRotate && j.d.Regenerated < maxRegenerations:
 		// The target refused the new secret itself: revert (idempotent), discard

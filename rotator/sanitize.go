@@ -3,6 +3,7 @@ package rotator
 import (
 	"context"
 	"errors"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -97,7 +98,8 @@ func scrub(err error, maps ...secret.Map) error {
 			if p := v.Reveal(); len(p) >= 4 {
 				vals = append(vals, p)
 				// Drivers sometimes quote or escape what they echo back.
-				vals = append(vals, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `\"`))
+				vals = append(vals, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `\"`),
+					strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(p), url.QueryEscape(p))
 			}
 		}
 	}
@@ -107,7 +109,14 @@ func scrub(err error, maps ...secret.Map) error {
 	for _, v := range vals {
 		msg = strings.ReplaceAll(msg, v, secret.Redacted)
 	}
-	out := &Error{Class: ClassOf(err), Op: "", Err: errors.New(msg)}
+	inner := errors.New(msg)
+	// Keep the context sentinels reachable: callers branch on cancellation.
+	for _, sentinel := range []error{context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, sentinel) {
+			inner = &keepSentinel{msg: msg, sentinel: sentinel}
+		}
+	}
+	out := &Error{Class: ClassOf(err), Op: "", Err: inner}
 	var e *Error
 	if errors.As(err, &e) {
 		out.Privilege = e.Privilege
@@ -116,3 +125,12 @@ func scrub(err error, maps ...secret.Map) error {
 	}
 	return out
 }
+
+// keepSentinel is a scrubbed message that still unwraps to a context error.
+type keepSentinel struct {
+	msg      string
+	sentinel error
+}
+
+func (k *keepSentinel) Error() string { return k.msg }
+func (k *keepSentinel) Unwrap() error { return k.sentinel }

@@ -43,6 +43,11 @@ func (p PasswordPolicy) Validate() error {
 		return fmt.Errorf("password length %d out of range [12, 1024]", n)
 	}
 	if p.Alphabet != "" {
+		for i := 0; i < len(p.Alphabet); i++ {
+			if c := p.Alphabet[i]; c < 0x21 || c > 0x7e {
+				return errors.New("password alphabet must be printable ASCII without spaces")
+			}
+		}
 		if len(uniq(p.Alphabet)) < 10 {
 			return errors.New("password alphabet needs at least 10 distinct characters")
 		}
