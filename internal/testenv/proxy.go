@@ -3,6 +3,7 @@ package testenv
 import (
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -104,4 +105,20 @@ func (p *Proxy) Close() {
 	p.mu.Unlock()
 	p.ln.Close()
 	p.wg.Wait()
+}
+
+// Reopen listens on the same port again after Close, as a server that comes
+// back would.
+func (p *Proxy) Reopen(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(p.Host, strconv.Itoa(p.Port)))
+	if err != nil {
+		t.Fatalf("proxy reopen: %v", err)
+	}
+	p.mu.Lock()
+	p.ln, p.closed, p.hole = ln, false, false
+	p.conns = map[net.Conn]struct{}{}
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go p.serve()
 }
