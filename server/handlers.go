@@ -178,16 +178,6 @@ func (s *Server) put(rq *request) error {
 		return invalidf(`body: "type" is required (postgres, mysql, redis, api_key, oauth2, certificate, generic)`)
 	}
 	req := credential.PutRequest{Type: b.Type, Fields: b.Fields, Secret: secret.FromStrings(b.Secret), ExpiresAt: b.ExpiresAt, Settings: b.Settings, Actor: rq.tok.Actor(), Reason: b.Reason}
-	// Validate before auditing the intent, so that bad input costs no write.
-	if err := credential.ValidateType(req.Type); err != nil {
-		return err
-	}
-	if err := credential.ValidateValues(req.Type, req.Fields, req.Secret); err != nil {
-		return err
-	}
-	if err := rq.auditIntent(); err != nil {
-		return err
-	}
 	c, err := s.m.Put(rq.ctx, id, req)
 	if err != nil {
 		return err
@@ -212,9 +202,6 @@ func (s *Server) delete(rq *request) error {
 		err = rq.authorize(acl.Write, id)
 	}
 	if err != nil {
-		return err
-	}
-	if err := rq.auditIntent(); err != nil {
 		return err
 	}
 	if purge {

@@ -477,7 +477,7 @@ func (s *Server) finish(rq *request, err error) {
 func (s *Server) auditFailed(rq *request, err error) *apiError {
 	s.log.Error("audit write failed: refusing the request", "request_id", rq.info.requestID, "route", rq.rt.pattern(), "err", err)
 	rq.info.errCode, rq.info.errMsg = CodeAuditFailed, err.Error()
-	return errorf(http.StatusInternalServerError, CodeAuditFailed, "the audit log could not be written, so the request was refused (request %s); check the store", rq.info.requestID)
+	return errorf(http.StatusInternalServerError, CodeAuditFailed, "the audit log could not be written, so no result is returned (request %s): check the store; a write the Manager made is recorded by its own audit entry", rq.info.requestID)
 }
 
 // auditOutcome appends the request's own entry.
@@ -491,20 +491,6 @@ func (s *Server) auditOutcome(rq *request, outcome string) error {
 		At: rq.now, Actor: actor, Action: rq.rt.op, CredentialID: rq.id,
 		Outcome: outcome, RequestID: rq.info.requestID, Detail: rq.detail,
 	})
-}
-
-// auditIntent records, before a write the Manager does not audit itself,
-// that the request is about to make it; no audit, no write.
-func (rq *request) auditIntent() error {
-	err := rq.s.audit.Append(rq.ctx, audit.Entry{
-		At: rq.now, Actor: rq.tok.Actor(), Action: rq.rt.op, CredentialID: rq.id,
-		Outcome: "started", RequestID: rq.info.requestID, Detail: rq.detail,
-	})
-	if err != nil {
-		rq.audited = true
-		return rq.s.auditFailed(rq, err)
-	}
-	return nil
 }
 
 // respond audits the successful outcome, then writes v as JSON. Nothing is
