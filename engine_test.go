@@ -650,3 +650,51 @@ func TestSettingsValidate(t *testing.T) {
 }
 
 func ptr(t time.Time) *time.Time { return &t }
+
+func TestScheduledPolicyWindow(t *testing.T) {
+	e := newEnv(t, nil) // clock starts 2026-01-01 12:00 UTC
+	e.put("a", &credential.Settings{Policies: []rotation.Policy{{Kind: rotation.Scheduled, Cron: "0 3 * * *", Window: rotation.Duration(time.Hour)}}})
+	due := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	if c := e.get("a", "current"); c.NextDueAt == nil || !c.NextDueAt.Equal(due) {
+		t.Fatalf("next due %v, want %v", c.NextDueAt, due)
+	}
+	// The scheduler was down through the whole window: the firing is skipped,
+	// not run late, and the next one is planned.
+	e.clock.Advance(17 * time.Hour) // 05:00, window ended at 04:00
+	e.tick()
+	c := e.get("a", "current")
+	if c.Version != 1 || c.NextDueAt == nil || !c.NextDueAt.Equal(due.Add(24*time.Hour)) {
+		t.Fatalf("missed window: v%d next %v", c.Version, c.NextDueAt)
+	}
+	// Inside the next window it runs.
+	e.clock.Advance(22*time.Hour + 30*time.Minute) // 03:30 next day
+	e.tick()
+	if v := e.get("a", "current").Version; v != 2 {
+		t.Fatalf("in window: version %d", v)
+	}
+}
+
+func TestGraceWarningEvent(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put("a", nil)
+	var got []rotation.Event
+	var mu sync.Mutex
+	e.m.Engine().Subscribe(func(ev rotation.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ev.Kind == rotation.EventGraceWarning {
+			got = append(got, ev)
+		}
+	})
+	e.m.Rotate(context.Background(), "a", credential.RotateOptions{})
+	e.clock.Advance(3 * time.Minute)
+	e.tick()
+	e.clock.Advance(90 * time.Second) // 30 s before the end
+	e.tick()
+	e.tick()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Version != 1 {
+		t.Fatalf("grace warnings: %+v", got)
+	}
+}
