@@ -3,6 +3,8 @@ package credential_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/audit"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
@@ -696,5 +699,60 @@ func TestGraceWarningEvent(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 1 || got[0].Version != 1 {
 		t.Fatalf("grace warnings: %+v", got)
+	}
+}
+
+// Secrets never reach logs, errors, history, the journal or the audit log, even
+// when the target echoes them in its error messages.
+func TestNoSecretInLogsOrErrors(t *testing.T) {
+	var logs syncBuffer
+	e := newEnv(t, func(c *credential.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	e.put("a", nil)
+	echo := "target says: password $SECRET rejected"
+	var errs []string
+	for _, step := range []string{"apply", "verify", "revert", "retire", "stage"} {
+		e.tg.FailNext(step, rotatortest.Failure{Class: rotator.ClassTransient, Message: echo}, rotatortest.Failure{Class: rotator.ClassPermission, Message: echo})
+		_, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{Grace: dur(0)})
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		e.clock.Advance(time.Hour)
+		e.tick()
+		if r, err := e.m.Engine().Retry(context.Background(), "a", true); err != nil && r != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	var all strings.Builder
+	all.WriteString(logs.String())
+	all.WriteString(strings.Join(errs, "\n"))
+	hs, _ := e.m.History(context.Background(), "a", 100)
+	for _, h := range hs {
+		all.WriteString(h.Detail)
+	}
+	rs, _ := e.m.Rotations(context.Background(), "a", false, 100)
+	for _, r := range rs {
+		all.WriteString(r.LastError + string(r.Data))
+	}
+	recs, _ := audit.List(context.Background(), e.m.Store(), 0, 1000)
+	for _, r := range recs {
+		fmt.Fprintf(&all, "%+v", r)
+	}
+	vs, _ := e.m.Versions(context.Background(), "a")
+	if len(vs) < 3 {
+		t.Fatalf("only %d versions: the failures did not exercise enough", len(vs))
+	}
+	for _, v := range vs {
+		c, err := e.m.Get(context.Background(), "a", credential.GetOptions{Version: v.Version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pw := c.Secret["password"].Reveal(); strings.Contains(all.String(), pw) {
+			t.Fatalf("version %d's secret leaked", v.Version)
+		}
+	}
+	if !strings.Contains(all.String(), "[REDACTED]") {
+		t.Fatal("expected the echoed secrets to show as [REDACTED]")
 	}
 }

@@ -92,12 +92,7 @@ func (e *Engine) Rollback(ctx context.Context, id string, opts RollbackOptions) 
 		}
 		return e.drive(ctx, r, opts.Wait)
 	}
-	var r *store.Rotation
-	err := e.st.View(ctx, func(tx store.Tx) error {
-		var err error
-		r, err = tx.OpenRotation(ctx, id)
-		return err
-	})
+	r, err := e.openRotation(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("rollback %s: %w: no rotation is in its grace period, so the previous version may already be retired on the target; re-apply an older version with `nebula-credential rollback %s --to-version K`", id, ErrGraceEnded, id)
 	}
@@ -134,12 +129,8 @@ func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (
 	if by <= 0 {
 		return nil, errors.New("grace can only be extended by a positive duration")
 	}
-	var r *store.Rotation
-	if err := e.st.View(ctx, func(tx store.Tx) error {
-		var err error
-		r, err = tx.OpenRotation(ctx, id)
-		return err
-	}); err != nil {
+	r, err := e.openRotation(ctx, id)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("extend grace of %s: %w: no rotation is in its grace period", id, store.ErrNotFound)
 		}
@@ -177,12 +168,8 @@ func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (
 // Retry makes a rotation that needs attention run again from its failed step
 // now (with rollback, it reverts instead).
 func (e *Engine) Retry(ctx context.Context, id string, rollback bool) (*store.Rotation, error) {
-	var r *store.Rotation
-	if err := e.st.View(ctx, func(tx store.Tx) error {
-		var err error
-		r, err = tx.OpenRotation(ctx, id)
-		return err
-	}); err != nil {
+	r, err := e.openRotation(ctx, id)
+	if err != nil {
 		return nil, fmt.Errorf("retry %s: %w", id, err)
 	}
 	claimed, err := e.claim(ctx, r)
@@ -214,12 +201,8 @@ func (e *Engine) Retry(ctx context.Context, id string, rollback bool) (*store.Ro
 // Resolve closes a rotation a person has repaired, keeping version keep as
 // current after verifying it against the target.
 func (e *Engine) Resolve(ctx context.Context, id string, keep int, force bool) (*store.Rotation, error) {
-	var r *store.Rotation
-	if err := e.st.View(ctx, func(tx store.Tx) error {
-		var err error
-		r, err = tx.OpenRotation(ctx, id)
-		return err
-	}); err != nil {
+	r, err := e.openRotation(ctx, id)
+	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", id, err)
 	}
 	if r.Step != StepNeedsAttention && r.Step != StepReauthRequired {
@@ -553,4 +536,15 @@ func (GenericRotator) Retire(context.Context, rotator.RetireRequest) (rotator.Re
 // Revert implements rotator.Rotator (nothing to undo).
 func (GenericRotator) Revert(context.Context, rotator.RevertRequest) (rotator.RevertResponse, error) {
 	return rotator.RevertResponse{}, nil
+}
+
+// openRotation returns the credential's open rotation (store.ErrNotFound if none).
+func (e *Engine) openRotation(ctx context.Context, id string) (*store.Rotation, error) {
+	var r *store.Rotation
+	err := e.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		r, err = tx.OpenRotation(ctx, id)
+		return err
+	})
+	return r, err
 }
