@@ -112,6 +112,44 @@ func BenchmarkRawSQLiteInsert(b *testing.B) {
 	}
 }
 
+// BenchmarkRawSQLitePutEquivalent writes, in raw SQL and one durable
+// transaction, the same rows a Put writes (credential, version, version
+// counter, two labels, history, watch event, audit entry): the cost of the
+// data model itself, to set Put's figure against.
+func BenchmarkRawSQLitePutEquivalent(b *testing.B) {
+	_, path := benchManager(b)
+	db := rawDB(b, path)
+	fields := []byte(`{"host":"db.internal","port":5432,"username":"app"}`)
+	dk, ct, h := make([]byte, 60), make([]byte, 80), make([]byte, 32)
+	payload := []byte(`{"at":"2026-01-01T00:00:00Z","actor":"bench","action":"put","credential_id":"prod/db/0","to_version":1,"outcome":"ok"}`)
+	stmts := []string{
+		`INSERT INTO credentials (id, type, settings, created_at, updated_at) VALUES (?1, 'postgres', x'7b7d', ?2, ?2)`,
+		`INSERT INTO versions (credential_id, version, fields, kek_id, data_key, ciphertext, created_at) VALUES (?1, 1, ?3, 'kek', ?4, ?5, ?2)`,
+		`INSERT INTO version_counters (credential_id, max_version) VALUES (?1, 1)`,
+		`INSERT INTO labels (credential_id, label, version) VALUES (?1, 'current', 1)`,
+		`INSERT INTO history (credential_id, at, action, actor, reason, from_version, to_version, rotation_id, outcome, detail, duration_ms) VALUES (?1, ?2, 'put', 'bench', '', 0, 1, 0, 'ok', '', 0)`,
+		`INSERT INTO events (seq, at, kind, credential_id, version, detail) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?2, 'current_changed', ?1, 1, x'')`,
+		`INSERT INTO audit (seq, at, payload, prev_hash, hash) VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?2, ?6, ?7, ?7)`,
+	}
+	i := 0
+	for b.Loop() {
+		tx, err := db.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := fmt.Sprintf("prod/db/%d", i)
+		for _, q := range stmts {
+			if _, err := tx.Exec(q, id, time.Now().UnixMicro(), fields, dk, ct, payload, h); err != nil {
+				b.Fatal(q, err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkRotation is the engine's whole per-rotation cost (plan, stage,
 // apply, verify, commit, grace, retire: journal writes included) against the
 // in-memory fake target, beside one durable Put in the same run.
