@@ -1,0 +1,189 @@
+// Package consumertest sets up what the consumer tests share: an in-process
+// Manager with the real PostgreSQL and MySQL rotators, credentials on the
+// test servers of internal/testenv, and rotations driven to retirement.
+package consumertest
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/mysql"
+	"github.com/nebula-credential/nebula-credential/rotator/postgres"
+	"github.com/nebula-credential/nebula-credential/secret"
+	"github.com/nebula-credential/nebula-credential/store/sqlite"
+)
+
+// Manager opens a Manager on a fresh SQLite store with the postgres and mysql
+// rotators registered; it is closed at the end of the test.
+func Manager(t testing.TB) *credential.Manager {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "creds.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := rotator.NewRegistry()
+	reg.Register(string(credential.Postgres), postgres.New(postgres.Config{}))
+	reg.Register(string(credential.MySQL), mysql.New(mysql.Config{}))
+	m, err := credential.Open(context.Background(), credential.Config{Store: st, CloseStore: true,
+		KeyFile: filepath.Join(dir, "creds.key"), Create: true, Rotators: reg})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// PG is an alternating-users PostgreSQL credential stored in a Manager.
+type PG struct {
+	ID      string
+	Server  *testenv.PG
+	Owner   string    // NOLOGIN role owning Table
+	Users   [2]string // the strategy users
+	Table   string    // one row; members of Owner may read it
+	AdminID string
+}
+
+// PGOptions tune PostgresCredential.
+type PGOptions struct {
+	// SecondUserWithoutAccess leaves the second strategy user out of the owner
+	// role: it logs in (so the rotator's SELECT 1 probe passes) but cannot
+	// read Table. Blue-green tests use it as a bad new version.
+	SecondUserWithoutAccess bool
+}
+
+// PostgresCredential creates, on the test cluster (scram-sha-256), an admin
+// role with CREATEROLE, an owner role, two strategy users and a probe table,
+// stores the admin and the application credential in m, and returns them.
+// Everything is dropped at the end of the test.
+func PostgresCredential(t testing.TB, m *credential.Manager, opts PGOptions) *PG {
+	t.Helper()
+	pg := testenv.Postgres(t)
+	ctx := context.Background()
+	p := &PG{Server: pg}
+	adminPW := testenv.UniqueName("admin-pw-")
+	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
+	p.Owner = pg.CreateRole(t, testenv.UniqueName("nc_own_"), "", "NOLOGIN")
+	pw := testenv.UniqueName("pw-")
+	p.Users[0] = pg.CreateRole(t, testenv.UniqueName("nc_a_"), pw, "LOGIN IN ROLE "+pgx.Identifier{p.Owner}.Sanitize())
+	in := " IN ROLE " + pgx.Identifier{p.Owner}.Sanitize()
+	if opts.SecondUserWithoutAccess {
+		in = ""
+	}
+	p.Users[1] = pg.CreateRole(t, testenv.UniqueName("nc_b_"), "", "NOLOGIN"+in)
+	p.Table = testenv.UniqueName("probe_")
+	tbl := pgx.Identifier{p.Table}.Sanitize()
+	pg.Exec(t, "CREATE TABLE "+tbl+" (id int PRIMARY KEY); INSERT INTO "+tbl+" VALUES (1); ALTER TABLE "+tbl+" OWNER TO "+pgx.Identifier{p.Owner}.Sanitize())
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, pg.DSN())
+		if err == nil {
+			c.Exec(ctx, "DROP TABLE IF EXISTS "+tbl)
+			c.Close(ctx)
+		}
+	})
+	p.AdminID = "admin/" + testenv.UniqueName("pg-")
+	if _, err := m.Put(ctx, p.AdminID, credential.PutRequest{Type: credential.Postgres,
+		Fields: map[string]any{"host": pg.Host, "port": pg.Port, "username": admin},
+		Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
+		t.Fatal(err)
+	}
+	p.ID = "app/" + testenv.UniqueName("pg-")
+	if _, err := m.Put(ctx, p.ID, credential.PutRequest{Type: credential.Postgres,
+		Fields: map[string]any{"host": pg.Host, "port": pg.Port, "database": pg.Database, "username": p.Users[0],
+			"strategy_users": []any{p.Users[0], p.Users[1]}, "owner_role": p.Owner, "admin_credential": p.AdminID},
+		Secret:   secret.Map{"password": secret.New(pw)},
+		Settings: &credential.Settings{Strategy: rotator.Alternating}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// MySQL is a dual-password MariaDB credential stored in a Manager.
+type MySQL struct {
+	ID       string
+	Server   *testenv.MariaDBServer
+	User     string
+	Database string
+	Table    string // one row; User may read it
+}
+
+// MySQLCredential creates, on the machine's MariaDB, an admin account with
+// CREATE USER, an application account, a database with a probe table it may
+// read, stores both credentials in m (dual strategy) and returns them.
+func MySQLCredential(t testing.TB, m *credential.Manager) *MySQL {
+	t.Helper()
+	db := testenv.MariaDB(t)
+	ctx := context.Background()
+	my := &MySQL{Server: db}
+	admin, adminPW := testenv.UniqueName("nc_admin_"), testenv.UniqueName("admin-pw-")
+	db.CreateUser(t, admin, "%", adminPW, "GRANT CREATE USER ON *.* TO ?@?")
+	my.Database = db.CreateDatabase(t)
+	my.Table = testenv.UniqueName("probe_")
+	db.Exec(t, "CREATE TABLE `"+my.Database+"`.`"+my.Table+"` (id int PRIMARY KEY)")
+	db.Exec(t, "INSERT INTO `"+my.Database+"`.`"+my.Table+"` VALUES (1)")
+	pw := testenv.UniqueName("pw-")
+	my.User = testenv.UniqueName("nc_u_")
+	db.CreateUser(t, my.User, "%", pw, "GRANT SELECT ON `"+my.Database+"`.* TO ?@?")
+	adminID := "admin/" + testenv.UniqueName("my-")
+	if _, err := m.Put(ctx, adminID, credential.PutRequest{Type: credential.MySQL,
+		Fields: map[string]any{"host": db.Host, "port": db.Port, "username": admin},
+		Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
+		t.Fatal(err)
+	}
+	my.ID = "app/" + testenv.UniqueName("my-")
+	if _, err := m.Put(ctx, my.ID, credential.PutRequest{Type: credential.MySQL,
+		Fields: map[string]any{"host": db.Host, "port": db.Port, "database": my.Database, "username": my.User,
+			"user_host": "%", "admin_credential": adminID},
+		Secret:   secret.Map{"password": secret.New(pw)},
+		Settings: &credential.Settings{Strategy: rotator.Dual}}); err != nil {
+		t.Fatal(err)
+	}
+	return my
+}
+
+// Rotate rotates id with the given grace and, once grace has passed, drives
+// the retire step through the engine's scheduler. It returns the new version.
+func Rotate(t testing.TB, m *credential.Manager, id string, grace time.Duration) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := m.Rotate(ctx, id, credential.RotateOptions{Grace: &grace, Reason: "consumer test"})
+	if err != nil {
+		t.Fatalf("rotate %s: %v", id, err)
+	}
+	Retire(t, m, id)
+	return r.ToVersion
+}
+
+// Retire waits for the open rotation of id to end, running the scheduler.
+func Retire(t testing.TB, m *credential.Manager, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		open, err := m.Rotations(ctx, id, true, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(open) == 0 {
+			return
+		}
+		if d := time.Until(open[0].DueAt); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := m.Engine().Tick(ctx); err != nil {
+			t.Fatalf("scheduler tick: %v", err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("rotation of %s still open: step %s, last error %s", id, open[0].Step, open[0].LastError)
+		}
+	}
+}

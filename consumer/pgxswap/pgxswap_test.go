@@ -1,0 +1,278 @@
+package pgxswap_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nebula-credential/nebula-credential/consumer"
+	"github.com/nebula-credential/nebula-credential/consumer/internal/consumertest"
+	"github.com/nebula-credential/nebula-credential/consumer/internal/load"
+	"github.com/nebula-credential/nebula-credential/consumer/pgxswap"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type drains struct {
+	mu  sync.Mutex
+	all []consumer.Drain
+	ch  chan consumer.Drain
+}
+
+func newDrains() *drains { return &drains{ch: make(chan consumer.Drain, 1000)} }
+
+func (d *drains) add(x consumer.Drain) {
+	d.mu.Lock()
+	d.all = append(d.all, x)
+	d.mu.Unlock()
+	d.ch <- x
+}
+
+func (d *drains) list() []consumer.Drain {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.all)
+}
+
+// sessions counts the server's sessions per user for application name app.
+func sessions(t *testing.T, pg *consumertest.PG, app string) map[string]int {
+	t.Helper()
+	c := pg.Server.Connect(t)
+	rows, err := c.Query(context.Background(), "SELECT usename, count(*) FROM pg_stat_activity WHERE application_name = $1 GROUP BY usename", app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for rows.Next() {
+		var u string
+		var n int
+		if err := rows.Scan(&u, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[u] = n
+	}
+	return out
+}
+
+func newPool(t *testing.T, src consumer.Source, id string, drainTimeout time.Duration, d *drains, app string) *pgxswap.Pool {
+	t.Helper()
+	cur, err := src.Current(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pgxswapConfig(cur, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pgxswap.New(context.Background(), pgxswap.Config{Source: src, ID: id, Pool: pc, DrainTimeout: drainTimeout, OnDrained: d.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// 100 rotations through the real PostgreSQL rotator (alternating users on a
+// scram-sha-256 cluster, so the old password really stops working at retire)
+// while 8 workers query through the pool: no query fails, and every old
+// version drains to zero connections well inside the drain timeout.
+func TestRotationsUnderLoad(t *testing.T) {
+	m := consumertest.Manager(t)
+	pg := consumertest.PostgresCredential(t, m, consumertest.PGOptions{})
+	src := consumer.FromManager(m)
+	defer src.Close()
+	d := newDrains()
+	const drainTimeout = 5 * time.Second
+	app := testenv.UniqueName("pgxswap-")
+	p := newPool(t, src, pg.ID, drainTimeout, d, app)
+
+	probe := "SELECT count(*) FROM " + pgx.Identifier{pg.Table}.Sanitize()
+	lr := load.Start(8, func(ctx context.Context) error {
+		var n int
+		return p.QueryRow(ctx, probe).Scan(&n)
+	})
+	defer lr.Stop("stop")
+	time.Sleep(time.Second)
+	before := lr.Mark("before")
+
+	rotations := 100
+	if testing.Short() {
+		rotations = 20
+	}
+	start := time.Now()
+	for range rotations {
+		consumertest.Rotate(t, m, pg.ID, 20*time.Millisecond)
+	}
+	rotating := time.Since(start)
+	during := lr.Mark("during")
+	time.Sleep(time.Second)
+	after := lr.Stop("after")
+	for _, ph := range []load.Phase{before, during, after} {
+		t.Log(ph)
+		if ph.Failures != 0 {
+			t.Errorf("%s: %d failed queries, first: %v", ph.Name, ph.Failures, ph.FirstErr)
+		}
+	}
+
+	cur := p.Version()
+	if cur != rotations+1 {
+		t.Errorf("pool on version %d, want %d", cur, rotations+1)
+	}
+	// Every old version drained, within the timeout, none force-closed.
+	deadline := time.After(drainTimeout)
+	for len(d.list()) < rotations {
+		select {
+		case <-d.ch:
+		case <-deadline:
+			t.Fatalf("%d of %d versions drained; stats %v", len(d.list()), rotations, p.Stats())
+		}
+	}
+	var took []time.Duration
+	versions := map[int]bool{}
+	for _, x := range d.list() {
+		versions[x.Version] = true
+		took = append(took, x.Took)
+		if x.ForceClosed != 0 {
+			t.Errorf("version %d: %d connections force-closed", x.Version, x.ForceClosed)
+		}
+	}
+	for v := 1; v <= rotations; v++ {
+		if !versions[v] {
+			t.Errorf("version %d never drained", v)
+		}
+	}
+	slices.Sort(took)
+	if s := p.Stats(); len(s) != 1 || s[cur] == 0 {
+		t.Errorf("stats after the rotations %v, want only version %d", s, cur)
+	}
+	if got := src.Unused(pg.ID); len(got) != rotations {
+		t.Errorf("%d versions reported unused, want %d", len(got), rotations)
+	}
+	// On the server, only the current user has sessions left.
+	c, _ := src.Current(context.Background(), pg.ID)
+	if s := sessions(t, pg, app); len(s) != 1 || s[c.Field("username")] == 0 {
+		t.Errorf("server sessions by user %v, want only %s", s, c.Field("username"))
+	}
+	t.Logf("%d rotations in %v (%.0f ms each); drain time median %v, max %v", rotations, rotating.Round(time.Millisecond),
+		float64(rotating.Milliseconds())/float64(rotations), took[len(took)/2].Round(time.Microsecond), took[len(took)-1].Round(time.Microsecond))
+}
+
+// Idle connections on the old version close at once; a connection kept busy
+// is force-closed at the drain timeout, its query fails, and only then is the
+// old version reported drained.
+func TestForceCloseBusyConnection(t *testing.T) {
+	m := consumertest.Manager(t)
+	pg := consumertest.PostgresCredential(t, m, consumertest.PGOptions{})
+	src := consumer.FromManager(m)
+	defer src.Close()
+	d := newDrains()
+	const drainTimeout = 1500 * time.Millisecond
+	app := testenv.UniqueName("pgxswap-")
+	p := newPool(t, src, pg.ID, drainTimeout, d, app)
+	ctx := context.Background()
+
+	// Four connections: three go back idle, one stays busy.
+	var conns []*pgxpoolConn
+	for range 4 {
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns[1:] {
+		c.Release()
+	}
+	busy := conns[0]
+	busyErr := make(chan error, 1)
+	go func() {
+		_, err := busy.Exec(ctx, "SELECT pg_sleep(60)")
+		busy.Release()
+		busyErr <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if s := p.Stats(); !maps.Equal(s, map[int]int{1: 4}) {
+		t.Fatalf("stats before rotation %v", s)
+	}
+
+	rotated := time.Now()
+	v := consumertest.Rotate(t, m, pg.ID, 0)
+	waitFor(t, time.Second, func() bool { return maps.Equal(p.Stats(), map[int]int{1: 1}) }, func() string {
+		return fmt.Sprintf("idle connections on version 1 not closed at once: %v", p.Stats())
+	})
+	// New work uses the new version meanwhile.
+	var n int
+	if err := p.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{pg.Table}.Sanitize()).Scan(&n); err != nil {
+		t.Fatalf("query on the new version: %v", err)
+	}
+	if s := p.Stats(); s[v] == 0 {
+		t.Fatalf("no connection on version %d: %v", v, s)
+	}
+	select {
+	case x := <-d.ch:
+		t.Fatalf("version %d drained while a connection on it is busy", x.Version)
+	case <-time.After(drainTimeout - 500*time.Millisecond):
+	}
+	select {
+	case x := <-d.ch:
+		if x.Version != 1 || x.ForceClosed != 1 {
+			t.Fatalf("drain %+v, want version 1 with 1 force-closed", x)
+		}
+		el := time.Since(rotated)
+		if el < drainTimeout || el > drainTimeout+time.Second {
+			t.Fatalf("drained after %v, want about %v", el, drainTimeout)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("busy connection not force-closed; stats %v", p.Stats())
+	}
+	select {
+	case err := <-busyErr:
+		if err == nil {
+			t.Fatal("the force-closed query succeeded")
+		}
+		t.Logf("busy query ended with: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("busy query still running after force-close")
+	}
+	waitFor(t, 2*time.Second, func() bool { return maps.Equal(p.Stats(), map[int]int{v: 1}) }, func() string {
+		return fmt.Sprintf("stats after force-close %v", p.Stats())
+	})
+	if got := src.Unused(pg.ID); !slices.Equal(got, []int{1}) {
+		t.Fatalf("unused %v, want [1]", got)
+	}
+	waitFor(t, 5*time.Second, func() bool { return sessions(t, pg, app)[pg.Users[0]] == 0 }, func() string {
+		return fmt.Sprintf("sessions of %s still open: %v", pg.Users[0], sessions(t, pg, app))
+	})
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool, msg func() string) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(end) {
+			t.Fatal(msg())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type pgxpoolConn = pgxpool.Conn
+
+// pgxswapConfig is a pool configuration naming the test's sessions.
+func pgxswapConfig(c consumer.Credential, app string) (*pgxpool.Config, error) {
+	pc, err := pgxpool.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=%s sslmode=disable application_name=%s",
+		c.Field("host"), c.Field("port"), c.Field("database"), app))
+	if err != nil {
+		return nil, err
+	}
+	pc.MaxConns = 8
+	return pc, nil
+}
