@@ -236,7 +236,7 @@ type request struct {
 	method string
 	path   string
 	query  url.Values
-	body   any       // JSON-encoded unless an io.Reader
+	body   any // JSON-encoded unless an io.Reader
 	header http.Header
 }
 

@@ -332,7 +332,12 @@ func TestWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	c := e.client(t, e.admin)
-	if _, err := c.Put(ctx, "a/before", generic("v")); err != nil {
+	// Writes go through connections the test does not cut.
+	w, err := client.New(e.ts.URL, e.admin, &client.Options{HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Put(ctx, "a/before", generic("v")); err != nil {
 		t.Fatal(err)
 	}
 	events, err := c.Watch(ctx, "a/", 0)
@@ -352,10 +357,10 @@ func TestWatch(t *testing.T) {
 		}
 		return client.Event{}
 	}
-	if _, err := c.Put(ctx, "b/other", generic("v")); err != nil {
+	if _, err := w.Put(ctx, "b/other", generic("v")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Put(ctx, "a/1", generic("v")); err != nil {
+	if _, err := w.Put(ctx, "a/1", generic("v")); err != nil {
 		t.Fatal(err)
 	}
 	ev := next()
@@ -366,7 +371,7 @@ func TestWatch(t *testing.T) {
 	// reconnect, once each, in order.
 	e.ts.CloseClientConnections()
 	for _, id := range []string{"a/2", "a/3"} {
-		if _, err := c.Put(ctx, id, generic("v")); err != nil {
+		if _, err := w.Put(ctx, id, generic("v")); err != nil {
 			t.Fatal(err)
 		}
 	}
