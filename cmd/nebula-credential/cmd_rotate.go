@@ -96,9 +96,13 @@ func cmdRotate(g *globals) *cobra.Command {
 		reason     string
 		noValidate bool
 		wait       bool
+		all        bool
+		prefix     string
+		typ        string
+		workers    int
 	)
 	c := &cobra.Command{
-		Use:   "rotate ID",
+		Use:   "rotate ID | rotate --all [--prefix P] [--type T]",
 		Short: "Rotate a credential now (journaled, verified, with a grace period)",
 		Long: `Rotate a credential through the journaled protocol: the new secret is stored
 encrypted before the target changes, applied, verified with a real login, and
@@ -107,8 +111,20 @@ after which the scheduler ('serve') retires it. A failed apply or verify rolls
 back automatically. --grace 0 retires the old version at once (with a warning).`,
 		Example: `  nebula-credential rotate prod/db/orders
   nebula-credential rotate prod/db/orders --grace 30m --reason "leaked in CI log"
-  nebula-credential rotate prod/signing-key --grace 0 --wait --json`,
-		Args: exactArgs(1, "ID"),
+  nebula-credential rotate prod/signing-key --grace 0 --wait --json
+  nebula-credential rotate --all --prefix prod/db/ --reason "quarterly" --concurrency 8`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if all {
+				if len(args) != 0 {
+					return usagef("give an ID or --all, not both")
+				}
+				return nil
+			}
+			if prefix != "" || typ != "" {
+				return usagef("--prefix and --type select credentials for --all")
+			}
+			return exactArgs(1, "ID (or --all)")(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := rotation.RotateOptions{Reason: reason, NoValidate: noValidate, Wait: wait}
 			if grace != "" {
@@ -124,16 +140,23 @@ back automatically. --grace 0 retires the old version at once (with a warning).`
 			if noValidate {
 				g.warnf("--no-validate: the new secret is committed without a test login")
 			}
+			opts.Actor, _ = audit.ActorOf(cmd.Context())
+			if all {
+				return rotateAll(cmd, g, prefix, typ, workers, opts)
+			}
 			m, err := g.open(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			opts.Actor, _ = audit.ActorOf(cmd.Context())
 			r, err := m.Rotate(cmd.Context(), args[0], opts)
 			return g.reportRotation(r, err)
 		},
 	}
+	c.Flags().BoolVar(&all, "all", false, "rotate every credential (under --prefix, of --type)")
+	c.Flags().StringVar(&prefix, "prefix", "", "with --all: only IDs under this prefix")
+	c.Flags().StringVar(&typ, "type", "", "with --all: only this type")
+	c.Flags().IntVar(&workers, "concurrency", 4, "with --all: rotations at once")
 	c.Flags().StringVar(&grace, "grace", "", "grace period for the previous version (default: the credential's, 5m)")
 	c.Flags().StringVar(&reason, "reason", "", "why (recorded in history and audit)")
 	c.Flags().BoolVar(&noValidate, "no-validate", false, "skip the verification login (not recommended)")

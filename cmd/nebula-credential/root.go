@@ -146,7 +146,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found,
 	root.AddCommand(
 		cmdInit(g), cmdPut(g), cmdGet(g), cmdList(g), cmdHistory(g), cmdDelete(g), cmdPurge(g),
 		cmdBackup(g), cmdRestore(g), cmdKey(g),
-		cmdRotate(g), cmdRollback(g), cmdPolicy(g), cmdRotations(g), cmdGrace(g), cmdDoctor(g), cmdAudit(g),
+		cmdRotate(g), cmdRollback(g), cmdPolicy(g), cmdRotations(g), cmdGrace(g), cmdDoctor(g), cmdReconcile(g), cmdAudit(g),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c(g))
@@ -174,8 +174,8 @@ func (g *globals) warnf(format string, args ...any) {
 // errorsJoin reports a rotation error in one line plus the recovery hint.
 func rotationHint(err error) string {
 	var re *rotation.RotationError
-	if errors.As(err, &re) && re.RolledBack {
-		return "the previous version is still current; run `nebula-credential doctor " + re.ID + "` for details"
+	if errors.As(err, &re) {
+		return "run `nebula-credential doctor " + re.ID + "` for details"
 	}
 	return ""
 }
