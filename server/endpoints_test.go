@@ -323,7 +323,7 @@ func TestBodies(t *testing.T) {
 	}
 	req, _ := http.NewRequest("PUT", e.ts.URL+"/v1/credentials/x", strings.NewReader(`{"type":"generic","secret":{"k":"v"}}`))
 	req.Header.Set("Authorization", "Bearer "+a)
-	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
 	res, err := e.ts.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -331,7 +331,7 @@ func TestBodies(t *testing.T) {
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	if res.StatusCode != 415 {
-		t.Errorf("text/plain body: %d", res.StatusCode)
+		t.Errorf("multipart body: %d", res.StatusCode)
 	}
 }
 

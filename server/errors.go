@@ -120,9 +120,11 @@ func classify(err error) *apiError {
 // fields, trailing data and bodies over limit. Its errors never quote the
 // input, which may hold secret values.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, allowEmpty bool) error {
+	// The body is always read as JSON, whatever the Content-Type says (so
+	// that `curl -d` works); only form uploads are refused.
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, _ := strings.Cut(ct, ";")
-		if mt = strings.TrimSpace(strings.ToLower(mt)); mt != "application/json" {
+		if mt = strings.TrimSpace(strings.ToLower(mt)); strings.HasPrefix(mt, "multipart/") {
 			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "send the body as application/json, not %q", mt)
 		}
 	}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/client"
+	"github.com/nebula-credential/nebula-credential/server"
+	"github.com/nebula-credential/nebula-credential/store"
+	"github.com/nebula-credential/nebula-credential/store/sqlite"
+)
+
+func init() {
+	extraCommands = append(extraCommands, cmdServe)
+}
+
+// adminTokenFile is written beside the store on first run.
+const adminTokenFile = "admin.token"
+
+func cmdServe(g *globals) *cobra.Command {
+	var (
+		addr, addrFile, tlsCert, tlsKey, logLevel string
+		shutdown                                  time.Duration
+		rateLimit                                 float64
+		publicMetrics                             bool
+	)
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the HTTP API and the rotation scheduler",
+		Long: `Serve the HTTP API (JSON under /v1/, see /v1/openapi.json) and run the rotation
+scheduler: due rotations start, retries continue, grace periods end.
+
+On first run, when the store does not exist, serve initialises it as 'init'
+would, creates an admin token (admin on everything), prints it once on stderr
+and writes it to admin.token beside the store (mode 0600). Later tokens come
+from 'nebula-credential token create' or POST /v1/tokens.
+
+Logs are JSON on stderr; they never contain secret values or tokens. On
+SIGTERM or SIGINT, serve stops accepting connections, lets in-flight requests
+finish (--shutdown-timeout), then stops the scheduler; a rotation cut short is
+resumed from its journal on the next start.
+
+Endpoints besides /v1/: /healthz (process up), /readyz (store reachable and
+scheduler running), /metrics (Prometheus; needs a token unless
+--public-metrics).`,
+		Example: `  nebula-credential serve
+  nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
+  nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt &   # pick a free port
+  nebula-credential serve check --addr-file addr.txt --wait 10s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (tlsCert == "") != (tlsKey == "") {
+				return usagef("give both --tls-cert and --tls-key, or neither")
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level must be debug, info, warn or error")
+			}
+			if rateLimit < 0 {
+				return usagef("--rate-limit must not be negative")
+			}
+			logger := slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			return serve(cmd.Context(), g, logger, serveOptions{
+				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
+				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
+			})
+		},
+	}
+	c.Flags().StringVar(&addr, "addr", server.DefaultAddr, "address to listen on (port 0 picks a free one)")
+	c.Flags().StringVar(&addrFile, "addr-file", "", "write the listening address to this file once ready")
+	c.Flags().StringVar(&tlsCert, "tls-cert", "", "TLS certificate (PEM) to serve HTTPS")
+	c.Flags().StringVar(&tlsKey, "tls-key", "", "TLS private key (PEM)")
+	c.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on shutdown")
+	c.Flags().Float64Var(&rateLimit, "rate-limit", 100, "requests per second per token (0: unlimited)")
+	c.Flags().BoolVar(&publicMetrics, "public-metrics", false, "serve /metrics without a token")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	c.AddCommand(cmdServeCheck(g))
+	return c
+}
+
+type serveOptions struct {
+	addr, addrFile, tlsCert, tlsKey string
+	shutdown                        time.Duration
+	rateLimit                       float64
+	publicMetrics                   bool
+}
+
+func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
+	loc := g.storeLocation()
+	m, err := g.open(ctx, openOpts{logger: logger})
+	firstRun := false
+	if errors.Is(err, store.ErrNotFound) && (isPostgres(loc) || !sqlite.Exists(loc)) {
+		firstRun = true
+		m, err = g.open(ctx, openOpts{create: true, logger: logger})
+	}
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if firstRun {
+		if err := bootstrapAdmin(ctx, g, m, logger); err != nil {
+			return err
+		}
+	} else if toks, err := server.ListTokens(ctx, m.Store()); err == nil && len(toks) == 0 {
+		logger.Warn("the store has no API tokens: create one with `nebula-credential token create --name admin --grant admin:*`")
+	}
+
+	limit := rate.Limit(o.rateLimit)
+	if o.rateLimit == 0 {
+		limit = rate.Inf
+	}
+	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	// The scheduler outlives the HTTP server: it stops after the last
+	// request finished.
+	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSched()
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- m.Engine().Run(schedCtx) }()
+
+	err = server.ListenAndServe(ctx, srv, server.ServeConfig{
+		Addr: o.addr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, ShutdownTimeout: o.shutdown, Logger: logger,
+		OnListen: func(a net.Addr) {
+			scheme := "http"
+			if o.tlsCert != "" {
+				scheme = "https"
+			}
+			logger.Info("listening", "addr", a.String(), "url", scheme+"://"+a.String(), "store", loc)
+			if o.addrFile != "" {
+				if werr := writeFileAtomic(o.addrFile, []byte(scheme+"://"+a.String()+"\n"), 0o644); werr != nil {
+					logger.Error("writing --addr-file", "err", werr)
+				}
+			}
+		},
+	})
+	if ctx.Err() != nil {
+		logger.Info("shutting down: HTTP server drained, stopping the scheduler")
+	}
+	stopSched()
+	if serr := <-schedDone; serr != nil {
+		logger.Error("scheduler", "err", serr)
+	}
+	if err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// bootstrapAdmin creates the first admin token, prints it once and writes it
+// beside the store.
+func bootstrapAdmin(ctx context.Context, g *globals, m *credential.Manager, logger *slog.Logger) error {
+	tok, val, err := server.CreateToken(ctx, m.Store(), server.TokenRequest{Name: "admin", Grants: []acl.Grant{{Permission: acl.Admin}}})
+	if err != nil {
+		return err
+	}
+	path := adminTokenPath(g)
+	werr := writeFileAtomic(path, []byte(val.Reveal()+"\n"), 0o600)
+	logger.Info("first run: initialised the store and created an admin token", "store", g.storeLocation(), "key_file", g.keyFileLocation(), "token_id", tok.ID, "token_file", path)
+	// The one place the token is shown; deliberately not through the logger.
+	fmt.Fprintf(g.stderr, "admin token (shown once; also written to %s): %s\n", path, val.Reveal())
+	if werr != nil {
+		logger.Error("could not write the admin token file: copy the token above now", "err", werr)
+	}
+	return nil
+}
+
+func adminTokenPath(g *globals) string {
+	loc := g.storeLocation()
+	if isPostgres(loc) {
+		return filepath.Join(filepath.Dir(g.keyFileLocation()), adminTokenFile)
+	}
+	return filepath.Join(filepath.Dir(loc), adminTokenFile)
+}
+
+// writeFileAtomic writes data to path with mode perm through a temporary
+// file in the same directory.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func cmdServeCheck(g *globals) *cobra.Command {
+	var (
+		addr, addrFile, caCert string
+		wait                   time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "check [--addr ADDR | --addr-file FILE] [--wait 10s]",
+		Short: "Check that a server is ready (store reachable, scheduler running)",
+		Long: `Probe /readyz of a running server; exit 0 when it is ready, 1 when not. With
+--wait, keep probing until it is ready or the time is up (for scripts and
+container health checks).`,
+		Example: `  nebula-credential serve check
+  nebula-credential serve check --addr https://creds.internal:8270 --ca-cert ca.pem
+  nebula-credential serve check --addr-file addr.txt --wait 10s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			deadline := time.Now().Add(wait)
+			var opts client.Options
+			opts.Retries = -1
+			if caCert != "" {
+				pem, err := os.ReadFile(caCert)
+				if err != nil {
+					return err
+				}
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(pem) {
+					return usagef("--ca-cert %s holds no PEM certificate", caCert)
+				}
+				opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			}
+			var last error
+			for {
+				target := addr
+				if addrFile != "" {
+					b, err := os.ReadFile(addrFile)
+					if err == nil {
+						target = strings.TrimSpace(string(b))
+					} else {
+						last = err
+					}
+				}
+				if target != "" {
+					c, err := client.New(target, "", &opts)
+					if err != nil {
+						return usageError{err}
+					}
+					pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					last = c.Ready(pctx)
+					cancel()
+					if last == nil {
+						if g.json {
+							return g.printJSON(map[string]any{"addr": target, "ready": true})
+						}
+						g.printf("%s: ready\n", target)
+						return nil
+					}
+				}
+				if time.Now().After(deadline) {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			return fmt.Errorf("server not ready: %w", last)
+		},
+	}
+	c.Flags().StringVar(&addr, "addr", server.DefaultAddr, "server address (host:port or URL)")
+	c.Flags().StringVar(&addrFile, "addr-file", "", "read the address from this file (written by serve --addr-file)")
+	c.Flags().StringVar(&caCert, "ca-cert", "", "CA certificate (PEM) to trust for https")
+	c.Flags().DurationVar(&wait, "wait", 0, "keep probing this long")
+	return c
+}
