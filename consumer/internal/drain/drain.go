@@ -233,6 +233,19 @@ func (t *Tracker[C]) removeLocked(c C, cn *conn) {
 	}
 }
 
+// Stale returns the open connections that are not on the current version.
+func (t *Tracker[C]) Stale() []C {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []C
+	for c, cn := range t.conns {
+		if cn.version != t.current {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Stats returns the number of open connections per version.
 func (t *Tracker[C]) Stats() map[int]int {
 	t.mu.Lock()
