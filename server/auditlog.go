@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -67,17 +70,49 @@ func (a *auditLog) flush() {
 		a.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-		err := a.st.Update(ctx, func(tx store.Tx) error {
-			for _, r := range batch {
-				if err := audit.Append(ctx, tx, r.e); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err := a.write(ctx, batch)
 		cancel()
 		for _, r := range batch {
 			r.done <- err
 		}
 	}
+}
+
+// write appends a batch in one transaction. It builds the chain as
+// audit.Append does (same payload encoding, same hash), but reads the last
+// link once per batch instead of once per entry, and encodes the payloads
+// before taking the store's write lock.
+func (a *auditLog) write(ctx context.Context, batch []*auditReq) error {
+	payloads := make([][]byte, len(batch))
+	for i, r := range batch {
+		r.e.At = r.e.At.UTC()
+		b, err := json.Marshal(r.e)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		payloads[i] = b
+	}
+	return a.st.Update(ctx, func(tx store.Tx) error {
+		var prev []byte
+		var seq int64
+		last, err := tx.LastAudit(ctx)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("audit: %w", err)
+		default:
+			prev, seq = last.Hash, last.Seq
+		}
+		for i, r := range batch {
+			rec := &store.AuditRecord{At: r.e.At, Payload: payloads[i], PrevHash: prev, Hash: audit.Hash(seq+1, prev, payloads[i])}
+			if err := tx.AppendAudit(ctx, rec); err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			if rec.Seq != seq+1 {
+				return fmt.Errorf("audit: store assigned seq %d, want %d", rec.Seq, seq+1)
+			}
+			prev, seq = rec.Hash, rec.Seq
+		}
+		return nil
+	})
 }

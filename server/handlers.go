@@ -155,6 +155,7 @@ func (s *Server) get(rq *request) error {
 		return err
 	}
 	label := rq.query("label")
+	rq.auditEarly()
 	c, err := s.m.Get(rq.ctx, id, credential.GetOptions{Version: version, Label: label})
 	if err != nil {
 		return err
@@ -229,6 +230,7 @@ func (s *Server) list(rq *request) error {
 	}
 	opts := credential.ListOptions{Prefix: rq.query("prefix"), Type: credential.Type(rq.query("type")), After: rq.query("after"), Limit: 1000, IncludeDeleted: deleted}
 	rq.detail = "prefix=" + opts.Prefix
+	rq.auditEarly()
 	out := []credential.Summary{}
 	next := ""
 	for {
@@ -266,6 +268,7 @@ func (s *Server) history(rq *request) error {
 	if err != nil {
 		return err
 	}
+	rq.auditEarly()
 	vs, err := s.m.Versions(rq.ctx, id)
 	if err != nil {
 		return err
@@ -378,6 +381,7 @@ func (s *Server) getPolicy(rq *request) error {
 	if err := rq.see(id); err != nil {
 		return err
 	}
+	rq.auditEarly()
 	p, err := s.policyOf(rq, id)
 	if err != nil {
 		return err
@@ -540,6 +544,7 @@ func (s *Server) rotations(rq *request) error {
 			return err
 		}
 	}
+	rq.auditEarly()
 	rs, err := s.m.Rotations(rq.ctx, id, open, limit)
 	if err != nil {
 		return err

@@ -397,8 +397,9 @@ type request struct {
 	id     string // the credential the request is about, for audit
 	detail string
 
-	responded bool // the response has started
-	audited   bool // the outcome entry was written (or failed)
+	responded bool       // the response has started
+	audited   bool       // the outcome entry was written (or failed)
+	early     chan error // the result of auditEarly's write, if started
 }
 
 func (s *Server) register(rt *route) {
@@ -462,6 +463,15 @@ func (s *Server) finish(rq *request, err error) {
 	if rq.responded {
 		return
 	}
+	if rq.early != nil {
+		// The early entry says access was allowed; record the failure too.
+		aerr := <-rq.early
+		rq.early = nil
+		if aerr != nil {
+			s.writeError(rq.w, rq.info.requestID, s.auditFailed(rq, aerr))
+			return
+		}
+	}
 	if rq.tok != nil && rq.rt.audited && !rq.audited {
 		outcome := "error:" + ae.code
 		if ae.code == CodeForbidden {
@@ -496,7 +506,13 @@ func (s *Server) auditOutcome(rq *request, outcome string) error {
 // respond audits the successful outcome, then writes v as JSON. Nothing is
 // written when the audit entry cannot be committed (fail closed).
 func (rq *request) respond(status int, v any) error {
-	if rq.rt.audited && rq.tok != nil {
+	if rq.early != nil {
+		err := <-rq.early
+		rq.early = nil
+		if err != nil {
+			return rq.s.auditFailed(rq, err)
+		}
+	} else if rq.rt.audited && rq.tok != nil {
 		if err := rq.s.auditOutcome(rq, "ok"); err != nil {
 			return rq.s.auditFailed(rq, err)
 		}
@@ -504,6 +520,23 @@ func (rq *request) respond(status int, v any) error {
 	rq.responded = true
 	writeJSON(rq.w, status, v)
 	return nil
+}
+
+// auditEarly starts writing the entry of an authorised read, with outcome
+// "allowed", while the read runs; respond waits for it before answering, so
+// reads stay fail-closed but do not pay for the audit commit after the read.
+// A read that then fails adds a second entry with its error.
+func (rq *request) auditEarly() {
+	if !rq.rt.audited || rq.tok == nil {
+		return
+	}
+	ch := make(chan error, 1)
+	rq.early = ch
+	e := audit.Entry{
+		At: rq.now, Actor: rq.tok.Actor(), Action: rq.rt.op, CredentialID: rq.id,
+		Outcome: "allowed", RequestID: rq.info.requestID, Detail: rq.detail,
+	}
+	go func() { ch <- rq.s.audit.Append(rq.ctx, e) }()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
