@@ -23,7 +23,18 @@
 //
 // Authorisation is decided from the token's grants and the ID alone, before
 // the store is consulted: a token without a grant covering an ID gets 403
-// forbidden whether or not the credential exists.
+// forbidden whether or not the credential exists. Any grant covering an ID
+// shows its metadata (state, versions, history, policy, rotations, doctor);
+// read is needed for secret values (?reveal=true) and for watch events.
+//
+// Audit: every request runs with audit.WithActor("token:<id>", request ID),
+// so the Manager's own entries (written in the same transaction as the
+// change) name the token and the request. The server adds one entry per
+// request for what the Manager does not record: reads (outcome "allowed",
+// written while the read runs), denials ("denied"), failures ("error:<code>")
+// and the outcome of writes ("ok"). No answer is sent before that entry is
+// committed: if it cannot be written the request fails with audit_failed.
+// Entries of concurrent requests share one transaction (group commit).
 package server
 
 import (
