@@ -7,12 +7,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 )
 
 // session is one server connection.
@@ -62,18 +64,9 @@ type nopLogger struct{}
 
 func (nopLogger) Print(...any) {}
 
-// logsIn reports whether t can log in now. A refusal of the credential is
-// (false, nil); anything else (unreachable server) is an error.
-func (r *Rotator) logsIn(ctx context.Context, t target, op string) (bool, error) {
-	s, err := r.connect(ctx, t)
-	if err == nil {
-		s.Close()
-		return true, nil
-	}
-	if isAuthFailure(err) {
-		return false, nil
-	}
-	return false, classify(op, "", err)
+// db is how the shared login steps reach the server.
+func (r *Rotator) db() dbrot.Driver[target, *session] {
+	return dbrot.Driver[target, *session]{Connect: r.connect, Close: (*session).Close, ClassOf: classOf}
 }
 
 // manager is the connection that changes accounts, and what it knows.
@@ -90,28 +83,13 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	if err != nil {
 		return nil, err
 	}
-	var s *session
-	if ok {
-		s, err = r.connect(ctx, adm)
-		if err != nil {
-			return nil, classify(op, "", fmt.Errorf("admin login as %q: %w", adm.Username, err))
-		}
-	} else {
-		var last error
-		for _, l := range logins {
-			l.Database = ""
-			s, err = r.connect(ctx, l)
-			if err == nil {
-				break
-			}
-			if !isAuthFailure(err) {
-				return nil, classify(op, "", err)
-			}
-			last = err
-		}
-		if s == nil {
-			return nil, classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.Username, last))
-		}
+	logins = slices.Clone(logins)
+	for i := range logins {
+		logins[i].Database = "" // as for the admin: account changes need no database
+	}
+	s, err := r.db().Manager(ctx, op, base, adm, ok, logins)
+	if err != nil {
+		return nil, err
 	}
 	var version string
 	if err := s.conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {

@@ -1,55 +1,29 @@
 package mysql
 
 import (
-	"context"
 	"database/sql/driver"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"sort"
-	"strings"
-	"syscall"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // classify turns a driver error into a *rotator.Error by server error number
 // or error type, never by message text. priv names the privilege a permission
 // error means for op.
-func classify(op, priv string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var re *rotator.Error
-	if errors.As(err, &re) {
-		return err
-	}
-	c := classOf(err)
-	e := &rotator.Error{Class: c, Op: op, Err: err}
-	if c == rotator.ClassPermission {
-		e.Privilege = priv
-	}
-	return e
-}
+func classify(op, priv string, err error) error { return dbrot.Classify(classOf, op, priv, err) }
 
+// classOf classifies a driver error; a login refused for the credential
+// itself (bad password, locked account, expired password) is ClassAuth.
 func classOf(err error) rotator.Class {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		return classOfNumber(me.Number)
 	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, driver.ErrBadConn),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return rotator.ClassTransient
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
+	if dbrot.Transient(err) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) {
 		return rotator.ClassTransient
 	}
 	return rotator.ClassUnknown
@@ -117,13 +91,6 @@ func errNumber(err error) uint16 {
 	return 0
 }
 
-// isAuthFailure reports a login refused for the credential itself (wrong
-// password, locked account, expired password).
-func isAuthFailure(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && classOfNumber(me.Number) == rotator.ClassAuth
-}
-
 // redactStatementError drops the server's message for a parse error: it quotes
 // the statement ("near '...'"), which carried a password or hash.
 func redactStatementError(err error) error {
@@ -134,45 +101,6 @@ func redactStatementError(err error) error {
 	return err
 }
 
-// scrub is the rotator's own last line of defence (the registry also wraps
-// rotators with rotator.Sanitize): every secret value, and the escaped forms a
-// driver or server may echo, is replaced by [REDACTED]. The result keeps the
-// class, op and privilege; the chain is dropped only when something was found.
-func scrub(err error, vals ...secret.Value) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	var forms []string
-	for _, v := range vals {
-		p := v.Reveal()
-		if len(p) < 4 {
-			continue
-		}
-		backslashed := strings.NewReplacer(`\`, `\\`, "'", `\'`, `"`, `\"`).Replace(p)
-		forms = append(forms, p, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `""`),
-			strings.ReplaceAll(p, "'", `\'`), strings.ReplaceAll(p, `"`, `\"`), backslashed)
-	}
-	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
-	found := false
-	for _, f := range forms {
-		if strings.Contains(msg, f) {
-			msg = strings.ReplaceAll(msg, f, secret.Redacted)
-			found = true
-		}
-	}
-	if !found {
-		return err
-	}
-	out := &rotator.Error{Class: rotator.ClassOf(err)}
-	var e *rotator.Error
-	if errors.As(err, &e) {
-		out.Privilege = e.Privilege
-		out.RetryAfter = e.RetryAfter
-		if e.Privilege != "" { // Error() appends it again
-			msg = strings.TrimSuffix(msg, fmt.Sprintf(" (missing privilege: %s)", e.Privilege))
-		}
-	}
-	out.Err = errors.New(msg)
-	return out
-}
+// scrub replaces every password in vals, and the quoted forms a driver or
+// server may echo, by [REDACTED] (see dbrot.Scrub).
+func scrub(err error, vals ...secret.Value) error { return dbrot.Scrub(err, dbrot.SQLForms, vals...) }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
@@ -21,7 +22,10 @@ func TestEscapingBothSQLModes(t *testing.T) {
 		t.Run("mode="+mode, func(t *testing.T) {
 			r := New(Config{})
 			ctx := context.Background()
-			adm := target{fields: fields{Host: srv.Host, Port: port(srv.Port), Username: srv.User}, Password: secret.New(srv.Password)}
+			login := func(user string, pw secret.Value) target {
+				return target{fields: fields{Fields: dbrot.Fields{Host: srv.Host, Port: dbrot.Port(srv.Port), Username: user}}, Password: pw}
+			}
+			adm := login(srv.User, secret.New(srv.Password))
 			s, err := r.connect(ctx, adm)
 			if err != nil {
 				t.Fatal(err)
@@ -58,7 +62,7 @@ func TestEscapingBothSQLModes(t *testing.T) {
 				if err := m.setOne(ctx, "test", user, "%", pw, " ACCOUNT UNLOCK"); err != nil {
 					t.Fatalf("setOne(%q): %v", user, err)
 				}
-				if ok, err := r.logsIn(ctx, target{fields: fields{Host: srv.Host, Port: port(srv.Port), Username: user}, Password: pw}, "test"); err != nil || !ok {
+				if ok, err := r.db().LogsIn(ctx, login(user, pw), "test"); err != nil || !ok {
 					t.Fatalf("%q does not log in with its new password (%v)", user, err)
 				}
 				if err := m.lock(ctx, "test", user, "%"); err != nil {

@@ -29,6 +29,7 @@
 package mysql
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,19 +55,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) connectTimeout() time.Duration {
-	if c.ConnectTimeout == 0 {
-		return 10 * time.Second
-	}
-	return c.ConnectTimeout
-}
+func (c Config) connectTimeout() time.Duration { return cmp.Or(c.ConnectTimeout, 10*time.Second) }
 
-func (c Config) queryTimeout() time.Duration {
-	if c.QueryTimeout == 0 {
-		return 30 * time.Second
-	}
-	return c.QueryTimeout
-}
+func (c Config) queryTimeout() time.Duration { return cmp.Or(c.QueryTimeout, 30*time.Second) }
 
 // Rotator rotates MySQL/MariaDB passwords. It is safe for concurrent use and
 // keeps no connection between calls.
@@ -83,10 +74,7 @@ func (r *Rotator) Capabilities() rotator.Capabilities {
 }
 
 func (r *Rotator) checkConfig(op string) error {
-	if err := r.cfg.Validate(); err != nil {
-		return rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	return nil
+	return rotator.Wrap(rotator.ClassConfig, op, r.cfg.Validate())
 }
 
 func unsupported(op string, s rotator.Strategy) error {
@@ -117,15 +105,7 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 	default:
 		return rotator.StageResponse{}, unsupported(op, req.Strategy)
 	}
-	var pol secret.PasswordPolicy
-	if cur.PasswordPolicy != nil {
-		pol = *cur.PasswordPolicy
-	}
-	pw, err := pol.Generate()
-	if err != nil {
-		return rotator.StageResponse{}, rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	return rotator.StageResponse{Secret: secret.Map{"password": pw}, Fields: fields}, nil
+	return cur.StagePassword(op, fields)
 }
 
 // checkPair validates the usernames of two versions for a strategy.
@@ -173,7 +153,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if pend.Password.IsZero() {
 		return resp, rotator.Errorf(rotator.ClassConfig, op, "pending version has no password")
 	}
-	ok, err := r.logsIn(ctx, pend, op+": check pending")
+	ok, err := r.db().LogsIn(ctx, pend, op+": check pending")
 	if err != nil {
 		return resp, err
 	}
@@ -213,16 +193,13 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 		return resp, err
 	}
 	defer func() { err = scrub(err, t.Password) }()
-	s, err := r.connect(ctx, t)
+	priv := ""
+	if t.Database != "" {
+		priv = "access to database " + t.Database
+	}
+	s, err := r.db().VerifyLogin(ctx, t, priv)
 	if err != nil {
-		if isAuthFailure(err) {
-			return resp, &rotator.Error{Class: rotator.ClassRejected, Op: "verify login", Err: err}
-		}
-		priv := ""
-		if t.Database != "" {
-			priv = "access to database " + t.Database
-		}
-		return resp, classify("verify login", priv, err)
+		return resp, err
 	}
 	defer s.Close()
 	rows, err := s.conn.QueryContext(ctx, t.Probe)
@@ -282,13 +259,8 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err := m.exec(ctx, op, "CREATE USER", "ALTER USER ?@? ACCOUNT UNLOCK", cur.Username, cur.UserHost); err != nil {
 		return resp, err
 	}
-	ok, err := r.logsIn(ctx, cur, op+": check current")
-	if err != nil {
+	if err := r.db().CheckCurrent(ctx, op, cur, old); err != nil {
 		return resp, err
-	}
-	if !ok {
-		return resp, rotator.Errorf(rotator.ClassUnknown, op,
-			"refusing to retire %q: the current version does not log in as %q (set its password from the stored current version, then retry)", old.Username, cur.Username)
 	}
 	return resp, m.lock(ctx, op, old.Username, old.UserHost)
 }
@@ -313,7 +285,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		return resp, err
 	}
 	if req.Strategy != rotator.Alternating {
-		curOK, err := r.logsIn(ctx, cur, op+": check current")
+		curOK, err := r.db().LogsIn(ctx, cur, op+": check current")
 		if err != nil {
 			return resp, err
 		}
@@ -321,7 +293,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 			return resp, nil // one password per account: pending cannot work too
 		}
 		if curOK {
-			pendOK, err := r.logsIn(ctx, pend, op+": check pending")
+			pendOK, err := r.db().LogsIn(ctx, pend, op+": check pending")
 			if err != nil || !pendOK {
 				return resp, err
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 )
 
 // connect opens one connection as t. The connection string is built with
@@ -33,18 +34,10 @@ func (r *Rotator) connect(ctx context.Context, t target) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
-// logsIn reports whether t can log in now. A refusal of the credential is
-// (false, nil); anything else (unreachable server) is an error.
-func (r *Rotator) logsIn(ctx context.Context, t target, op string) (bool, error) {
-	c, err := r.connect(ctx, t)
-	if err == nil {
-		c.Close(context.Background())
-		return true, nil
-	}
-	if isAuthFailure(err) {
-		return false, nil
-	}
-	return false, classify(op, "", err)
+// db is how the shared login steps reach PostgreSQL.
+func (r *Rotator) db() dbrot.Driver[target, *pgx.Conn] {
+	return dbrot.Driver[target, *pgx.Conn]{Connect: r.connect, ClassOf: classOf,
+		Close: func(c *pgx.Conn) { c.Close(context.Background()) }}
 }
 
 // manager opens the connection that changes roles: the admin credential when
@@ -55,24 +48,5 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	if err != nil {
 		return nil, err
 	}
-	if ok {
-		c, err := r.connect(ctx, adm)
-		if err != nil {
-			// The admin's own login refused is ClassAuth: fix the admin credential.
-			return nil, classify(op, "", fmt.Errorf("admin login as %q: %w", adm.Username, err))
-		}
-		return c, nil
-	}
-	var last error
-	for _, l := range logins {
-		c, err := r.connect(ctx, l)
-		if err == nil {
-			return c, nil
-		}
-		if !isAuthFailure(err) {
-			return nil, classify(op, "", err)
-		}
-		last = err
-	}
-	return nil, classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.Username, last))
+	return r.db().Manager(ctx, op, base, adm, ok, logins)
 }

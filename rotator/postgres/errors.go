@@ -1,61 +1,31 @@
 package postgres
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // classify turns a driver error into a *rotator.Error by SQLSTATE or by error
 // type, never by message text. priv names the privilege a 42501 means for op.
-func classify(op, priv string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var re *rotator.Error
-	if errors.As(err, &re) {
-		return err
-	}
-	return &rotator.Error{Class: classOf(err), Op: op, Privilege: privilegeFor(err, priv), Err: err}
-}
+func classify(op, priv string, err error) error { return dbrot.Classify(classOf, op, priv, err) }
 
-func privilegeFor(err error, priv string) string {
-	if classOf(err) == rotator.ClassPermission {
-		return priv
-	}
-	return ""
-}
-
+// classOf classifies a pgx error; a login refused for the credential itself
+// (28P01, 28000) is ClassAuth.
 func classOf(err error) rotator.Class {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return classOfCode(pe.Code)
 	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), pgconn.Timeout(err):
-		return rotator.ClassTransient
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return rotator.ClassTransient
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return rotator.ClassTransient
-	}
+	// A connect error wrapping neither a server error nor a network error:
+	// TLS negotiation, DNS. Retrying may help.
 	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		// A connect error wrapping neither a server error nor a network error:
-		// TLS negotiation, DNS. Retrying may help.
+	if dbrot.Transient(err) || pgconn.Timeout(err) || errors.As(err, &ce) {
 		return rotator.ClassTransient
 	}
 	return rotator.ClassUnknown
@@ -84,13 +54,6 @@ func classOfCode(code string) rotator.Class {
 	return rotator.ClassUnknown
 }
 
-// isAuthFailure reports a login refused for the credential itself (wrong
-// password, expired VALID UNTIL, NOLOGIN role).
-func isAuthFailure(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && classOfCode(pe.Code) == rotator.ClassAuth
-}
-
 // redactStatementError returns err with the server's message dropped when it
 // may quote the statement (syntax errors, bad literals): the statement held a
 // verifier. The SQLSTATE is kept, so classification still works.
@@ -105,45 +68,6 @@ func redactStatementError(err error) error {
 	return err
 }
 
-// scrub is the rotator's own last line of defence (the registry also wraps
-// rotators with rotator.Sanitize): every secret value, and the escaped forms a
-// driver or server may echo, is replaced by [REDACTED]. The result keeps the
-// class, op and privilege; the chain is dropped only when something was found.
-func scrub(err error, vals ...secret.Value) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	var forms []string
-	for _, v := range vals {
-		p := v.Reveal()
-		if len(p) < 4 {
-			continue
-		}
-		backslashed := strings.NewReplacer(`\`, `\\`, "'", `\'`, `"`, `\"`).Replace(p)
-		forms = append(forms, p, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `""`),
-			strings.ReplaceAll(p, "'", `\'`), strings.ReplaceAll(p, `"`, `\"`), backslashed)
-	}
-	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
-	found := false
-	for _, f := range forms {
-		if strings.Contains(msg, f) {
-			msg = strings.ReplaceAll(msg, f, secret.Redacted)
-			found = true
-		}
-	}
-	if !found {
-		return err
-	}
-	out := &rotator.Error{Class: rotator.ClassOf(err)}
-	var e *rotator.Error
-	if errors.As(err, &e) {
-		out.Privilege = e.Privilege
-		out.RetryAfter = e.RetryAfter
-		if e.Privilege != "" { // Error() appends it again
-			msg = strings.TrimSuffix(msg, fmt.Sprintf(" (missing privilege: %s)", e.Privilege))
-		}
-	}
-	out.Err = errors.New(msg)
-	return out
-}
+// scrub replaces every password in vals, and the quoted forms a driver or
+// server may echo, by [REDACTED] (see dbrot.Scrub).
+func scrub(err error, vals ...secret.Value) error { return dbrot.Scrub(err, dbrot.SQLForms, vals...) }

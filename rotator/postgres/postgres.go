@@ -26,6 +26,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
-	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // Config configures a Rotator. The zero value means the defaults.
@@ -53,19 +53,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) connectTimeout() time.Duration {
-	if c.ConnectTimeout == 0 {
-		return 10 * time.Second
-	}
-	return c.ConnectTimeout
-}
+func (c Config) connectTimeout() time.Duration { return cmp.Or(c.ConnectTimeout, 10*time.Second) }
 
-func (c Config) applicationName() string {
-	if c.ApplicationName == "" {
-		return "nebula-credential"
-	}
-	return c.ApplicationName
-}
+func (c Config) applicationName() string { return cmp.Or(c.ApplicationName, "nebula-credential") }
 
 // Rotator rotates PostgreSQL role passwords. It is safe for concurrent use and
 // keeps no connection between calls.
@@ -85,10 +75,7 @@ func (r *Rotator) Capabilities() rotator.Capabilities {
 }
 
 func (r *Rotator) checkConfig(op string) error {
-	if err := r.cfg.Validate(); err != nil {
-		return rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	return nil
+	return rotator.Wrap(rotator.ClassConfig, op, r.cfg.Validate())
 }
 
 func unsupported(op string, s rotator.Strategy) error {
@@ -119,15 +106,7 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 	default:
 		return rotator.StageResponse{}, unsupported(op, req.Strategy)
 	}
-	var pol secret.PasswordPolicy
-	if cur.PasswordPolicy != nil {
-		pol = *cur.PasswordPolicy
-	}
-	pw, err := pol.Generate()
-	if err != nil {
-		return rotator.StageResponse{}, rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	return rotator.StageResponse{Secret: secret.Map{"password": pw}, Fields: fields}, nil
+	return cur.StagePassword(op, fields)
 }
 
 // Apply makes the server accept req.Pending. If the pending password already
@@ -169,7 +148,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 		return resp, unsupported(op, req.Strategy)
 	}
 
-	ok, err := r.logsIn(ctx, pend, op+": check pending")
+	ok, err := r.db().LogsIn(ctx, pend, op+": check pending")
 	if err != nil {
 		return resp, err
 	}
@@ -228,12 +207,9 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 		return resp, err
 	}
 	defer func() { err = scrub(err, t.Password) }()
-	c, err := r.connect(ctx, t)
+	c, err := r.db().VerifyLogin(ctx, t, "")
 	if err != nil {
-		if isAuthFailure(err) {
-			return resp, &rotator.Error{Class: rotator.ClassRejected, Op: "verify login", Err: err}
-		}
-		return resp, classify("verify login", "", err)
+		return resp, err
 	}
 	defer c.Close(context.Background())
 	if _, err := c.Exec(ctx, t.Probe); err != nil {
@@ -283,13 +259,8 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err := alter(ctx, conn, op, "ALTER ROLE "+ident(cur.Username)+" WITH LOGIN VALID UNTIL 'infinity'"); err != nil {
 		return resp, err
 	}
-	ok, err := r.logsIn(ctx, cur, op+": check current")
-	if err != nil {
+	if err := r.db().CheckCurrent(ctx, op, cur, old); err != nil {
 		return resp, err
-	}
-	if !ok {
-		return resp, rotator.Errorf(rotator.ClassUnknown, op,
-			"refusing to retire %q: the current version does not log in as %q (set its password from the stored current version, then retry)", old.Username, cur.Username)
 	}
 	return resp, alter(ctx, conn, op, "ALTER ROLE "+ident(old.Username)+" WITH NOLOGIN PASSWORD NULL")
 }
@@ -318,7 +289,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		if pend.Username != cur.Username {
 			return resp, rotator.Errorf(rotator.ClassConfig, op, "in_place cannot change the username (%q to %q)", cur.Username, pend.Username)
 		}
-		ok, err := r.logsIn(ctx, cur, op+": check current")
+		ok, err := r.db().LogsIn(ctx, cur, op+": check current")
 		if err != nil || ok {
 			return resp, err
 		}

@@ -3,13 +3,13 @@ package redis
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 )
 
 // connect logs in as t on one fresh connection and returns the client once
@@ -41,6 +41,12 @@ func isPermission(err error) bool {
 	return errors.As(err, &se) && redis.IsPermissionError(err)
 }
 
+// db is how the shared login steps reach the server.
+func (r *Rotator) db() dbrot.Driver[target, *redis.Client] {
+	return dbrot.Driver[target, *redis.Client]{Connect: r.connect, ClassOf: classOf,
+		Close: func(c *redis.Client) { c.Close() }}
+}
+
 // manager is the connection that changes the ACL.
 type manager struct {
 	*redis.Client
@@ -55,25 +61,11 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	if err != nil {
 		return nil, err
 	}
-	if ok {
-		c, err := r.connect(ctx, adm)
-		if err != nil {
-			return nil, classify(op, "", fmt.Errorf("admin login as %q: %w", adm.Username, err))
-		}
-		return &manager{Client: c}, nil
+	c, err := r.db().Manager(ctx, op, base, adm, ok, logins)
+	if err != nil {
+		return nil, err
 	}
-	var last error
-	for _, l := range logins {
-		c, err := r.connect(ctx, l)
-		if err == nil {
-			return &manager{Client: c}, nil
-		}
-		if !isAuthFailure(err) {
-			return nil, classify(op, "", err)
-		}
-		last = err
-	}
-	return nil, classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.Username, last))
+	return &manager{Client: c}, nil
 }
 
 // aclUser is what ACL GETUSER says.

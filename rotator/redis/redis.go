@@ -19,6 +19,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,7 +31,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
-	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // Config configures a Rotator. The zero value means the defaults.
@@ -49,19 +49,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) connectTimeout() time.Duration {
-	if c.ConnectTimeout == 0 {
-		return 5 * time.Second
-	}
-	return c.ConnectTimeout
-}
+func (c Config) connectTimeout() time.Duration { return cmp.Or(c.ConnectTimeout, 5*time.Second) }
 
-func (c Config) commandTimeout() time.Duration {
-	if c.CommandTimeout == 0 {
-		return 10 * time.Second
-	}
-	return c.CommandTimeout
-}
+func (c Config) commandTimeout() time.Duration { return cmp.Or(c.CommandTimeout, 10*time.Second) }
 
 // Rotator rotates Redis ACL passwords. It is safe for concurrent use and keeps
 // no connection between calls.
@@ -106,15 +96,7 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 	if err != nil {
 		return rotator.StageResponse{}, err
 	}
-	var pol secret.PasswordPolicy
-	if cur.PasswordPolicy != nil {
-		pol = *cur.PasswordPolicy
-	}
-	pw, err := pol.Generate()
-	if err != nil {
-		return rotator.StageResponse{}, rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	return rotator.StageResponse{Secret: secret.Map{"password": pw}}, nil
+	return cur.StagePassword(op, nil)
 }
 
 func samePair(op string, a, b target) error {
@@ -176,12 +158,9 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 		return resp, err
 	}
 	defer func() { err = scrub(err, t.Password) }()
-	c, err := r.connect(ctx, t)
+	c, err := r.db().VerifyLogin(ctx, t, "")
 	if err != nil {
-		if isAuthFailure(err) {
-			return resp, &rotator.Error{Class: rotator.ClassRejected, Op: "verify login", Err: err}
-		}
-		return resp, classify("verify login", "", err)
+		return resp, err
 	}
 	defer c.Close()
 	if err := c.Do(ctx, t.probe...).Err(); err != nil && !errors.Is(err, redis.Nil) {
