@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nebula-credential/nebula-credential/audit"
 	"github.com/nebula-credential/nebula-credential/rotator"
@@ -392,4 +393,23 @@ func TestRateLimit(t *testing.T) {
 	// Another token has its own budget.
 	other := e.token("read:*")
 	e.must(200, "GET", "/v1/credentials", other, nil)
+}
+
+func TestExpiredToken(t *testing.T) {
+	e := newEnv(t)
+	_, val, err := CreateToken(t.Context(), e.m.Store(), TokenRequest{Name: "old", Grants: mustGrants(t, "read"), TTL: time.Hour, Now: time.Now().Add(-2 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("GET", "/v1/credentials", val.Reveal(), nil); r.status != 401 {
+		t.Errorf("expired token: %d %s", r.status, r.body)
+	}
+	_, val, err = CreateToken(t.Context(), e.m.Store(), TokenRequest{Name: "new", Grants: mustGrants(t, "read"), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.must(200, "GET", "/v1/credentials", val.Reveal(), nil)
+	if _, err := New(Config{}); err == nil {
+		t.Error("New without a Manager")
+	}
 }

@@ -37,6 +37,8 @@ type metrics struct {
 
 	snapMu sync.Mutex
 	snap   *snapshot
+
+	httpCache sync.Map // httpKey → *httpChildren; routes and codes are few
 }
 
 func newMetrics(s *Server) *metrics {
@@ -76,9 +78,30 @@ func (m *metrics) close() {
 	m.wg.Wait()
 }
 
+// httpKey caches the children of the request metrics: looking them up by
+// label values hashes the labels on every request.
+type httpKey struct {
+	route  string
+	status int
+}
+
+type httpChildren struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
 func (m *metrics) observeHTTP(route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route).Observe(d.Seconds())
+	k := httpKey{route, status}
+	c, ok := m.httpCache.Load(k)
+	if !ok {
+		c, _ = m.httpCache.LoadOrStore(k, &httpChildren{
+			count:   m.requests.WithLabelValues(route, strconv.Itoa(status)),
+			latency: m.latency.WithLabelValues(route),
+		})
+	}
+	hc := c.(*httpChildren)
+	hc.count.Inc()
+	hc.latency.Observe(d.Seconds())
 }
 
 // onEvent is the engine subscription; it must not block.
