@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,4 +37,30 @@ func BenchmarkAuditAppend(b *testing.B) {
 			wg.Wait()
 		})
 	}
+}
+
+// BenchmarkGetCredential is the server's handler for a revealed GET, without
+// the network: token, grants, store read, decryption, JSON, audit commit.
+func BenchmarkGetCredential(b *testing.B) {
+	e := newEnv(b)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("PUT", "/v1/credentials/bench/db", strings.NewReader(`{"type":"generic","secret":{"password":"p"}}`))
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	e.srv.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		b.Fatal(rec.Body)
+	}
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("GET", "/v1/credentials/bench/db?reveal=true", nil)
+			req.Header.Set("Authorization", "Bearer "+e.admin)
+			e.srv.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatal(rec.Body)
+			}
+		}
+	})
 }
