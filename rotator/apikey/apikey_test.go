@@ -11,34 +11,17 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/apikey"
+	"github.com/nebula-credential/nebula-credential/rotator/apikey/apikeytest"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
-// spec describes keyService declaratively, as an operator would.
-func spec(base string) map[string]any {
-	auth := map[string]string{"Authorization": "Bearer {{auth_key}}"}
-	return map[string]any{
-		"create": map[string]any{
-			"method": "POST", "url": base + "/v1/keys", "headers": auth,
-			"body":        `{"name":"nebula:{{credential_id}}:{{rotation_id}}"}`,
-			"key_pointer": "/secret", "key_id_pointer": "/id", "expected_status": 201,
-		},
-		"verify": map[string]any{"url": base + "/v1/me", "headers": map[string]string{"Authorization": "Bearer {{key}}"}, "expected_status": 200},
-		"revoke": map[string]any{"method": "DELETE", "url": base + "/v1/keys/{{key_id}}", "headers": auth},
-		"list": map[string]any{
-			"url": base + "/v1/keys", "headers": auth,
-			"items_pointer": "/data", "id_pointer": "/id", "marker_pointer": "/name", "marker_prefix": "nebula:{{credential_id}}:",
-		},
-	}
-}
-
 var credSeq atomic.Int64
 
 // newCred returns version 1 of a credential whose key a person created.
-func newCred(svc *keyService, extra map[string]any) rotator.Credential {
-	k := svc.mint("created by hand", "")
-	f := spec(svc.URL())
+func newCred(svc *apikeytest.Service, extra map[string]any) rotator.Credential {
+	k := svc.Mint("created by hand", "")
+	f := svc.Spec()
 	f["key_id"] = k.ID
 	for n, v := range extra {
 		f[n] = v
@@ -49,7 +32,7 @@ func newCred(svc *keyService, extra map[string]any) rotator.Credential {
 	}
 }
 
-func authenticates(t *testing.T, svc *keyService, c rotator.Credential) bool {
+func authenticates(t *testing.T, svc *apikeytest.Service, c rotator.Credential) bool {
 	t.Helper()
 	req, _ := http.NewRequest("GET", svc.URL()+"/v1/me", nil)
 	req.Header.Set("Authorization", "Bearer "+c.Secret["key"].Reveal())
@@ -73,7 +56,7 @@ func (m mapResolver) Resolve(_ context.Context, id string) (rotator.Credential, 
 }
 
 func TestConformanceKeyService(t *testing.T) {
-	svc := newKeyService(t)
+	svc := apikeytest.NewService(t)
 	rotatortest.Run(t, rotatortest.Harness{
 		Rotator:       rotator.Sanitize(apikey.New(apikey.Config{})),
 		Strategies:    []rotator.Strategy{rotator.Dual},
@@ -84,8 +67,8 @@ func TestConformanceKeyService(t *testing.T) {
 
 // The key-management calls authenticate with a separate admin credential.
 func TestConformanceAuthCredential(t *testing.T) {
-	svc := newKeyService(t)
-	admin := svc.mint("admin", "")
+	svc := apikeytest.NewService(t)
+	admin := svc.Mint("admin", "")
 	res := mapResolver{"test/api/admin": {ID: "test/api/admin", Secret: secret.Map{"key": secret.New(admin.Secret)}, Fields: map[string]any{"key_id": admin.ID}}}
 	rotatortest.Run(t, rotatortest.Harness{
 		Rotator:    apikey.New(apikey.Config{}),
@@ -94,7 +77,7 @@ func TestConformanceAuthCredential(t *testing.T) {
 		NewCredential: func(t *testing.T) rotator.Credential {
 			// A read-only key: it cannot mint or revoke, so every management call
 			// must go through the admin credential.
-			k := svc.mint("reader", "read")
+			k := svc.Mint("reader", "read")
 			c := newCred(svc, map[string]any{"auth_credential": "test/api/admin", "key_id": k.ID})
 			c.Secret = secret.Map{"key": secret.New(k.Secret)}
 			return c
@@ -124,7 +107,7 @@ func stage(t *testing.T, r rotator.Rotator, cur rotator.Credential, id int64, re
 
 // The old key keeps working through grace and is refused after Retire.
 func TestOldKeyWorksUntilRetire(t *testing.T) {
-	svc := newKeyService(t)
+	svc := apikeytest.NewService(t)
 	r := apikey.New(apikey.Config{})
 	cur := newCred(svc, nil)
 	pend, err := stage(t, r, cur, 41, nil)
@@ -158,11 +141,11 @@ func TestOldKeyWorksUntilRetire(t *testing.T) {
 // replays the create, even when the first response was lost after the key
 // was made.
 func TestStageIdempotent(t *testing.T) {
-	svc := newKeyService(t)
+	svc := apikeytest.NewService(t)
 	r := apikey.New(apikey.Config{})
 	cur := newCred(svc, nil)
 
-	svc.inject(fault{route: "POST /v1/keys", status: http.StatusBadGateway, afterCommit: true})
+	svc.Inject(apikeytest.Fault{Route: apikeytest.RouteCreate, Status: http.StatusBadGateway, AfterCommit: true})
 	_, err := stage(t, r, cur, 77, nil)
 	if !rotator.Retryable(err) {
 		t.Fatalf("lost response: want a retryable error, got %v", err)
@@ -178,10 +161,10 @@ func TestStageIdempotent(t *testing.T) {
 	if !a.Secret.Equal(b.Secret) || a.Fields["key_id"] != b.Fields["key_id"] {
 		t.Fatal("same rotation ID produced two different keys")
 	}
-	if got := len(svc.live()); got != 2 {
+	if got := len(svc.Live()); got != 2 {
 		t.Fatalf("live keys = %d, want 2 (current + one minted)", got)
 	}
-	if n, sent := svc.createCount(), svc.count("POST /v1/keys"); n != 1 || sent != 3 {
+	if n, sent := svc.CreateCount(), svc.Count(apikeytest.RouteCreate); n != 1 || sent != 3 {
 		t.Fatalf("creates executed = %d of %d sent, want 1 of 3", n, sent)
 	}
 	c, err := stage(t, r, cur, 78, nil)
@@ -194,26 +177,26 @@ func TestStageIdempotent(t *testing.T) {
 }
 
 func TestErrorClasses(t *testing.T) {
-	svc := newKeyService(t)
+	svc := apikeytest.NewService(t)
 	r := rotator.Sanitize(apikey.New(apikey.Config{Now: func() time.Time { return time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) }}))
 	cur := newCred(svc, nil)
 
 	cases := []struct {
 		name       string
-		f          fault
+		f          apikeytest.Fault
 		class      rotator.Class
 		retryAfter time.Duration
 	}{
-		{"429 seconds", fault{route: "POST /v1/keys", status: 429, retryAfter: "7"}, rotator.ClassTransient, 7 * time.Second},
-		{"429 date", fault{route: "POST /v1/keys", status: 429, retryAfter: "Tue, 01 Jan 2030 00:00:30 GMT"}, rotator.ClassTransient, 30 * time.Second},
-		{"503", fault{route: "POST /v1/keys", status: 503, retryAfter: "2"}, rotator.ClassTransient, 2 * time.Second},
-		{"500 no header", fault{route: "POST /v1/keys", status: 500}, rotator.ClassTransient, 0},
-		{"401", fault{route: "POST /v1/keys", status: 401}, rotator.ClassAuth, 0},
-		{"403", fault{route: "POST /v1/keys", status: 403}, rotator.ClassPermission, 0},
+		{"429 seconds", apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 429, RetryAfter: "7"}, rotator.ClassTransient, 7 * time.Second},
+		{"429 date", apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 429, RetryAfter: "Tue, 01 Jan 2030 00:00:30 GMT"}, rotator.ClassTransient, 30 * time.Second},
+		{"503", apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 503, RetryAfter: "2"}, rotator.ClassTransient, 2 * time.Second},
+		{"500 no header", apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 500}, rotator.ClassTransient, 0},
+		{"401", apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 401}, rotator.ClassAuth, 0},
+		{"403", apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 403}, rotator.ClassPermission, 0},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			svc.inject(tc.f)
+			svc.Inject(tc.f)
 			_, err := stage(t, r, cur, int64(1000+i), nil)
 			if got := rotator.ClassOf(err); got != tc.class {
 				t.Fatalf("class = %s, want %s (%v)", got, tc.class, err)
@@ -228,7 +211,7 @@ func TestErrorClasses(t *testing.T) {
 	}
 
 	t.Run("real 403 from a read-only key", func(t *testing.T) {
-		k := svc.mint("reader", "read")
+		k := svc.Mint("reader", "read")
 		c := newCred(svc, map[string]any{"key_id": k.ID})
 		c.Secret = secret.Map{"key": secret.New(k.Secret)}
 		_, err := stage(t, r, c, 2001, nil)
@@ -252,14 +235,14 @@ func TestErrorClasses(t *testing.T) {
 	})
 	t.Run("unreachable", func(t *testing.T) {
 		c := newCred(svc, nil)
-		c.Fields = spec("http://127.0.0.1:1")
+		c.Fields = apikeytest.Spec("http://127.0.0.1:1")
 		_, err := stage(t, r, c, 2003, nil)
 		if !rotator.Retryable(err) {
 			t.Fatalf("connection refused must be transient, got %v", err)
 		}
 	})
 	t.Run("flaky then fine", func(t *testing.T) {
-		svc.inject(fault{route: "POST /v1/keys", status: 503}, fault{route: "POST /v1/keys", status: 429, retryAfter: "1"})
+		svc.Inject(apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 503}, apikeytest.Fault{Route: apikeytest.RouteCreate, Status: 429, RetryAfter: "1"})
 		var err error
 		for attempt := 0; attempt < 3; attempt++ {
 			if _, err = stage(t, r, cur, 2004, nil); err == nil || !rotator.Retryable(err) {
@@ -295,10 +278,10 @@ func TestErrorClasses(t *testing.T) {
 // leaves a live key nobody knows; Cleanup finds it by its marker and revokes
 // it, and never touches keys it did not create.
 func TestCleanupRevokesOrphans(t *testing.T) {
-	svc := newKeyService(t)
+	svc := apikeytest.NewService(t)
 	r := apikey.New(apikey.Config{})
 	cur := newCred(svc, nil)
-	human := svc.mint("someone's laptop", "")
+	human := svc.Mint("someone's laptop", "")
 	other := newCred(svc, nil) // another credential's key on the same account
 	if _, err := stage(t, r, other, 500, nil); err != nil {
 		t.Fatal(err)
@@ -313,7 +296,7 @@ func TestCleanupRevokesOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := len(svc.live())
+	before := len(svc.Live())
 	resp, err := r.Cleanup(t.Context(), rotator.CleanupRequest{Keep: []rotator.Credential{cur, pend}})
 	if err != nil {
 		t.Fatal(err)
@@ -321,12 +304,12 @@ func TestCleanupRevokesOrphans(t *testing.T) {
 	if resp.Revoked != 2 {
 		t.Fatalf("revoked %d, want 2", resp.Revoked)
 	}
-	live := svc.live()
+	live := svc.Live()
 	if len(live) != before-2 {
 		t.Fatalf("live keys %d, want %d", len(live), before-2)
 	}
 	for _, id := range []string{cur.String("key_id"), pend.String("key_id"), human.ID, other.String("key_id")} {
-		if live[id] == nil {
+		if _, ok := live[id]; !ok {
 			t.Fatalf("cleanup revoked %s, which it must keep", id)
 		}
 	}
@@ -354,7 +337,7 @@ func TestCleanupRevokesOrphans(t *testing.T) {
 // Revert never revokes the key being served, even when handed a pending
 // version that inherited the current key_id (a Stage that never finished).
 func TestRevertRefusesCurrentKey(t *testing.T) {
-	svc := newKeyService(t)
+	svc := apikeytest.NewService(t)
 	r := apikey.New(apikey.Config{})
 	cur := newCred(svc, nil)
 	unfinished := cur
@@ -380,10 +363,10 @@ func TestRevertRefusesCurrentKey(t *testing.T) {
 // No failure path may print a key: the service echoes the Authorization
 // header, body and URL in its errors, and keys sit in URLs too.
 func TestErrorsNeverContainSecrets(t *testing.T) {
-	svc := newKeyService(t)
-	svc.set(func(s *keyService) { s.echo = true })
+	svc := apikeytest.NewService(t)
+	svc.SetEcho(true)
 	r := apikey.New(apikey.Config{}) // unwrapped: the rotator itself must not leak
-	admin := svc.mint("admin", "")
+	admin := svc.Mint("admin", "")
 	res := mapResolver{"admin": {Secret: secret.Map{"key": secret.New(admin.Secret)}}}
 	cur := newCred(svc, nil)
 	pend, err := stage(t, r, cur, 900, nil)
@@ -401,13 +384,13 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 		errs = append(errs, err)
 	}
 	// The service refuses the create and echoes the request.
-	svc.set(func(s *keyService) { s.maxKeys = 0 })
+	svc.SetMaxKeys(0)
 	_, err = stage(t, r, cur, 901, nil)
 	collect(err)
-	svc.set(func(s *keyService) { s.maxKeys = 10 })
+	svc.SetMaxKeys(10)
 	// Secrets in the URL query, the service answers 404 with the URL echoed.
 	withQuery := func(c rotator.Credential, auth string) rotator.Credential {
-		c.Fields = spec(svc.URL())
+		c.Fields = apikeytest.Spec(svc.URL())
 		c.Fields["key_id"] = cur.Fields["key_id"]
 		c.Fields["create"].(map[string]any)["url"] = svc.URL() + "/v1/nokeys?token={{auth_key}}&old={{key}}"
 		c.Fields["verify"].(map[string]any)["url"] = svc.URL() + "/v1/nome/{{key}}?k={{key}}"
@@ -462,8 +445,8 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 // The service allows three creates a second; the fourth is refused with 429
 // and Retry-After, and succeeds once the rotator waited as told.
 func TestRateLimitRetryAfter(t *testing.T) {
-	svc := newKeyService(t)
-	svc.set(func(s *keyService) { s.createLimit = 3 })
+	svc := apikeytest.NewService(t)
+	svc.SetCreateLimit(3)
 	r := apikey.New(apikey.Config{})
 	cur := newCred(svc, nil)
 	var err error
