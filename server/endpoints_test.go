@@ -413,3 +413,4 @@ func TestExpiredToken(t *testing.T) {
 		t.Error("New without a Manager")
 	}
 }
+

@@ -445,6 +445,14 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetReadDeadline(time.Time{})
 	}
 	defer cancel()
+	if rt.timeout != noTimeout {
+		// The deadlines outlive the request on a kept-alive connection:
+		// clear them for whatever comes next on it.
+		defer func() {
+			_ = rc.SetWriteDeadline(time.Time{})
+			_ = rc.SetReadDeadline(time.Time{})
+		}()
+	}
 	rq.ctx = ctx
 
 	if !rt.public || (rt.path == "/metrics" && !s.cfg.PublicMetrics) {
