@@ -413,4 +413,3 @@ func TestExpiredToken(t *testing.T) {
 		t.Error("New without a Manager")
 	}
 }
-
