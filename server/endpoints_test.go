@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -411,5 +412,21 @@ func TestExpiredToken(t *testing.T) {
 	e.must(200, "GET", "/v1/credentials", val.Reveal(), nil)
 	if _, err := New(Config{}); err == nil {
 		t.Error("New without a Manager")
+	}
+}
+
+func TestReadyWithScheduler(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { e.m.Engine().Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.m.Engine().Running() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r := e.must(200, "GET", "/readyz", "", nil)
+	if got := r.json(t); got["store"] != "ok" || got["scheduler"] != "running" {
+		t.Errorf("readyz: %s", r.body)
 	}
 }
