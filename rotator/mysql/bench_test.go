@@ -7,6 +7,7 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	myrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
@@ -44,19 +45,9 @@ func BenchmarkRotatorApplyVerify(b *testing.B) {
 			if st == rotator.Alternating {
 				cur = e.pair(b, "")
 			}
-			ctx := context.Background()
+			r := dbrottest.Rotation{Rotator: rot, Resolver: e.res, Strategy: st, Grace: time.Hour}
 			for b.Loop() {
-				pend := stage(b, rot, e.res, cur, st)
-				if _, err := rot.Apply(ctx, rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: e.res}); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := rot.Verify(ctx, rotator.VerifyRequest{Credential: pend, Resolver: e.res}); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := rot.Retire(ctx, rotator.RetireRequest{Old: cur, Current: pend, Strategy: st, Resolver: e.res}); err != nil {
-					b.Fatal(err)
-				}
-				cur = pend
+				cur = r.Run(b, cur)
 			}
 		})
 	}

@@ -2,55 +2,21 @@ package mysql_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	myrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 func pw(c rotator.Credential) secret.Value { return c.Secret["password"] }
 
-// noLeak fails if any secret (or its MariaDB hash) shows in err.
-func noLeak(t *testing.T, err error, secrets ...secret.Value) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
-		for _, s := range secrets {
-			if p := s.Reveal(); p != "" && (strings.Contains(text, p) || strings.Contains(text, nativeHashForTest(p))) {
-				t.Fatalf("error leaks a secret: %s", text)
-			}
-		}
-	}
-}
-
-func wantClass(t *testing.T, what string, err error, want rotator.Class, secrets ...secret.Value) {
-	t.Helper()
-	if got := rotator.ClassOf(err); got != want {
-		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
-	}
-	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
-		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
-	}
-	noLeak(t, err, secrets...)
-	t.Logf("%s: %v", what, err)
-}
-
-func (e *env) viaProxy(c rotator.Credential, p *testenv.Proxy) (rotator.Credential, resolver) {
-	res := resolver{}
-	for k, v := range e.res {
-		res[k] = v
-	}
-	adm := res[e.adminID]
-	adm.Fields = map[string]any{"host": p.Host, "port": p.Port, "username": e.admin}
-	res[e.adminID] = adm
-	c.Fields["host"], c.Fields["port"] = p.Host, p.Port
-	return c, res
+// viaProxy points the credential and its admin at p.
+func (e *env) viaProxy(c rotator.Credential, p *testenv.Proxy) (rotator.Credential, dbrottest.Resolver) {
+	return dbrottest.ViaProxy(c, e.res, e.adminID, p)
 }
 
 func TestServerGoneMidRotation(t *testing.T) {
@@ -176,10 +142,7 @@ func TestVerifyClasses(t *testing.T) {
 	nodb.Fields["database"] = e.db.CreateDatabase(t)
 	wantClass(t, "database denied", verify(nodb), rotator.ClassPermission, pw(nodb))
 
-	res := resolver{}
-	for k, v := range e.res {
-		res[k] = v
-	}
+	res := e.res.Clone()
 	adm := res[e.adminID]
 	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
 	res[e.adminID] = adm

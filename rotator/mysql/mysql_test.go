@@ -15,25 +15,23 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	myrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
-// resolver is an in-memory rotator.Resolver.
-type resolver map[string]rotator.Credential
-
-func (r resolver) Resolve(_ context.Context, id string) (rotator.Credential, error) {
-	c, ok := r[id]
-	if !ok {
-		return rotator.Credential{}, rotator.Errorf(rotator.ClassConfig, "resolve", "no credential %q", id)
-	}
-	return c, nil
-}
+// The helpers all database rotators' tests share, under the names used here.
+var (
+	ctx   = dbrottest.Ctx
+	stage = dbrottest.Stage
+	// wantClass also looks for the mysql_native_password hash MariaDB is sent.
+	wantClass = dbrottest.Leaks{Derived: func(p string) []string { return []string{nativeHashForTest(p)} }}.WantClass
+)
 
 type env struct {
 	db      *testenv.MariaDBServer
-	res     resolver
+	res     dbrottest.Resolver
 	adminID string
 	admin   string
 	adminPW string
@@ -42,7 +40,7 @@ type env struct {
 // newEnv creates an admin account holding only CREATE USER.
 func newEnv(t testing.TB) *env {
 	db := testenv.MariaDB(t)
-	e := &env{db: db, res: resolver{}, adminID: "admin/" + testenv.UniqueName(""),
+	e := &env{db: db, res: dbrottest.Resolver{}, adminID: "admin/" + testenv.UniqueName(""),
 		admin: testenv.UniqueName("nc_admin_"), adminPW: testenv.UniqueName("admin-pw-")}
 	db.CreateUser(t, e.admin, "%", e.adminPW, "GRANT CREATE USER ON *.* TO ?@?")
 	e.res[e.adminID] = rotator.Credential{ID: e.adminID, Type: "mysql",
@@ -189,31 +187,6 @@ func TestHostileUserNames(t *testing.T) {
 	if err := e.db.DB(t).QueryRow("SELECT COUNT(*) FROM mysql.user WHERE User = ?", victim).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("victim account gone (count %d, err %v): injection", n, err)
 	}
-}
-
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
-func stage(t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential, st rotator.Strategy) rotator.Credential {
-	t.Helper()
-	resp, err := rot.Stage(ctx(t), rotator.StageRequest{Current: cur, Strategy: st, Resolver: res})
-	if err != nil {
-		t.Fatalf("stage: %v", err)
-	}
-	p := cur
-	p.Version++
-	p.Fields = map[string]any{}
-	for k, v := range cur.Fields {
-		p.Fields[k] = v
-	}
-	for k, v := range resp.Fields {
-		p.Fields[k] = v
-	}
-	p.Secret = resp.Secret
-	return p
 }
 
 // The plaintext never reaches the server on MariaDB: the account stores the

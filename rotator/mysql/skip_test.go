@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	myrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
 )
 
@@ -18,13 +19,7 @@ func TestApplyTwiceSkips(t *testing.T) {
 				cur = e.pair(t, "")
 			}
 			pend := stage(t, rot, e.res, cur, st)
-			req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: e.res}
-			if r, err := rot.Apply(ctx(t), req); err != nil || r.Skipped {
-				t.Fatalf("first apply: skipped %v, err %v", r.Skipped, err)
-			}
-			if r, err := rot.Apply(ctx(t), req); err != nil || !r.Skipped {
-				t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
-			}
+			dbrottest.ApplyTwice(t, rot, rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: e.res})
 			if st != rotator.InPlace && !authenticates(t, cur) {
 				t.Fatal("a repeated apply pushed out the current password")
 			}

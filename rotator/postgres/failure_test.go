@@ -9,53 +9,16 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	"github.com/nebula-credential/nebula-credential/rotator/postgres"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
-// noLeak fails if any secret shows in err through any formatting.
-func noLeak(t *testing.T, err error, secrets ...secret.Value) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
-		for _, s := range secrets {
-			if p := s.Reveal(); p != "" && strings.Contains(text, p) {
-				t.Fatalf("error leaks a secret: %s", text)
-			}
-		}
-		if strings.Contains(text, "SCRAM-SHA-256$") {
-			t.Fatalf("error leaks a verifier: %s", text)
-		}
-	}
-}
-
-func wantClass(t *testing.T, what string, err error, want rotator.Class, secrets ...secret.Value) {
-	t.Helper()
-	if got := rotator.ClassOf(err); got != want {
-		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
-	}
-	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
-		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
-	}
-	noLeak(t, err, secrets...)
-	t.Logf("%s: %v", what, err)
-}
-
 func pw(c rotator.Credential) secret.Value { return c.Secret["password"] }
 
 // viaProxy points the credential and its admin at p.
-func (e *env) viaProxy(t *testing.T, c rotator.Credential, p *testenv.Proxy) (rotator.Credential, resolver) {
-	res := resolver{}
-	for k, v := range e.res {
-		res[k] = v
-	}
-	adm := res[e.adminID]
-	adm.Fields = map[string]any{"host": p.Host, "port": p.Port, "username": e.admin}
-	res[e.adminID] = adm
-	c.Fields["host"], c.Fields["port"] = p.Host, p.Port
-	return c, res
+func (e *env) viaProxy(c rotator.Credential, p *testenv.Proxy) (rotator.Credential, dbrottest.Resolver) {
+	return dbrottest.ViaProxy(c, e.res, e.adminID, p)
 }
 
 // The server goes away between Apply and Verify: every later step is
@@ -70,7 +33,7 @@ func TestServerGoneMidRotation(t *testing.T) {
 			if st == rotator.InPlace {
 				direct = e.inPlaceCred(t, "", false)
 			}
-			cur, res := e.viaProxy(t, direct, p)
+			cur, res := e.viaProxy(direct, p)
 			pend := stage(t, rot, res, cur, st)
 			secrets := []secret.Value{pw(cur), pw(pend), secret.New(e.adminPW)}
 			if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: res}); err != nil {
@@ -108,7 +71,7 @@ func TestServerHangs(t *testing.T) {
 	rot := postgres.New(postgres.Config{ConnectTimeout: 300 * time.Millisecond})
 	p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.pg.Host, e.pg.Port))
 	p.Blackhole()
-	cur, res := e.viaProxy(t, e.alternatingCred(t, ""), p)
+	cur, res := e.viaProxy(e.alternatingCred(t, ""), p)
 	start := time.Now()
 	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: res})
 	wantClass(t, "verify", err, rotator.ClassTransient, pw(cur))
@@ -196,10 +159,7 @@ func TestVerifyClasses(t *testing.T) {
 	wantClass(t, "no database", verify(nodb), rotator.ClassConfig, pw(nodb))
 
 	// The admin's own password is wrong: ClassAuth, not retryable.
-	res := resolver{}
-	for k, v := range e.res {
-		res[k] = v
-	}
+	res := e.res.Clone()
 	adm := res[e.adminID]
 	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
 	res[e.adminID] = adm

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	"github.com/nebula-credential/nebula-credential/rotator/postgres"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
 	"github.com/nebula-credential/nebula-credential/secret"
@@ -20,20 +21,16 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// resolver is an in-memory rotator.Resolver.
-type resolver map[string]rotator.Credential
-
-func (r resolver) Resolve(_ context.Context, id string) (rotator.Credential, error) {
-	c, ok := r[id]
-	if !ok {
-		return rotator.Credential{}, rotator.Errorf(rotator.ClassConfig, "resolve", "no credential %q", id)
-	}
-	return c, nil
-}
+// The helpers all database rotators' tests share, under the names used here.
+var (
+	ctx       = dbrottest.Ctx
+	stage     = dbrottest.Stage
+	wantClass = dbrottest.Leaks{Markers: []string{"SCRAM-SHA-256$"}}.WantClass
+)
 
 type env struct {
 	pg      *testenv.PG
-	res     resolver
+	res     dbrottest.Resolver
 	adminID string
 	adminPW string
 	admin   string // admin role name
@@ -43,7 +40,7 @@ type env struct {
 // resolver holding its credential.
 func newEnv(t testing.TB) *env {
 	pg := testenv.Postgres(t)
-	e := &env{pg: pg, res: resolver{}, adminID: "admin/" + testenv.UniqueName(""), adminPW: testenv.UniqueName("admin-pw-")}
+	e := &env{pg: pg, res: dbrottest.Resolver{}, adminID: "admin/" + testenv.UniqueName(""), adminPW: testenv.UniqueName("admin-pw-")}
 	e.admin = pg.CreateRole(t, testenv.UniqueName("nc_admin_"), e.adminPW, "LOGIN CREATEROLE")
 	e.res[e.adminID] = rotator.Credential{ID: e.adminID, Type: "postgres",
 		Fields: map[string]any{"host": pg.Host, "port": pg.Port, "username": e.admin},
@@ -158,31 +155,6 @@ func TestHostileRoleNames(t *testing.T) {
 	if err := e.pg.Connect(t).QueryRow(context.Background(), "SELECT count(*) FROM pg_roles WHERE rolname = $1", victim).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("victim role gone (count %d, err %v): injection", n, err)
 	}
-}
-
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
-func stage(t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential, st rotator.Strategy) rotator.Credential {
-	t.Helper()
-	resp, err := rot.Stage(ctx(t), rotator.StageRequest{Current: cur, Strategy: st, Resolver: res})
-	if err != nil {
-		t.Fatalf("stage: %v", err)
-	}
-	p := cur
-	p.Version++
-	p.Fields = map[string]any{}
-	for k, v := range cur.Fields {
-		p.Fields[k] = v
-	}
-	for k, v := range resp.Fields {
-		p.Fields[k] = v
-	}
-	p.Secret = resp.Secret
-	return p
 }
 
 // The database ends the retiring role at GraceEndsAt by itself, with no retire.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	"github.com/nebula-credential/nebula-credential/rotator/postgres"
 )
 
@@ -19,13 +20,7 @@ func TestApplyTwiceSkips(t *testing.T) {
 				cur = e.inPlaceCred(t, "", false)
 			}
 			pend := stage(t, rot, e.res, cur, st)
-			req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: e.res}
-			if r, err := rot.Apply(ctx(t), req); err != nil || r.Skipped {
-				t.Fatalf("first apply: skipped %v, err %v", r.Skipped, err)
-			}
-			if r, err := rot.Apply(ctx(t), req); err != nil || !r.Skipped {
-				t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
-			}
+			dbrottest.ApplyTwice(t, rot, rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: e.res})
 		})
 	}
 }

@@ -2,10 +2,6 @@ package redis_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,38 +9,12 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	rrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 func pw(c rotator.Credential) secret.Value { return c.Secret["password"] }
-
-func noLeak(t *testing.T, err error, secrets ...secret.Value) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
-		for _, s := range secrets {
-			sum := sha256.Sum256([]byte(s.Reveal()))
-			if p := s.Reveal(); p != "" && (strings.Contains(text, p) || strings.Contains(text, hex.EncodeToString(sum[:]))) {
-				t.Fatalf("error leaks a secret: %s", text)
-			}
-		}
-	}
-}
-
-func wantClass(t *testing.T, what string, err error, want rotator.Class, secrets ...secret.Value) {
-	t.Helper()
-	if got := rotator.ClassOf(err); got != want {
-		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
-	}
-	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
-		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
-	}
-	noLeak(t, err, secrets...)
-	t.Logf("%s: %v", what, err)
-}
 
 // The server is killed between Apply and Verify: every later step is
 // ClassTransient; after a restart (with its ACL file) the rotation finishes.
@@ -102,7 +72,7 @@ func TestPermissionDenied(t *testing.T) {
 	rot := rrot.New(rrot.Config{})
 	adminPW := testenv.UniqueName("rotadmin-")
 	e.srv.Do(t, "ACL", "SETUSER", "rotadmin", "on", ">"+adminPW, "+ping", "+acl|getuser", "+acl|setuser", "+acl|save", "+config|get")
-	res := resolver{"rotadmin": {ID: "rotadmin", Fields: map[string]any{"username": "rotadmin"}, Secret: secret.Map{"password": secret.New(adminPW)}}}
+	res := dbrottest.Resolver{"rotadmin": {ID: "rotadmin", Fields: map[string]any{"username": "rotadmin"}, Secret: secret.Map{"password": secret.New(adminPW)}}}
 	cur := e.user(t, "app", false)
 	cur.Fields["admin_credential"] = "rotadmin"
 	if _, err := rot.Check(ctx(t), rotator.CheckRequest{Credential: cur, Resolver: res}); err != nil {
@@ -163,7 +133,7 @@ func TestVerifyClasses(t *testing.T) {
 	wantClass(t, "max clients", verify(full), rotator.ClassTransient, pw(full))
 	hold.Do(context.Background(), "CONFIG", "SET", "maxclients", "1000")
 
-	res := resolver{e.adminID: e.res[e.adminID]}
+	res := dbrottest.Resolver{e.adminID: e.res[e.adminID]}
 	adm := res[e.adminID]
 	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
 	res[e.adminID] = adm

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	rrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 )
 
@@ -29,32 +30,6 @@ func TestLoadDual(t *testing.T) {
 			return func(ctx context.Context) error { return cl.Get(ctx, "k").Err() }, func() { cl.Close() }, nil
 		}}
 	e.srv.Do(t, "SET", "k", "v")
-	load.Start(cur)
-	defer load.Stop()
-	time.Sleep(time.Second)
-	before := load.Queries()
-	start := time.Now()
-	const n = 50
-	for range n {
-		pend := stage(t, rot, e.res, cur)
-		if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: e.res}); err != nil {
-			t.Fatal(err)
-		}
-		load.Publish(pend)
-		if _, err := rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: rotator.Dual, Resolver: e.res}); err != nil {
-			t.Fatal(err)
-		}
-		cur = pend
-	}
-	elapsed := time.Since(start)
-	during := float64(load.Queries()-before) / elapsed.Seconds()
-	load.Stop()
-	if f := load.Failures(); len(f) != 0 {
-		t.Fatalf("%d failures during rotation, first: %v", len(f), f[0].Err)
-	}
-	t.Logf("redis dual: %d rotations in %v (%.2f ms each); commands/s before %.0f, during %.0f; %d logins, 0 failed",
-		n, elapsed.Round(time.Millisecond), float64(elapsed.Microseconds())/1000/n, float64(before), during, load.Logins())
+	dbrottest.Load{Name: "redis dual", Consumers: load, Rotations: 50, Warmup: time.Second}.
+		ZeroDowntime(t, dbrottest.Rotation{Rotator: rot, Resolver: e.res, Strategy: rotator.Dual}, cur)
 }

@@ -2,40 +2,42 @@ package redis_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	rrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
-type resolver map[string]rotator.Credential
-
-func (r resolver) Resolve(_ context.Context, id string) (rotator.Credential, error) {
-	c, ok := r[id]
-	if !ok {
-		return rotator.Credential{}, rotator.Errorf(rotator.ClassConfig, "resolve", "no credential %q", id)
-	}
-	return c, nil
-}
+// The helpers all database rotators' tests share, under the names used here.
+var (
+	ctx = dbrottest.Ctx
+	// wantClass also looks for the SHA-256 hash that ACL rules carry.
+	wantClass = dbrottest.Leaks{Derived: func(p string) []string {
+		sum := sha256.Sum256([]byte(p))
+		return []string{hex.EncodeToString(sum[:])}
+	}}.WantClass
+)
 
 type env struct {
 	srv     *testenv.RedisServer
-	res     resolver
+	res     dbrottest.Resolver
 	adminID string
 }
 
 func newEnv(t testing.TB, aclFile bool) *env {
 	srv := testenv.Redis(t, aclFile)
-	e := &env{srv: srv, res: resolver{}, adminID: "admin/" + testenv.UniqueName("")}
+	e := &env{srv: srv, res: dbrottest.Resolver{}, adminID: "admin/" + testenv.UniqueName("")}
 	e.res[e.adminID] = rotator.Credential{ID: e.adminID, Type: "redis",
 		Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": srv.AdminUser},
 		Secret: secret.Map{"password": secret.New(srv.AdminPassword)}}
@@ -119,37 +121,16 @@ func TestHostileUserNames(t *testing.T) {
 	}
 }
 
-func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
+// stage stages the next version for the one strategy, dual.
 func stage(t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential) rotator.Credential {
 	t.Helper()
-	resp, err := rot.Stage(ctx(t), rotator.StageRequest{Current: cur, Strategy: rotator.Dual, Resolver: res})
-	if err != nil {
-		t.Fatalf("stage: %v", err)
-	}
-	p := cur
-	p.Version++
-	p.Secret = resp.Secret
-	return p
+	return dbrottest.Stage(t, rot, res, cur, rotator.Dual)
 }
 
+// rotate runs one whole dual rotation and returns the new version.
 func rotate(t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential) rotator.Credential {
 	t.Helper()
-	pend := stage(t, rot, res, cur)
-	if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res}); err != nil {
-		t.Fatalf("apply: %v", err)
-	}
-	if _, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: res}); err != nil {
-		t.Fatalf("verify: %v", err)
-	}
-	if _, err := rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: rotator.Dual, Resolver: res}); err != nil {
-		t.Fatalf("retire: %v", err)
-	}
-	return pend
+	return dbrottest.Rotation{Rotator: rot, Resolver: res, Strategy: rotator.Dual}.Run(t, cur)
 }
 
 // With an ACL file a rotation survives a restart; the plaintext is not in it.

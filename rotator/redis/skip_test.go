@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot/dbrottest"
 	rrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 )
 
@@ -13,13 +14,7 @@ func TestApplyTwiceSkips(t *testing.T) {
 	rot := rrot.New(rrot.Config{})
 	cur := e.user(t, "app", true)
 	pend := stage(t, rot, e.res, cur)
-	req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res}
-	if r, err := rot.Apply(ctx(t), req); err != nil || r.Skipped {
-		t.Fatalf("first apply: skipped %v, err %v", r.Skipped, err)
-	}
-	if r, err := rot.Apply(ctx(t), req); err != nil || !r.Skipped {
-		t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
-	}
+	dbrottest.ApplyTwice(t, rot, rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: e.res})
 	if !e.authenticates(t, cur) || !e.authenticates(t, pend) {
 		t.Fatal("both versions must log in")
 	}

@@ -1,0 +1,263 @@
+// Package dbrottest holds the test helpers that the database rotators' tests
+// (rotator/postgres, rotator/mysql, rotator/redis) share: an in-memory
+// Resolver, Ctx, Stage and Rotation, which drive a rotator the way the engine
+// does, ApplyTwice, Leaks.WantClass (an error's class, its retryability, and
+// no secret in its text), ViaProxy, and Load, which rotates under
+// testenv.Consumers and measures downtime. Each rotator's tests still create
+// their own credentials on their own real server and make their own
+// assertions about it.
+package dbrottest
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/secret"
+)
+
+// Resolver is an in-memory rotator.Resolver.
+type Resolver map[string]rotator.Credential
+
+// Resolve returns credential id, or a ClassConfig error if r has none.
+func (r Resolver) Resolve(_ context.Context, id string) (rotator.Credential, error) {
+	c, ok := r[id]
+	if !ok {
+		return rotator.Credential{}, rotator.Errorf(rotator.ClassConfig, "resolve", "no credential %q", id)
+	}
+	return c, nil
+}
+
+// Clone returns a copy of r that a test can change without changing r.
+func (r Resolver) Clone() Resolver { return maps.Clone(r) }
+
+// ViaProxy points c (its Fields map is changed in place) and, in a copy of
+// res, the admin credential adminID at p.
+func ViaProxy(c rotator.Credential, res Resolver, adminID string, p *testenv.Proxy) (rotator.Credential, Resolver) {
+	res = res.Clone()
+	adm := res[adminID]
+	adm.Fields = maps.Clone(adm.Fields)
+	adm.Fields["host"], adm.Fields["port"] = p.Host, p.Port
+	res[adminID] = adm
+	c.Fields["host"], c.Fields["port"] = p.Host, p.Port
+	return c, res
+}
+
+// Ctx returns a context that ends with the test, or after a minute.
+func Ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// Stage runs rot.Stage for cur and returns the pending version: cur with its
+// version bumped, Stage's fields over a copy of cur's, and Stage's secret.
+func Stage(t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential, st rotator.Strategy) rotator.Credential {
+	t.Helper()
+	return stage(Ctx(t), t, rot, res, cur, st)
+}
+
+func stage(ctx context.Context, t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential, st rotator.Strategy) rotator.Credential {
+	t.Helper()
+	resp, err := rot.Stage(ctx, rotator.StageRequest{Current: cur, Strategy: st, Resolver: res})
+	if err != nil {
+		t.Fatalf("stage: %v", err)
+	}
+	p := cur
+	p.Version++
+	p.Fields = maps.Clone(cur.Fields)
+	if p.Fields == nil {
+		p.Fields = map[string]any{}
+	}
+	maps.Copy(p.Fields, resp.Fields)
+	p.Secret = resp.Secret
+	return p
+}
+
+// ApplyTwice applies req twice: the first Apply changes the target, the second
+// changes nothing and says so (Skipped).
+func ApplyTwice(t testing.TB, rot rotator.Rotator, req rotator.ApplyRequest) {
+	t.Helper()
+	if r, err := rot.Apply(Ctx(t), req); err != nil || r.Skipped {
+		t.Fatalf("first apply: skipped %v, err %v", r.Skipped, err)
+	}
+	if r, err := rot.Apply(Ctx(t), req); err != nil || !r.Skipped {
+		t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
+	}
+}
+
+// Rotation drives whole rotations through a rotator the way the engine does:
+// Stage, Apply, Verify, Publish (the commit), Retire. Any failure is fatal.
+type Rotation struct {
+	Rotator  rotator.Rotator
+	Resolver rotator.Resolver
+	Strategy rotator.Strategy
+	// Grace, when set, makes Apply's GraceEndsAt that long from now.
+	Grace time.Duration
+	// Publish, when set, is called with the new version after Verify.
+	Publish func(rotator.Credential)
+}
+
+// Run rotates cur once and returns the new current version.
+func (r Rotation) Run(t testing.TB, cur rotator.Credential) rotator.Credential {
+	t.Helper()
+	ctx := Ctx(t)
+	pend := stage(ctx, t, r.Rotator, r.Resolver, cur, r.Strategy)
+	r.apply(ctx, t, cur, pend)
+	if _, err := r.Rotator.Retire(ctx, rotator.RetireRequest{Old: cur, Current: pend, Strategy: r.Strategy, Resolver: r.Resolver}); err != nil {
+		t.Fatalf("retire: %v", err)
+	}
+	return pend
+}
+
+// apply applies and verifies pend, then publishes it.
+func (r Rotation) apply(ctx context.Context, t testing.TB, cur, pend rotator.Credential) {
+	t.Helper()
+	req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: r.Strategy, Resolver: r.Resolver}
+	if r.Grace != 0 {
+		req.GraceEndsAt = time.Now().Add(r.Grace)
+	}
+	if _, err := r.Rotator.Apply(ctx, req); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if _, err := r.Rotator.Verify(ctx, rotator.VerifyRequest{Credential: pend, Resolver: r.Resolver}); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if r.Publish != nil {
+		r.Publish(pend)
+	}
+}
+
+// Leaks says what an error from a rotator must never show: a secret, any of
+// Derived(secret) (the hashes a rotator sends in a secret's place), any of
+// Markers (the prefix of a verifier).
+type Leaks struct {
+	Derived func(p string) []string
+	Markers []string
+}
+
+// Check fails t if err shows a secret through any formatting.
+func (l Leaks) Check(t testing.TB, err error, secrets ...secret.Value) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	for _, text := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
+		for _, s := range secrets {
+			p := s.Reveal()
+			if p == "" {
+				continue
+			}
+			forms := []string{p}
+			if l.Derived != nil {
+				forms = append(forms, l.Derived(p)...)
+			}
+			for _, f := range forms {
+				if strings.Contains(text, f) {
+					t.Fatalf("error leaks a secret: %s", text)
+				}
+			}
+		}
+		for _, m := range l.Markers {
+			if strings.Contains(text, m) {
+				t.Fatalf("error leaks %q: %s", m, text)
+			}
+		}
+	}
+}
+
+// WantClass fails t unless err is of class want, is retryable exactly when
+// want is ClassTransient, and shows no secret; then it logs err.
+func (l Leaks) WantClass(t testing.TB, what string, err error, want rotator.Class, secrets ...secret.Value) {
+	t.Helper()
+	if got := rotator.ClassOf(err); got != want {
+		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
+	}
+	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
+		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
+	}
+	l.Check(t, err, secrets...)
+	t.Logf("%s: %v", what, err)
+}
+
+// Load runs rotations while Consumers log in and query with the latest
+// published version.
+type Load struct {
+	// Name starts the log line ("postgres alternating").
+	Name      string
+	Consumers *testenv.Consumers[rotator.Credential]
+	Rotations int
+	// Warmup is how long the load runs before the first rotation; the queries
+	// it makes are the baseline.
+	Warmup time.Duration
+}
+
+// ZeroDowntime rotates cur l.Rotations times through r (publishing each new
+// version to the consumers) and fails t if a single login or query failed.
+func (l Load) ZeroDowntime(t *testing.T, r Rotation, cur rotator.Credential) {
+	t.Helper()
+	load := l.Consumers
+	load.Start(cur)
+	defer load.Stop()
+	time.Sleep(l.Warmup)
+	before := load.Queries()
+	baseline := float64(before) / l.Warmup.Seconds()
+	r.Publish = load.Publish
+	start := time.Now()
+	for range l.Rotations {
+		cur = r.Run(t, cur)
+	}
+	elapsed := time.Since(start)
+	during := float64(load.Queries()-before) / elapsed.Seconds()
+	load.Stop()
+	if f := load.Failures(); len(f) != 0 {
+		t.Fatalf("%d failures during rotation, first: %v", len(f), f[0].Err)
+	}
+	t.Logf("%s: %d rotations in %v (%.2f ms each); queries/s before %.0f, during %.0f; %d logins, 0 failed",
+		l.Name, l.Rotations, elapsed.Round(time.Millisecond), float64(elapsed.Microseconds())/1000/float64(l.Rotations), baseline, during, load.Logins())
+}
+
+// FailureWindow measures a strategy that cannot be zero-downtime (in place):
+// it stages, applies, verifies and publishes l.Rotations times, pause apart,
+// and logs how long logins with the old password fail (Apply until Publish)
+// and how many did. Open sessions must not fail: a failed query fails t.
+func (l Load) FailureWindow(t *testing.T, r Rotation, cur rotator.Credential, pause time.Duration) {
+	t.Helper()
+	load := l.Consumers
+	load.Start(cur)
+	defer load.Stop()
+	time.Sleep(l.Warmup)
+	r.Publish = load.Publish
+	var windows []time.Duration
+	for range l.Rotations {
+		ctx := Ctx(t)
+		pend := stage(ctx, t, r.Rotator, r.Resolver, cur, r.Strategy)
+		applied := time.Now()
+		r.apply(ctx, t, cur, pend)
+		windows = append(windows, time.Since(applied))
+		cur = pend
+		time.Sleep(pause)
+	}
+	load.Stop()
+	var loginFail, queryFail int
+	for _, f := range load.Failures() {
+		if f.Login {
+			loginFail++
+		} else {
+			queryFail++
+		}
+	}
+	if queryFail != 0 {
+		t.Fatalf("%d queries failed on open sessions", queryFail)
+	}
+	slices.Sort(windows)
+	n := len(windows)
+	t.Logf("%s: %d rotations; failure window (apply → publish) median %v, max %v; %d of %d logins failed, 0 queries failed",
+		l.Name, n, windows[n/2].Round(10*time.Microsecond), windows[n-1].Round(10*time.Microsecond), loginFail, load.Logins())
+}
