@@ -54,10 +54,34 @@ type PG struct {
 
 // PGOptions tune PostgresCredential.
 type PGOptions struct {
+	// Server is where the roles are made; nil means the scram-sha-256 test
+	// cluster of testenv.Postgres.
+	Server *testenv.PG
 	// SecondUserWithoutAccess leaves the second strategy user out of the owner
 	// role: it logs in (so the rotator's SELECT 1 probe passes) but cannot
 	// read Table. Blue-green tests use it as a bad new version.
 	SecondUserWithoutAccess bool
+}
+
+// LocalPostgres is the machine's PostgreSQL on 127.0.0.1:5432 (user postgres,
+// database test), which trusts local logins: passwords are not checked, but a
+// NOLOGIN role still cannot log in, so alternating users stay meaningful.
+// Without it the test is skipped, or fails with CI=true.
+func LocalPostgres(t testing.TB) *testenv.PG {
+	t.Helper()
+	pg := &testenv.PG{Host: "127.0.0.1", Port: 5432, User: "postgres", Database: "test"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, pg.DSN())
+	if err != nil {
+		msg := "no PostgreSQL at 127.0.0.1:5432 (user postgres, database test): " + err.Error()
+		if testenv.CI() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close(ctx)
+	return pg
 }
 
 // PostgresCredential creates, on the test cluster (scram-sha-256), an admin
@@ -66,7 +90,10 @@ type PGOptions struct {
 // Everything is dropped at the end of the test.
 func PostgresCredential(t testing.TB, m *credential.Manager, opts PGOptions) *PG {
 	t.Helper()
-	pg := testenv.Postgres(t)
+	pg := opts.Server
+	if pg == nil {
+		pg = testenv.Postgres(t)
+	}
 	ctx := context.Background()
 	p := &PG{Server: pg}
 	adminPW := testenv.UniqueName("admin-pw-")

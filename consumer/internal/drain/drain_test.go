@@ -253,7 +253,7 @@ func TestConcurrent(t *testing.T) {
 		maxVerSet atomic.Int64
 	)
 	maxVerSet.Store(1)
-	for range 16 {
+	for range 8 {
 		wg.Go(func() {
 			for !stop.Load() {
 				v := tr.Current()
@@ -272,7 +272,7 @@ func TestConcurrent(t *testing.T) {
 			}
 		})
 	}
-	for i := range 200 {
+	for i := range 100 {
 		if i%7 == 6 {
 			tr.SetCurrent(tr.Current() - 1) // rollback
 		} else {
