@@ -27,6 +27,7 @@ const (
 	metaRootID    = "root_id"
 	metaArgon2    = "argon2"
 	metaActiveKEK = "active_kek"
+	metaStoreID   = "store_id"
 )
 
 // Config configures Open. The zero value of every optional field means its default.
@@ -101,8 +102,12 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if _, err := reg.Lookup(string(Generic)); err != nil {
 		reg.Register(string(Generic), rotation.GenericRotator{})
 	}
+	storeID, err := m.storeID(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ecfg := cfg.Engine
-	ecfg.Store, ecfg.Vault, ecfg.Rotators = m.st, m.vault, reg
+	ecfg.Store, ecfg.Vault, ecfg.Rotators, ecfg.StoreID = m.st, m.vault, reg, storeID
 	if ecfg.Clock == nil {
 		ecfg.Clock = m.clock
 	}
@@ -250,6 +255,29 @@ func (m *Manager) initialise(ctx context.Context) (*keyring.Root, error) {
 		return nil, fmt.Errorf("initialise store: %w", err)
 	}
 	return root, nil
+}
+
+// storeID returns the store's random identifier, creating it on first use.
+func (m *Manager) storeID(ctx context.Context) (string, error) {
+	var id []byte
+	err := m.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		id, err = tx.GetMeta(ctx, metaStoreID)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		err = m.st.Update(ctx, func(tx store.Tx) error {
+			if id, err = tx.GetMeta(ctx, metaStoreID); err == nil {
+				return nil
+			}
+			id = []byte(secret.Token(12).Reveal())
+			return tx.SetMeta(ctx, metaStoreID, id)
+		})
+	}
+	if err != nil {
+		return "", fmt.Errorf("store id: %w", err)
+	}
+	return string(id), nil
 }
 
 // loadKEKs loads every stored KEK and the active one.

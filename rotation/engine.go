@@ -60,6 +60,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Owner names this process in leases; default host:pid:random.
 	Owner string
+	// StoreID identifies the store; with the rotation ID it makes idempotency
+	// keys sent to providers unique across stores.
+	StoreID string
 	// LeaseTTL bounds how long a dead process blocks a rotation (default 2m).
 	// A lease held by a dead process on this host is taken over at once.
 	LeaseTTL time.Duration

@@ -217,19 +217,10 @@ func (e *Engine) stage(ctx context.Context, j *job) error {
 			return tx.SetLabel(ctx, r.CredentialID, "pending", r.ToVersion)
 		})
 	}
-	caps := j.rot.Capabilities()
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	// A minting stage interrupted earlier may have left a live secret the store
-	// never recorded: revoke every one but current before minting again.
-	if caps.Mints && (j.r.Fence > 1 || j.r.Attempt > 0 || j.d.Regenerated > 0) {
-		if c, ok := rotator.Unwrap(j.rot).(rotator.Cleaner); ok {
-			if _, err := c.Cleanup(sctx, rotator.CleanupRequest{Current: j.from, Keep: []rotator.Credential{j.from}, Resolver: e.resolver()}); err != nil {
-				return stepError(StepPlanned, err)
-			}
-		}
-	}
-	resp, err := j.rot.Stage(sctx, rotator.StageRequest{Current: j.from, Strategy: rotator.Strategy(j.r.Strategy), RotationID: j.r.ID, Resolver: e.resolver()})
+	resp, err := j.rot.Stage(sctx, rotator.StageRequest{Current: j.from, Strategy: rotator.Strategy(j.r.Strategy), RotationID: j.r.ID,
+		IdempotencyKey: fmt.Sprintf("%s-%d", e.cfg.StoreID, j.r.ID), Resolver: e.resolver()})
 	if err != nil {
 		return stepError(StepPlanned, err)
 	}
@@ -237,7 +228,7 @@ func (e *Engine) stage(ctx context.Context, j *job) error {
 		return stepError(StepPlanned, rotator.Errorf(rotator.ClassConfig, "stage", "rotator returned no secret"))
 	}
 	now := e.now()
-	return e.advance(ctx, j, StepStaged, func(tx store.Tx, r *store.Rotation) error {
+	if err := e.advance(ctx, j, StepStaged, func(tx store.Tx, r *store.Rotation) error {
 		n, err := tx.MaxVersion(ctx, r.CredentialID)
 		if err != nil {
 			return err
@@ -253,7 +244,41 @@ func (e *Engine) stage(ctx context.Context, j *job) error {
 		}
 		r.ToVersion = n
 		return tx.SetLabel(ctx, r.CredentialID, "pending", n)
-	})
+	}); err != nil {
+		return err
+	}
+	// A minting stage interrupted earlier (a crash, or a create whose response
+	// was lost) may have left a live secret the store never recorded. Now that
+	// the pending version is stored, revoke every minted secret but current and
+	// pending. Best effort: retire sweeps again.
+	if j.r.Fence > 1 || j.r.Attempt > 0 || j.d.Regenerated > 0 {
+		if err := e.ensurePending(ctx, j); err == nil {
+			e.cleanup(ctx, j, j.from, j.to)
+		}
+	}
+	return nil
+}
+
+// cleanup asks a minting rotator to revoke orphans, keeping the given versions.
+// Failures are logged, not fatal: an orphan costs nothing until it is used.
+func (e *Engine) cleanup(ctx context.Context, j *job, keep ...rotator.Credential) {
+	if !j.rot.Capabilities().Mints {
+		return
+	}
+	c, ok := j.rot.(rotator.Cleaner) // the registry's sanitizing wrapper forwards it
+	if !ok {
+		return
+	}
+	sctx, cancel := e.stepCtx(ctx)
+	defer cancel()
+	resp, err := c.Cleanup(sctx, rotator.CleanupRequest{Current: keep[len(keep)-1], Keep: keep, Resolver: e.resolver()})
+	if err != nil {
+		e.log.Warn("revoking orphaned secrets", "credential", j.r.CredentialID, "rotation", j.r.ID, "err", err)
+		return
+	}
+	if resp.Revoked > 0 {
+		e.log.Info("revoked orphaned secrets", "credential", j.r.CredentialID, "rotation", j.r.ID, "revoked", resp.Revoked)
+	}
 }
 
 // afterStage reloads the pending version into j.to after stage.
@@ -371,6 +396,9 @@ func (e *Engine) retire(ctx context.Context, j *job) error {
 	defer cancel()
 	if _, err := j.rot.Retire(sctx, rotator.RetireRequest{Old: j.from, Current: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver()}); err != nil {
 		return stepError(StepGrace, err)
+	}
+	if j.r.Fence > 1 || j.r.Attempt > 0 || j.d.Regenerated > 0 {
+		e.cleanup(ctx, j, j.to)
 	}
 	now := e.now()
 	err := e.advance(ctx, j, StepRetired, func(tx store.Tx, r *store.Rotation) error {
@@ -532,7 +560,7 @@ func (e *Engine) fail(ctx context.Context, j *job, err error) error {
 	switch {
 	case class == rotator.ClassInvalidGrant:
 		return e.toAttention(ctx, j, StepReauthRequired, se.step, class, msg,
-			fmt.Sprintf("The provider rejected the refresh token (invalid_grant): a person must re-authorise. Obtain a new refresh token, store it with `nebula-credential put %s --type oauth2`, then run `nebula-credential rotations resolve %s`.", j.r.CredentialID, j.r.CredentialID))
+			fmt.Sprintf("The provider rejected the refresh token (invalid_grant): a person must re-authorise. Close this rotation with `nebula-credential rotations resolve %s`, then store a new refresh token with `nebula-credential put %s --type oauth2 < token.json`.", j.r.CredentialID, j.r.CredentialID))
 
 	case se.step == StepPlanned:
 		// Nothing reached the target; close the rotation as failed.

@@ -149,8 +149,18 @@ type Checker interface {
 type StageRequest struct {
 	Current    Credential
 	Strategy   Strategy
-	RotationID int64 // stable across retries and recovery: use as an idempotency key
-	Resolver   Resolver
+	RotationID int64 // stable across retries and recovery
+	// IdempotencyKey is stable across retries and recovery of this rotation and
+	// unique across stores and credentials: send it to providers that accept
+	// an idempotency key on create.
+	IdempotencyKey string
+	Resolver       Resolver
+}
+
+// CredentialKey is the idempotency key to use when IdempotencyKey is empty:
+// the credential ID and rotation ID, unique within one store.
+func (r StageRequest) CredentialKey() string {
+	return fmt.Sprintf("%s#%d", r.Current.ID, r.RotationID)
 }
 
 // StageResponse is the pending version: its secret and the non-secret fields it

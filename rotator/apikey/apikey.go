@@ -162,7 +162,7 @@ func checkStrategy(s *Spec, st rotator.Strategy) error {
 }
 
 // Stage mints a new key (Dual) or generates a new password (InPlace). The Dual
-// create call carries req.RotationID as its Idempotency-Key: calling Stage again
+// create call carries req.IdempotencyKey as its Idempotency-Key: calling Stage again
 // for the same rotation returns the same key from services that honour it.
 // Stage does not change what the service accepts for consumers beyond adding a
 // second key.
@@ -185,7 +185,10 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 	if err != nil {
 		return rotator.StageResponse{}, err
 	}
-	idem := strconv.FormatInt(req.RotationID, 10)
+	idem := req.IdempotencyKey
+	if idem == "" {
+		idem = req.CredentialKey()
+	}
 	cur := req.Current.Secret[SecretKey].Reveal()
 	c := call{
 		op:      "create key",
