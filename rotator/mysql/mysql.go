@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
@@ -73,12 +74,13 @@ func (r *Rotator) Capabilities() rotator.Capabilities {
 	return rotator.Capabilities{Strategies: []rotator.Strategy{rotator.Dual, rotator.Alternating, rotator.InPlace}}
 }
 
+// checkConfig is the check every step starts with.
 func (r *Rotator) checkConfig(op string) error {
 	return rotator.Wrap(rotator.ClassConfig, op, r.cfg.Validate())
 }
 
-func unsupported(op string, s rotator.Strategy) error {
-	return rotator.Errorf(rotator.ClassConfig, op, "strategy %q is not supported by mysql (use dual, alternating or in_place)", s)
+func (r *Rotator) unsupported(op string, s rotator.Strategy) error {
+	return dbrot.Unsupported(op, "mysql", s, r.Capabilities().Strategies)
 }
 
 // Stage generates the next password from password_policy; for Alternating the
@@ -86,10 +88,7 @@ func unsupported(op string, s rotator.Strategy) error {
 // server changes.
 func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.StageResponse, error) {
 	const op = "stage"
-	if err := r.checkConfig(op); err != nil {
-		return rotator.StageResponse{}, err
-	}
-	cur, err := parse(req.Current, op)
+	cur, err := dbrot.Version(op, r.checkConfig, parse, req.Current)
 	if err != nil {
 		return rotator.StageResponse{}, err
 	}
@@ -103,13 +102,13 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 		fields = map[string]any{"username": other}
 	case rotator.Dual, rotator.InPlace:
 	default:
-		return rotator.StageResponse{}, unsupported(op, req.Strategy)
+		return rotator.StageResponse{}, r.unsupported(op, req.Strategy)
 	}
 	return cur.StagePassword(op, fields)
 }
 
 // checkPair validates the usernames of two versions for a strategy.
-func checkPair(op string, st rotator.Strategy, cur, other target) error {
+func (r *Rotator) checkPair(op string, st rotator.Strategy, cur, other target) error {
 	switch st {
 	case rotator.Alternating:
 		want, err := cur.other(op)
@@ -124,7 +123,7 @@ func checkPair(op string, st rotator.Strategy, cur, other target) error {
 			return rotator.Errorf(rotator.ClassConfig, op, "%s cannot change the username (%q, %q)", st, cur.Username, other.Username)
 		}
 	default:
-		return unsupported(op, st)
+		return r.unsupported(op, st)
 	}
 	return nil
 }
@@ -135,19 +134,12 @@ func checkPair(op string, st rotator.Strategy, cur, other target) error {
 // Apply safe on MySQL, where a second RETAIN would push the old password out.
 func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
-	if err != nil {
-		return resp, err
-	}
-	pend, err := parse(req.Pending, op)
+	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
 	}
 	defer func() { err = scrub(err, cur.Password, pend.Password) }()
-	if err := checkPair(op, req.Strategy, cur, pend); err != nil {
+	if err := r.checkPair(op, req.Strategy, cur, pend); err != nil {
 		return resp, err
 	}
 	if pend.Password.IsZero() {
@@ -185,10 +177,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 // probe. A refused login is ClassRejected.
 func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp rotator.VerifyResponse, err error) {
 	const op = "verify"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	t, err := parse(req.Credential, op)
+	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
 		return resp, err
 	}
@@ -224,19 +213,12 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // is locked with a random password. InPlace: nothing is left to do. Idempotent.
 func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	old, err := parse(req.Old, op)
-	if err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
+	old, cur, err := dbrot.Versions(op, r.checkConfig, parse, req.Old, req.Current)
 	if err != nil {
 		return resp, err
 	}
 	defer func() { err = scrub(err, old.Password, cur.Password) }()
-	if err := checkPair(op, req.Strategy, cur, old); err != nil {
+	if err := r.checkPair(op, req.Strategy, cur, old); err != nil {
 		return resp, err
 	}
 	if req.Strategy == rotator.InPlace {
@@ -269,19 +251,12 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // req.Pending. Idempotent, and safe when Apply never ran.
 func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
-	if err != nil {
-		return resp, err
-	}
-	pend, err := parse(req.Pending, op)
+	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
 	}
 	defer func() { err = scrub(err, cur.Password, pend.Password) }()
-	if err := checkPair(op, req.Strategy, cur, pend); err != nil {
+	if err := r.checkPair(op, req.Strategy, cur, pend); err != nil {
 		return resp, err
 	}
 	if req.Strategy != rotator.Alternating {

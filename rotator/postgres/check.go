@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 )
 
 // Check inspects the server for one credential and warns about a setup that
@@ -16,10 +17,7 @@ import (
 // owner_role, an owner_role that can log in. It changes nothing.
 func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rotator.CheckResponse, err error) {
 	const op = "check"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	t, err := parse(req.Credential, op)
+	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
 		return resp, err
 	}

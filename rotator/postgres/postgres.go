@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 )
 
 // Config configures a Rotator. The zero value means the defaults.
@@ -74,12 +75,13 @@ func (r *Rotator) Capabilities() rotator.Capabilities {
 	return rotator.Capabilities{Strategies: []rotator.Strategy{rotator.Alternating, rotator.InPlace}}
 }
 
+// checkConfig is the check every step starts with.
 func (r *Rotator) checkConfig(op string) error {
 	return rotator.Wrap(rotator.ClassConfig, op, r.cfg.Validate())
 }
 
-func unsupported(op string, s rotator.Strategy) error {
-	return rotator.Errorf(rotator.ClassConfig, op, "strategy %q is not supported by postgres (use alternating or in_place)", s)
+func (r *Rotator) unsupported(op string, s rotator.Strategy) error {
+	return dbrot.Unsupported(op, "postgres", s, r.Capabilities().Strategies)
 }
 
 // Stage generates the next password from password_policy. For Alternating the
@@ -87,10 +89,7 @@ func unsupported(op string, s rotator.Strategy) error {
 // on the server.
 func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.StageResponse, error) {
 	const op = "stage"
-	if err := r.checkConfig(op); err != nil {
-		return rotator.StageResponse{}, err
-	}
-	cur, err := parse(req.Current, op)
+	cur, err := dbrot.Version(op, r.checkConfig, parse, req.Current)
 	if err != nil {
 		return rotator.StageResponse{}, err
 	}
@@ -104,7 +103,7 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 		fields = map[string]any{"username": other}
 	case rotator.InPlace:
 	default:
-		return rotator.StageResponse{}, unsupported(op, req.Strategy)
+		return rotator.StageResponse{}, r.unsupported(op, req.Strategy)
 	}
 	return cur.StagePassword(op, fields)
 }
@@ -116,14 +115,7 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 // role's password and LOGIN, and the old role's deadline, land together.
 func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
-	if err != nil {
-		return resp, err
-	}
-	pend, err := parse(req.Pending, op)
+	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
 	}
@@ -145,7 +137,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 			return resp, rotator.Errorf(rotator.ClassConfig, op, "in_place cannot change the username (%q to %q)", cur.Username, pend.Username)
 		}
 	default:
-		return resp, unsupported(op, req.Strategy)
+		return resp, r.unsupported(op, req.Strategy)
 	}
 
 	ok, err := r.db().LogsIn(ctx, pend, op+": check pending")
@@ -199,10 +191,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 // A refused login is ClassRejected.
 func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp rotator.VerifyResponse, err error) {
 	const op = "verify"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	t, err := parse(req.Credential, op)
+	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
 		return resp, err
 	}
@@ -225,14 +214,7 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // password. Idempotent.
 func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	old, err := parse(req.Old, op)
-	if err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
+	old, cur, err := dbrot.Versions(op, r.checkConfig, parse, req.Old, req.Current)
 	if err != nil {
 		return resp, err
 	}
@@ -242,7 +224,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 		return resp, nil
 	case rotator.Alternating:
 	default:
-		return resp, unsupported(op, req.Strategy)
+		return resp, r.unsupported(op, req.Strategy)
 	}
 	other, err := cur.other(op)
 	if err != nil {
@@ -272,14 +254,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // its password. Idempotent, and safe when Apply never ran.
 func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
-	if err := r.checkConfig(op); err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
-	if err != nil {
-		return resp, err
-	}
-	pend, err := parse(req.Pending, op)
+	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
 	}
@@ -323,7 +298,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		return resp, alter(ctx, conn, op, "ALTER ROLE "+ident(cur.Username)+" WITH LOGIN VALID UNTIL 'infinity'; "+
 			"ALTER ROLE "+ident(pend.Username)+" WITH NOLOGIN PASSWORD NULL")
 	default:
-		return resp, unsupported(op, req.Strategy)
+		return resp, r.unsupported(op, req.Strategy)
 	}
 }
 

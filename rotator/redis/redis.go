@@ -31,6 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/internal/dbrot"
 )
 
 // Config configures a Rotator. The zero value means the defaults.
@@ -70,14 +71,23 @@ func (r *Rotator) Capabilities() rotator.Capabilities {
 	return rotator.Capabilities{Strategies: []rotator.Strategy{rotator.Dual}}
 }
 
-func (r *Rotator) begin(op string, st rotator.Strategy) error {
-	if err := r.cfg.Validate(); err != nil {
-		return rotator.Wrap(rotator.ClassConfig, op, err)
+// checkConfig is the check Verify and Check start with.
+func (r *Rotator) checkConfig(op string) error {
+	return rotator.Wrap(rotator.ClassConfig, op, r.cfg.Validate())
+}
+
+// begin returns the check the other steps start with: a valid config, and
+// st the one strategy.
+func (r *Rotator) begin(st rotator.Strategy) func(op string) error {
+	return func(op string) error {
+		if err := r.checkConfig(op); err != nil {
+			return err
+		}
+		if st != rotator.Dual {
+			return dbrot.Unsupported(op, "redis", st, r.Capabilities().Strategies)
+		}
+		return nil
 	}
-	if st != rotator.Dual {
-		return rotator.Errorf(rotator.ClassConfig, op, "strategy %q is not supported by redis (use dual)", st)
-	}
-	return nil
 }
 
 // hash is the form ACL GETUSER lists and #/! accept: lowercase hex SHA-256.
@@ -89,10 +99,7 @@ func hash(pw string) string {
 // Stage generates the next password. Nothing on the server changes.
 func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.StageResponse, error) {
 	const op = "stage"
-	if err := r.begin(op, req.Strategy); err != nil {
-		return rotator.StageResponse{}, err
-	}
-	cur, err := parse(req.Current, op)
+	cur, err := dbrot.Version(op, r.begin(req.Strategy), parse, req.Current)
 	if err != nil {
 		return rotator.StageResponse{}, err
 	}
@@ -111,14 +118,7 @@ func samePair(op string, a, b target) error {
 // case an earlier Apply died between SETUSER and SAVE.
 func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
-	if err := r.begin(op, req.Strategy); err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
-	if err != nil {
-		return resp, err
-	}
-	pend, err := parse(req.Pending, op)
+	cur, pend, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
 	}
@@ -150,10 +150,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 // A refused login is ClassRejected.
 func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp rotator.VerifyResponse, err error) {
 	const op = "verify"
-	if err := r.cfg.Validate(); err != nil {
-		return resp, rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	t, err := parse(req.Credential, op)
+	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
 		return resp, err
 	}
@@ -174,14 +171,7 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // Idempotent: a password already gone is not removed again.
 func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
-	if err := r.begin(op, req.Strategy); err != nil {
-		return resp, err
-	}
-	old, err := parse(req.Old, op)
-	if err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
+	old, cur, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Old, req.Current)
 	if err != nil {
 		return resp, err
 	}
@@ -214,14 +204,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // Idempotent, and safe when Apply never ran.
 func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
-	if err := r.begin(op, req.Strategy); err != nil {
-		return resp, err
-	}
-	cur, err := parse(req.Current, op)
-	if err != nil {
-		return resp, err
-	}
-	pend, err := parse(req.Pending, op)
+	cur, pend, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
 	}
@@ -258,10 +241,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 // passwords than the two a rotation needs.
 func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rotator.CheckResponse, err error) {
 	const op = "check"
-	if err := r.cfg.Validate(); err != nil {
-		return resp, rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	t, err := parse(req.Credential, op)
+	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
 		return resp, err
 	}

@@ -224,3 +224,52 @@ func TestScrub(t *testing.T) {
 		t.Error("nil must stay nil")
 	}
 }
+
+func TestUnsupported(t *testing.T) {
+	for want, supported := range map[string][]rotator.Strategy{
+		`stage: strategy "x" is not supported by db (use dual)`:                          {rotator.Dual},
+		`stage: strategy "x" is not supported by db (use alternating or in_place)`:       {rotator.Alternating, rotator.InPlace},
+		`stage: strategy "x" is not supported by db (use dual, alternating or in_place)`: {rotator.Dual, rotator.Alternating, rotator.InPlace},
+	} {
+		err := Unsupported("stage", "db", "x", supported)
+		if err.Error() != want || rotator.ClassOf(err) != rotator.ClassConfig {
+			t.Errorf("got %q (%s), want %q", err, rotator.ClassOf(err), want)
+		}
+	}
+}
+
+func TestVersions(t *testing.T) {
+	var parsed []string
+	parse := func(c rotator.Credential, op string) (string, error) {
+		parsed = append(parsed, c.ID)
+		if c.ID == "bad" {
+			return "", errors.New("bad " + op)
+		}
+		return c.ID, nil
+	}
+	ok := func(string) error { return nil }
+	refused := errors.New("refused")
+	refuse := func(string) error { return refused }
+	a, b, bad := rotator.Credential{ID: "a"}, rotator.Credential{ID: "b"}, rotator.Credential{ID: "bad"}
+
+	if x, y, err := Versions("apply", ok, parse, a, b); x != "a" || y != "b" || err != nil {
+		t.Fatalf("Versions = %q, %q, %v", x, y, err)
+	}
+	parsed = nil
+	if _, _, err := Versions("apply", refuse, parse, a, b); err != refused || len(parsed) != 0 {
+		t.Fatalf("a failed check must come first and stop parsing: %v, parsed %q", err, parsed)
+	}
+	if _, _, err := Versions("apply", ok, parse, a, bad); err == nil || err.Error() != "bad apply" {
+		t.Fatalf("second version: %v", err)
+	}
+	parsed = nil
+	if _, _, err := Versions("apply", ok, parse, bad, b); err == nil || len(parsed) != 1 {
+		t.Fatalf("a bad first version must stop parsing: %v, parsed %q", err, parsed)
+	}
+	if x, err := Version("verify", ok, parse, a); x != "a" || err != nil {
+		t.Fatalf("Version = %q, %v", x, err)
+	}
+	if _, err := Version("verify", refuse, parse, a); err != refused {
+		t.Fatalf("Version check: %v", err)
+	}
+}

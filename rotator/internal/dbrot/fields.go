@@ -234,3 +234,45 @@ func (f Fields) StagePassword(op string, changes map[string]any) (rotator.StageR
 	}
 	return rotator.StageResponse{Secret: secret.Map{"password": pw}, Fields: changes}, nil
 }
+
+// Version starts a rotator step on one version: check (the rotator's config,
+// and the strategy where the step has one) must pass before c is parsed.
+func Version[L any](op string, check func(op string) error, parse func(c rotator.Credential, op string) (L, error), c rotator.Credential) (L, error) {
+	if err := check(op); err != nil {
+		var zero L
+		return zero, err
+	}
+	return parse(c, op)
+}
+
+// Versions starts a rotator step on two versions (current and pending, or old
+// and current): check must pass before a, then b, are parsed.
+func Versions[L any](op string, check func(op string) error, parse func(c rotator.Credential, op string) (L, error), a, b rotator.Credential) (L, L, error) {
+	var zero L
+	x, err := Version(op, check, parse, a)
+	if err != nil {
+		return zero, zero, err
+	}
+	y, err := parse(b, op)
+	if err != nil {
+		return zero, zero, err
+	}
+	return x, y, nil
+}
+
+// Unsupported is the ClassConfig error for a strategy the rotator (name) does
+// not support; it lists the ones it does.
+func Unsupported(op, name string, s rotator.Strategy, supported []rotator.Strategy) error {
+	use := ""
+	for i, st := range supported {
+		switch {
+		case i == 0:
+		case i == len(supported)-1:
+			use += " or "
+		default:
+			use += ", "
+		}
+		use += string(st)
+	}
+	return rotator.Errorf(rotator.ClassConfig, op, "strategy %q is not supported by %s (use %s)", s, name, use)
+}
