@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -393,5 +392,3 @@ func (s *Server) metricsHandler(rq *request) error {
 	h.ServeHTTP(rq.w, rq.r)
 	return nil
 }
-
-var _ http.Handler = (*Server)(nil)

@@ -177,6 +177,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
+var _ http.Handler = (*Server)(nil)
+
 // Server is the HTTP API. It is an http.Handler; Close releases it.
 type Server struct {
 	cfg   Config
