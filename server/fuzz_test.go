@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -91,4 +92,34 @@ func FuzzTokenBody(f *testing.F) {
 
 func FuzzRestoreBody(f *testing.F) {
 	fuzzServe(f, "POST", "/v1/restore", "nebula-credential backup v1\n{}\n", "nebula-credential backup v1\n")
+}
+
+// FuzzRequestLine: any method, path and query answers without a 5xx.
+func FuzzRequestLine(f *testing.F) {
+	e := newEnv(f)
+	for _, s := range []string{"/v1/credentials/prod/db", "/v1/credentials", "/v1/rotate/a", "/v1/watch", "/v1/audit", "/v1/tokens/x", "/", "/v1/credentials/../x", "/v1/credentials/a%2Fb"} {
+		f.Add("GET", s, "reveal=true&version=1")
+	}
+	f.Add("DELETE", "/v1/credentials/a", "purge=maybe")
+	f.Add("POST", "/v1/rotations", "limit=-1")
+	f.Add("GET", "/v1/audit", "after=99999999999999999999")
+	f.Add("GET", "/v1/credentials", "limit=5&after=\x00&type=%zz")
+	f.Fuzz(func(t *testing.T, method, path, query string) {
+		if method != "GET" && method != "POST" && method != "PUT" && method != "DELETE" {
+			method = "GET"
+		}
+		if path == "" || path[0] != '/' || strings.HasPrefix(path, "/v1/watch") {
+			return
+		}
+		u := &url.URL{Path: path, RawQuery: query}
+		req := httptest.NewRequest(method, "/", nil)
+		req.URL = u
+		req.RequestURI = u.RequestURI()
+		req.Header.Set("Authorization", "Bearer "+e.admin)
+		rec := httptest.NewRecorder()
+		e.srv.ServeHTTP(rec, req)
+		if rec.Code >= 500 && rec.Code != 503 {
+			t.Fatalf("%s %q ?%q: %d %s", method, path, query, rec.Code, rec.Body)
+		}
+	})
 }
