@@ -108,17 +108,8 @@ func TestPermissionDenied(t *testing.T) {
 func TestVerifyClasses(t *testing.T) {
 	e := newEnv(t)
 	rot := myrot.New(myrot.Config{})
-	verify := func(c rotator.Credential) error {
-		_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: c, Resolver: e.res})
-		return err
-	}
-	good := e.single(t, "", false)
-	if err := verify(good); err != nil {
-		t.Fatal(err)
-	}
-	bad := good
-	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
-	wantClass(t, "wrong password", verify(bad), rotator.ClassRejected, pw(bad), pw(good))
+	verify := dbrottest.Verifier(t, rot, e.res)
+	leaks.WrongPassword(t, verify, e.single(t, "", false))
 
 	locked := e.single(t, "", false)
 	e.db.Exec(t, "ALTER USER ?@? ACCOUNT LOCK", locked.String("username"), "%")
@@ -142,14 +133,12 @@ func TestVerifyClasses(t *testing.T) {
 	nodb.Fields["database"] = e.db.CreateDatabase(t)
 	wantClass(t, "database denied", verify(nodb), rotator.ClassPermission, pw(nodb))
 
-	res := e.res.Clone()
-	adm := res[e.adminID]
-	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
-	res[e.adminID] = adm
+	wrongAdmin := secret.New("wrong-admin-" + testenv.UniqueName(""))
+	res := e.res.WithPassword(e.adminID, wrongAdmin)
 	cur := e.single(t, "", true)
 	pend := stage(t, rot, res, cur, rotator.Dual)
 	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
-	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), pw(adm))
+	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), wrongAdmin)
 }
 
 func TestInPlaceNothingLogsIn(t *testing.T) {

@@ -123,17 +123,8 @@ func TestPermissionDenied(t *testing.T) {
 func TestVerifyClasses(t *testing.T) {
 	e := newEnv(t)
 	rot := postgres.New(postgres.Config{})
-	verify := func(c rotator.Credential) error {
-		_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: c, Resolver: e.res})
-		return err
-	}
-	good := e.inPlaceCred(t, "", false)
-	if err := verify(good); err != nil {
-		t.Fatal(err)
-	}
-	bad := good
-	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
-	wantClass(t, "wrong password", verify(bad), rotator.ClassRejected, pw(bad), pw(good))
+	verify := dbrottest.Verifier(t, rot, e.res)
+	leaks.WrongPassword(t, verify, e.inPlaceCred(t, "", false))
 
 	nologin := e.alternatingCred(t, "")
 	nologin.Fields["username"] = nologin.Fields["strategy_users"].([]any)[1]
@@ -159,14 +150,12 @@ func TestVerifyClasses(t *testing.T) {
 	wantClass(t, "no database", verify(nodb), rotator.ClassConfig, pw(nodb))
 
 	// The admin's own password is wrong: ClassAuth, not retryable.
-	res := e.res.Clone()
-	adm := res[e.adminID]
-	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
-	res[e.adminID] = adm
+	wrongAdmin := secret.New("wrong-admin-" + testenv.UniqueName(""))
+	res := e.res.WithPassword(e.adminID, wrongAdmin)
 	cur := e.alternatingCred(t, "")
 	pend := stage(t, rot, res, cur, rotator.Alternating)
 	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Alternating, Resolver: res})
-	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), pw(adm))
+	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), wrongAdmin)
 
 	// The admin credential is missing from the store.
 	delete(res, e.adminID)

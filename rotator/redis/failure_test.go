@@ -100,17 +100,8 @@ func TestPermissionDenied(t *testing.T) {
 func TestVerifyClasses(t *testing.T) {
 	e := newEnv(t, true)
 	rot := rrot.New(rrot.Config{})
-	verify := func(c rotator.Credential) error {
-		_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: c, Resolver: e.res})
-		return err
-	}
-	good := e.user(t, "good", false)
-	if err := verify(good); err != nil {
-		t.Fatal(err)
-	}
-	bad := good
-	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
-	wantClass(t, "wrong password", verify(bad), rotator.ClassRejected, pw(bad), pw(good))
+	verify := dbrottest.Verifier(t, rot, e.res)
+	leaks.WrongPassword(t, verify, e.user(t, "good", false))
 
 	off := e.user(t, "off", false)
 	e.srv.Do(t, "ACL", "SETUSER", "off", "off")
@@ -133,14 +124,12 @@ func TestVerifyClasses(t *testing.T) {
 	wantClass(t, "max clients", verify(full), rotator.ClassTransient, pw(full))
 	hold.Do(context.Background(), "CONFIG", "SET", "maxclients", "1000")
 
-	res := dbrottest.Resolver{e.adminID: e.res[e.adminID]}
-	adm := res[e.adminID]
-	adm.Secret = secret.Map{"password": secret.New("wrong-admin-" + testenv.UniqueName(""))}
-	res[e.adminID] = adm
+	wrongAdmin := secret.New("wrong-admin-" + testenv.UniqueName(""))
+	res := e.res.WithPassword(e.adminID, wrongAdmin)
 	cur := e.user(t, "app", true)
 	pend := stage(t, rot, res, cur)
 	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
-	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), pw(adm))
+	wantClass(t, "admin wrong password", err, rotator.ClassAuth, pw(cur), pw(pend), wrongAdmin)
 }
 
 // Retire refuses when the current password is not on the user: it would

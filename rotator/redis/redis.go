@@ -113,6 +113,22 @@ func samePair(op string, a, b target) error {
 	return nil
 }
 
+// user checks that cur and other name the same user, connects (as the admin,
+// or as either version) and reads the user's ACL. The caller closes m.
+func (r *Rotator) user(ctx context.Context, res rotator.Resolver, op string, cur, other target) (m *manager, u aclUser, err error) {
+	if err := samePair(op, cur, other); err != nil {
+		return nil, u, err
+	}
+	if m, err = r.manager(ctx, res, cur, op, cur, other); err != nil {
+		return nil, u, err
+	}
+	if u, err = m.getUser(ctx, op, cur.Username); err != nil {
+		m.Close()
+		return nil, u, err
+	}
+	return m, u, nil
+}
+
 // Apply adds the pending password to the user, keeping the current one. If the
 // user already has it, nothing changes (Skipped) but the ACL is still saved, in
 // case an earlier Apply died between SETUSER and SAVE.
@@ -176,18 +192,11 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 		return resp, err
 	}
 	defer func() { err = scrub(err, old.Password, cur.Password) }()
-	if err := samePair(op, cur, old); err != nil {
-		return resp, err
-	}
-	m, err := r.manager(ctx, req.Resolver, cur, op, cur, old)
+	m, u, err := r.user(ctx, req.Resolver, op, cur, old)
 	if err != nil {
 		return resp, err
 	}
 	defer m.Close()
-	u, err := m.getUser(ctx, op, cur.Username)
-	if err != nil {
-		return resp, err
-	}
 	if !slices.Contains(u.passwords, hash(cur.Password.Reveal())) {
 		return resp, rotator.Errorf(rotator.ClassUnknown, op,
 			"refusing to retire: ACL user %q does not have the current version's password (add it back, then retry)", cur.Username)
@@ -209,18 +218,11 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		return resp, err
 	}
 	defer func() { err = scrub(err, cur.Password, pend.Password) }()
-	if err := samePair(op, cur, pend); err != nil {
-		return resp, err
-	}
-	m, err := r.manager(ctx, req.Resolver, cur, op, cur, pend)
+	m, u, err := r.user(ctx, req.Resolver, op, cur, pend)
 	if err != nil {
 		return resp, err
 	}
 	defer m.Close()
-	u, err := m.getUser(ctx, op, cur.Username)
-	if err != nil {
-		return resp, err
-	}
 	var rules []any
 	if h := hash(cur.Password.Reveal()); !slices.Contains(u.passwords, h) {
 		rules = append(rules, "#"+h)

@@ -37,6 +37,15 @@ func (r Resolver) Resolve(_ context.Context, id string) (rotator.Credential, err
 // Clone returns a copy of r that a test can change without changing r.
 func (r Resolver) Clone() Resolver { return maps.Clone(r) }
 
+// WithPassword returns a copy of r in which credential id has password pw.
+func (r Resolver) WithPassword(id string, pw secret.Value) Resolver {
+	r = r.Clone()
+	c := r[id]
+	c.Secret = secret.Map{"password": pw}
+	r[id] = c
+	return r
+}
+
 // ViaProxy points c (its Fields map is changed in place) and, in a copy of
 // res, the admin credential adminID at p.
 func ViaProxy(c rotator.Credential, res Resolver, adminID string, p *testenv.Proxy) (rotator.Credential, Resolver) {
@@ -89,6 +98,38 @@ func ApplyTwice(t testing.TB, rot rotator.Rotator, req rotator.ApplyRequest) {
 	}
 	if r, err := rot.Apply(Ctx(t), req); err != nil || !r.Skipped {
 		t.Fatalf("second apply: skipped %v, err %v", r.Skipped, err)
+	}
+}
+
+// StageRefuses checks that Stage refuses each of cases with ClassConfig: a
+// credential with base's fields overridden by the case's, staged for
+// Alternating when the case sets strategy_users and for st otherwise.
+func StageRefuses(t *testing.T, rot rotator.Rotator, base map[string]any, st rotator.Strategy, cases map[string]map[string]any) {
+	t.Helper()
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			fields := maps.Clone(base)
+			if fields == nil {
+				fields = map[string]any{}
+			}
+			maps.Copy(fields, f)
+			st := st
+			if _, ok := f["strategy_users"]; ok {
+				st = rotator.Alternating
+			}
+			_, err := rot.Stage(context.Background(), rotator.StageRequest{Current: rotator.Credential{Fields: fields}, Strategy: st})
+			if rotator.ClassOf(err) != rotator.ClassConfig {
+				t.Fatalf("err = %v, want ClassConfig", err)
+			}
+		})
+	}
+}
+
+// Verifier returns a function that runs rot.Verify on one credential.
+func Verifier(t testing.TB, rot rotator.Rotator, res rotator.Resolver) func(rotator.Credential) error {
+	return func(c rotator.Credential) error {
+		_, err := rot.Verify(Ctx(t), rotator.VerifyRequest{Credential: c, Resolver: res})
+		return err
 	}
 }
 
@@ -184,6 +225,18 @@ func (l Leaks) WantClass(t testing.TB, what string, err error, want rotator.Clas
 	}
 	l.Check(t, err, secrets...)
 	t.Logf("%s: %v", what, err)
+}
+
+// WrongPassword checks that good passes verify and that good with a wrong
+// password is ClassRejected, with neither password in the error.
+func (l Leaks) WrongPassword(t testing.TB, verify func(rotator.Credential) error, good rotator.Credential) {
+	t.Helper()
+	if err := verify(good); err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
+	l.WantClass(t, "wrong password", verify(bad), rotator.ClassRejected, bad.Secret["password"], good.Secret["password"])
 }
 
 // Load runs rotations while Consumers log in and query with the latest
