@@ -47,11 +47,28 @@ func (r *Rotator) handshake(ctx context.Context, f *Fields, c rotator.Credential
 		if err != nil {
 			return "", rotator.Errorf(rotator.ClassRejected, "verify handshake", "certificate and key do not form a pair")
 		}
-		cc, sc := net.Pipe()
+		// A loopback socket, not net.Pipe: the kernel buffers each side's
+		// flight, so a client that rejects the certificate can send its alert
+		// while the server is still writing (an unbuffered pipe deadlocks).
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", rotator.Wrap(rotator.ClassTransient, "verify handshake", err)
+		}
+		defer ln.Close()
+		go func() {
+			sc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{pair}})
+			srv.HandshakeContext(ctx)
+			srv.Close()
+		}()
+		cc, err := (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+		if err != nil {
+			return "", rotator.Wrap(rotator.ClassTransient, "verify handshake", err)
+		}
 		defer cc.Close()
-		defer sc.Close()
-		srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{pair}})
-		go func() { srv.HandshakeContext(ctx); srv.Close() }()
 		cl := tls.Client(cc, client)
 		if err := cl.HandshakeContext(ctx); err != nil {
 			return "", handshakeError(err, client.ServerName)

@@ -258,6 +258,17 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (rotator.
 	if err != nil {
 		return rotator.ApplyResponse{}, r.urgent(err, notAfterOf(req.Current))
 	}
+	// Check the new certificate in memory, as Verify's clients would, before it
+	// reaches a live server: an untrusted issuer or a wrong name never serves a
+	// single handshake.
+	if f.Verify != nil {
+		pre, v := *f, *f.Verify
+		v.Address = ""
+		pre.Verify = &v
+		if _, err := r.handshake(ctx, &pre, req.Pending); err != nil {
+			return rotator.ApplyResponse{}, r.urgent(rotator.Scrub(err, req.Current.Secret, req.Pending.Secret), notAfterOf(req.Current))
+		}
+	}
 	changed, err := r.deploy(ctx, f, req.Pending)
 	if err != nil {
 		return rotator.ApplyResponse{}, r.urgent(rotator.Scrub(err, req.Current.Secret, req.Pending.Secret), notAfterOf(req.Current))

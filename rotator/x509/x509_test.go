@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	stdx509 "crypto/x509"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"strings"
@@ -260,7 +261,8 @@ func TestZeroDowntimeRotations(t *testing.T) {
 }
 
 // A rotation whose new certificate comes from an issuer clients do not trust
-// fails Verify, and Revert puts the old certificate back. With the old
+// is refused by Apply before it is deployed and fails Verify; Revert keeps the
+// old certificate served. With the old
 // certificate close to expiry, the error says so.
 func TestUntrustedIssuerRevertsAndWarns(t *testing.T) {
 	ca, rogue := newCA(t, "nebula test root"), newCA(t, "someone else's root")
@@ -279,9 +281,17 @@ func TestUntrustedIssuerRevertsAndWarns(t *testing.T) {
 			cur := issue(t, ca, fields("main", srv, ca.CertPEM()), "", tc.validity, srv.p)
 			cur.Fields["ca"] = "rogue" // the issuer was misconfigured
 			pend := rotatortest.Stage(t, rotatortest.Harness{Rotator: r}, cur, rotator.Reissue)
-			if _, err := r.Apply(t.Context(), rotator.ApplyRequest{Current: cur, Pending: pend}); err != nil {
-				t.Fatal(err)
+			// Apply checks the chain in memory first: the untrusted certificate
+			// never reaches the live server.
+			_, aerr := r.Apply(t.Context(), rotator.ApplyRequest{Current: cur, Pending: pend})
+			if rotator.ClassOf(aerr) != rotator.ClassRejected || !strings.Contains(aerr.Error(), "not trusted") || x509rot.Urgent(aerr) != tc.urgent {
+				t.Fatalf("apply of an untrusted certificate: %v", aerr)
 			}
+			if got := srv.servedSerial(t, ca.CertPEM()); got != cur.String("serial") {
+				t.Fatalf("a refused certificate was deployed: server serves %s", got)
+			}
+			// Verified in memory (it was never deployed), it is rejected as untrusted.
+			pend = inMemory(pend)
 			_, err := r.Verify(t.Context(), rotator.VerifyRequest{Credential: pend})
 			if rotator.ClassOf(err) != rotator.ClassRejected || rotator.Retryable(err) {
 				t.Fatalf("verify with an untrusted issuer: want ClassRejected, got %v", err)
@@ -373,4 +383,17 @@ func TestErrorsNeverContainKeys(t *testing.T) {
 			}
 		}
 	}
+}
+
+// inMemory returns c with its verify address removed, so Verify handshakes in
+// memory instead of with the live server.
+func inMemory(c rotator.Credential) rotator.Credential {
+	f := maps.Clone(c.Fields)
+	if v, ok := f["verify"].(map[string]any); ok {
+		v = maps.Clone(v)
+		delete(v, "address")
+		f["verify"] = v
+	}
+	c.Fields = f
+	return c
 }
