@@ -234,6 +234,10 @@ func (p *Pool) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
 			return err
 		}
 	}
+	// Reserve before reading: no drain may finish between the read and the
+	// connect being counted on its version.
+	release := p.tr.Pending()
+	defer release()
 	c, err := p.src.Current(ctx, p.id)
 	if err != nil {
 		return fmt.Errorf("pgxswap: current credential of %s: %w", p.id, err)
@@ -245,7 +249,9 @@ func (p *Pool) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
 	p.tr.Observe(c.Version)
 	cc.User = user
 	cc.Password = c.Secret["password"].Reveal()
-	ct := &connectTracer{tr: p.tr, version: c.Version}
+	// pgxpool calls pgx.ConnectConfig right after this hook, and pgx calls
+	// the connect tracer's end in a defer: done always runs.
+	ct := &connectTracer{done: p.tr.Connecting(c.Version)}
 	if cc.Tracer != nil {
 		cc.Tracer = &fullTracer{connectTracer: ct, inner: cc.Tracer}
 	} else {
@@ -342,16 +348,14 @@ func (p *Pool) Close() {
 	})
 }
 
-// connectTracer tags a connection with the version it logs in with, and
-// keeps the version from counting as drained while the connect is under way.
+// connectTracer tags a connection with the version it logs in with; until
+// the connect ends the version does not count as drained.
 type connectTracer struct {
-	tr      *drain.Tracker[*pgx.Conn]
-	version int
-	done    func(*pgx.Conn, func(), bool)
+	done func(*pgx.Conn, func(), bool)
 }
 
+// TraceConnectStart implements pgx.ConnectTracer.
 func (t *connectTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
-	t.done = t.tr.Connecting(t.version)
 	return ctx
 }
 
@@ -363,10 +367,8 @@ func (t *connectTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.
 // TraceQueryEnd implements pgx.QueryTracer.
 func (t *connectTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// TraceConnectEnd implements pgx.ConnectTracer.
 func (t *connectTracer) TraceConnectEnd(_ context.Context, d pgx.TraceConnectEndData) {
-	if t.done == nil {
-		return
-	}
 	if d.Err != nil || d.Conn == nil {
 		t.done(nil, nil, false)
 		return

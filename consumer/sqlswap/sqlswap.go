@@ -164,17 +164,23 @@ func (c *Connector) connector(cur consumer.Credential) (driver.Connector, error)
 
 // Connect logs in with the current version.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
+	// Reserve before reading: no drain may finish between the read and the
+	// connect being counted on its version.
+	release := c.tr.Pending()
 	cur, err := c.src.Current(ctx, c.id)
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("sqlswap: current credential of %s: %w", c.id, err)
 	}
 	c.tr.Observe(cur.Version)
+	done := c.tr.Connecting(cur.Version)
+	release()
 	dc, err := c.connector(cur)
 	if err != nil {
+		done(nil, nil, false)
 		return nil, err
 	}
 	slot := &dialSlot{}
-	done := c.tr.Connecting(cur.Version)
 	inner, err := dc.Connect(context.WithValue(ctx, slotKey{}, slot))
 	if err != nil {
 		done(nil, nil, false)

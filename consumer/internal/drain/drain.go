@@ -48,6 +48,7 @@ type Tracker[C comparable] struct {
 	current int
 	maxSeen int
 	conns   map[C]*conn
+	pending int         // connects that have not read their version yet
 	open    map[int]int // version → open connections
 	dialing map[int]int // version → connects under way
 	drains  map[int]*drainState
@@ -133,6 +134,30 @@ func (t *Tracker[C]) Observe(v int) {
 	}
 	t.mu.Unlock()
 	t.run(a)
+}
+
+// Pending records a connect about to read its version from the Source: until
+// release is called no drain finishes, so a version is never reported unused
+// while a connect may still pick it. Call Connecting with the version read,
+// then release.
+func (t *Tracker[C]) Pending() (release func()) {
+	t.mu.Lock()
+	t.pending++
+	t.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			var a actions
+			if t.pending--; t.pending == 0 {
+				for v := range t.drains {
+					t.checkLocked(v, &a)
+				}
+			}
+			t.mu.Unlock()
+			t.run(a)
+		})
+	}
 }
 
 // Connecting records a connect with version v under way. Call done exactly
@@ -298,7 +323,7 @@ func (t *Tracker[C]) checkLocked(v int, a *actions) {
 		delete(t.drains, v)
 		return
 	}
-	if t.open[v] == 0 && t.dialing[v] == 0 {
+	if t.open[v] == 0 && t.dialing[v] == 0 && t.pending == 0 {
 		d.timer.Stop()
 		delete(t.drains, v)
 		if !t.stopped {

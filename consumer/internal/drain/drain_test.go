@@ -204,6 +204,29 @@ func TestConnectRacingAChange(t *testing.T) {
 	})
 }
 
+// A connect that has not read its version yet holds back every drain: the
+// version it reads may be the old one.
+func TestPendingHoldsDrains(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr, rec := newTracker(time.Minute, 1)
+		release := tr.Pending()
+		tr.SetCurrent(2)
+		if len(rec.versions()) != 0 {
+			t.Fatal("drained while a connect may still read version 1")
+		}
+		done := tr.Connecting(1) // it read the old version
+		release()
+		if len(rec.versions()) != 0 {
+			t.Fatal("drained while a connect with version 1 is under way")
+		}
+		done(nil, nil, false)
+		if got := rec.versions(); !slices.Equal(got, []int{1}) {
+			t.Fatalf("drained %v", got)
+		}
+		release() // idempotent
+	})
+}
+
 func TestConnectFinishingAfterTimeoutIsClosed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tr, rec := newTracker(time.Second, 1)
@@ -256,8 +279,10 @@ func TestConcurrent(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for !stop.Load() {
+				release := tr.Pending()
 				v := tr.Current()
 				done := tr.Connecting(v)
+				release()
 				c := &fakeConn{int(nextID.Add(1))}
 				var dead atomic.Bool
 				done(c, func() { dead.Store(true) }, true)
