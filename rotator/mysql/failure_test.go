@@ -31,21 +31,8 @@ func TestServerGoneMidRotation(t *testing.T) {
 			}
 			cur, res := e.viaProxy(direct, p)
 			pend := stage(t, rot, res, cur, st)
-			secrets := []secret.Value{pw(cur), pw(pend), secret.New(e.adminPW)}
-			if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res}); err != nil {
-				t.Fatal(err)
-			}
-			p.Close()
-			_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: res})
-			wantClass(t, "verify", err, rotator.ClassTransient, secrets...)
-			_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
-			wantClass(t, "apply again", err, rotator.ClassTransient, secrets...)
-			_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
-			wantClass(t, "revert", err, rotator.ClassTransient, secrets...)
-			if st != rotator.InPlace {
-				_, err = rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: st, Resolver: res})
-				wantClass(t, "retire", err, rotator.ClassTransient, secrets...)
-			}
+			errs.ServerGone(t, dbrottest.Rotation{Rotator: rot, Resolver: res, Strategy: st}, p.Close,
+				cur, pend, st != rotator.InPlace, pw(cur), pw(pend), secret.New(e.adminPW))
 		})
 	}
 }
@@ -56,15 +43,7 @@ func TestServerHangs(t *testing.T) {
 	p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.db.Host, e.db.Port))
 	p.Blackhole()
 	cur, res := e.viaProxy(e.single(t, "", true), p)
-	start := time.Now()
-	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: res})
-	wantClass(t, "verify", err, rotator.ClassTransient, pw(cur))
-	pend := stage(t, rot, res, cur, rotator.Dual)
-	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Dual, Resolver: res})
-	wantClass(t, "apply", err, rotator.ClassTransient, pw(cur), pw(pend))
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("timeouts took %v", d)
-	}
+	errs.ServerHangs(t, rot, res, cur, rotator.Dual, 5*time.Second)
 }
 
 // CREATE USER revoked from the admin after Stage: ClassPermission naming it.
@@ -109,7 +88,7 @@ func TestVerifyClasses(t *testing.T) {
 	e := newEnv(t)
 	rot := myrot.New(myrot.Config{})
 	verify := dbrottest.Verifier(t, rot, e.res)
-	leaks.WrongPassword(t, verify, e.single(t, "", false))
+	errs.WrongPassword(t, verify, e.single(t, "", false))
 
 	locked := e.single(t, "", false)
 	e.db.Exec(t, "ALTER USER ?@? ACCOUNT LOCK", locked.String("username"), "%")

@@ -27,8 +27,8 @@ var (
 	stage = dbrottest.Stage
 	// No error may show a password, nor the mysql_native_password hash
 	// MariaDB is sent in its place.
-	leaks     = dbrottest.Leaks{Derived: func(p string) []string { return []string{nativeHashForTest(p)} }}
-	wantClass = leaks.WantClass
+	errs      = dbrottest.Errors{Derived: func(p string) []string { return []string{nativeHashForTest(p)} }}
+	wantClass = errs.WantClass
 )
 
 type env struct {

@@ -35,21 +35,8 @@ func TestServerGoneMidRotation(t *testing.T) {
 			}
 			cur, res := e.viaProxy(direct, p)
 			pend := stage(t, rot, res, cur, st)
-			secrets := []secret.Value{pw(cur), pw(pend), secret.New(e.adminPW)}
-			if _, err := rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: res}); err != nil {
-				t.Fatal(err)
-			}
-			p.Close()
-			_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: res})
-			wantClass(t, "verify", err, rotator.ClassTransient, secrets...)
-			_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, GraceEndsAt: time.Now().Add(time.Hour), Resolver: res})
-			wantClass(t, "apply again", err, rotator.ClassTransient, secrets...)
-			_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
-			wantClass(t, "revert", err, rotator.ClassTransient, secrets...)
-			if st == rotator.Alternating {
-				_, err = rot.Retire(ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: st, Resolver: res})
-				wantClass(t, "retire", err, rotator.ClassTransient, secrets...)
-			}
+			errs.ServerGone(t, dbrottest.Rotation{Rotator: rot, Resolver: res, Strategy: st, Grace: time.Hour}, p.Close,
+				cur, pend, st == rotator.Alternating, pw(cur), pw(pend), secret.New(e.adminPW))
 			// Nothing half-done: the pending version (applied) works directly.
 			pendDirect := pend
 			pendDirect.Fields = map[string]any{}
@@ -72,15 +59,7 @@ func TestServerHangs(t *testing.T) {
 	p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.pg.Host, e.pg.Port))
 	p.Blackhole()
 	cur, res := e.viaProxy(e.alternatingCred(t, ""), p)
-	start := time.Now()
-	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: res})
-	wantClass(t, "verify", err, rotator.ClassTransient, pw(cur))
-	pend := stage(t, rot, res, cur, rotator.Alternating)
-	_, err = rot.Apply(ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: rotator.Alternating, Resolver: res})
-	wantClass(t, "apply", err, rotator.ClassTransient, pw(cur), pw(pend))
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("timeouts took %v", d)
-	}
+	errs.ServerHangs(t, rot, res, cur, rotator.Alternating, 5*time.Second)
 }
 
 // An admin without CREATEROLE (from the start, or revoked mid-rotation) is
@@ -124,7 +103,7 @@ func TestVerifyClasses(t *testing.T) {
 	e := newEnv(t)
 	rot := postgres.New(postgres.Config{})
 	verify := dbrottest.Verifier(t, rot, e.res)
-	leaks.WrongPassword(t, verify, e.inPlaceCred(t, "", false))
+	errs.WrongPassword(t, verify, e.inPlaceCred(t, "", false))
 
 	nologin := e.alternatingCred(t, "")
 	nologin.Fields["username"] = nologin.Fields["strategy_users"].([]any)[1]

@@ -26,8 +26,8 @@ var (
 	ctx   = dbrottest.Ctx
 	stage = dbrottest.Stage
 	// No error may show a password, nor a SCRAM verifier.
-	leaks     = dbrottest.Leaks{Markers: []string{"SCRAM-SHA-256$"}}
-	wantClass = leaks.WantClass
+	errs      = dbrottest.Errors{Markers: []string{"SCRAM-SHA-256$"}}
+	wantClass = errs.WantClass
 )
 
 type env struct {

@@ -23,11 +23,11 @@ import (
 var (
 	ctx = dbrottest.Ctx
 	// No error may show a password, nor the SHA-256 hash ACL rules carry.
-	leaks = dbrottest.Leaks{Derived: func(p string) []string {
+	errs = dbrottest.Errors{Derived: func(p string) []string {
 		sum := sha256.Sum256([]byte(p))
 		return []string{hex.EncodeToString(sum[:])}
 	}}
-	wantClass = leaks.WantClass
+	wantClass = errs.WantClass
 )
 
 type env struct {

@@ -1,8 +1,9 @@
 // Package dbrottest holds the test helpers that the database rotators' tests
 // (rotator/postgres, rotator/mysql, rotator/redis) share: an in-memory
 // Resolver, Ctx, Stage and Rotation, which drive a rotator the way the engine
-// does, ApplyTwice, Leaks.WantClass (an error's class, its retryability, and
-// no secret in its text), ViaProxy, and Load, which rotates under
+// does; ApplyTwice, StageRefuses, Verifier and ViaProxy; Errors, which checks
+// an error's class, its retryability and that it shows no secret, also when
+// the server hangs or goes away; and Load, which rotates under
 // testenv.Consumers and measures downtime. Each rotator's tests still create
 // their own credentials on their own real server and make their own
 // assertions about it.
@@ -157,14 +158,19 @@ func (r Rotation) Run(t testing.TB, cur rotator.Credential) rotator.Credential {
 	return pend
 }
 
-// apply applies and verifies pend, then publishes it.
-func (r Rotation) apply(ctx context.Context, t testing.TB, cur, pend rotator.Credential) {
-	t.Helper()
+// applyRequest is the request to apply pend over cur.
+func (r Rotation) applyRequest(cur, pend rotator.Credential) rotator.ApplyRequest {
 	req := rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: r.Strategy, Resolver: r.Resolver}
 	if r.Grace != 0 {
 		req.GraceEndsAt = time.Now().Add(r.Grace)
 	}
-	if _, err := r.Rotator.Apply(ctx, req); err != nil {
+	return req
+}
+
+// apply applies and verifies pend, then publishes it.
+func (r Rotation) apply(ctx context.Context, t testing.TB, cur, pend rotator.Credential) {
+	t.Helper()
+	if _, err := r.Rotator.Apply(ctx, r.applyRequest(cur, pend)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	if _, err := r.Rotator.Verify(ctx, rotator.VerifyRequest{Credential: pend, Resolver: r.Resolver}); err != nil {
@@ -175,16 +181,16 @@ func (r Rotation) apply(ctx context.Context, t testing.TB, cur, pend rotator.Cre
 	}
 }
 
-// Leaks says what an error from a rotator must never show: a secret, any of
-// Derived(secret) (the hashes a rotator sends in a secret's place), any of
+// Errors checks the errors a rotator returns. None may show a secret, any of
+// Derived(secret) (the hashes a rotator sends in a secret's place), or any of
 // Markers (the prefix of a verifier).
-type Leaks struct {
+type Errors struct {
 	Derived func(p string) []string
 	Markers []string
 }
 
-// Check fails t if err shows a secret through any formatting.
-func (l Leaks) Check(t testing.TB, err error, secrets ...secret.Value) {
+// NoLeak fails t if err shows a secret through any formatting.
+func (e Errors) NoLeak(t testing.TB, err error, secrets ...secret.Value) {
 	t.Helper()
 	if err == nil {
 		return
@@ -196,8 +202,8 @@ func (l Leaks) Check(t testing.TB, err error, secrets ...secret.Value) {
 				continue
 			}
 			forms := []string{p}
-			if l.Derived != nil {
-				forms = append(forms, l.Derived(p)...)
+			if e.Derived != nil {
+				forms = append(forms, e.Derived(p)...)
 			}
 			for _, f := range forms {
 				if strings.Contains(text, f) {
@@ -205,7 +211,7 @@ func (l Leaks) Check(t testing.TB, err error, secrets ...secret.Value) {
 				}
 			}
 		}
-		for _, m := range l.Markers {
+		for _, m := range e.Markers {
 			if strings.Contains(text, m) {
 				t.Fatalf("error leaks %q: %s", m, text)
 			}
@@ -215,7 +221,7 @@ func (l Leaks) Check(t testing.TB, err error, secrets ...secret.Value) {
 
 // WantClass fails t unless err is of class want, is retryable exactly when
 // want is ClassTransient, and shows no secret; then it logs err.
-func (l Leaks) WantClass(t testing.TB, what string, err error, want rotator.Class, secrets ...secret.Value) {
+func (e Errors) WantClass(t testing.TB, what string, err error, want rotator.Class, secrets ...secret.Value) {
 	t.Helper()
 	if got := rotator.ClassOf(err); got != want {
 		t.Fatalf("%s: class %q (err %v), want %q", what, got, err, want)
@@ -223,20 +229,60 @@ func (l Leaks) WantClass(t testing.TB, what string, err error, want rotator.Clas
 	if rotator.Retryable(err) != (want == rotator.ClassTransient) {
 		t.Fatalf("%s: Retryable = %v for class %q", what, rotator.Retryable(err), want)
 	}
-	l.Check(t, err, secrets...)
+	e.NoLeak(t, err, secrets...)
 	t.Logf("%s: %v", what, err)
 }
 
 // WrongPassword checks that good passes verify and that good with a wrong
 // password is ClassRejected, with neither password in the error.
-func (l Leaks) WrongPassword(t testing.TB, verify func(rotator.Credential) error, good rotator.Credential) {
+func (e Errors) WrongPassword(t testing.TB, verify func(rotator.Credential) error, good rotator.Credential) {
 	t.Helper()
 	if err := verify(good); err != nil {
 		t.Fatal(err)
 	}
 	bad := good
 	bad.Secret = secret.Map{"password": secret.New("wrong-" + testenv.UniqueName(""))}
-	l.WantClass(t, "wrong password", verify(bad), rotator.ClassRejected, bad.Secret["password"], good.Secret["password"])
+	e.WantClass(t, "wrong password", verify(bad), rotator.ClassRejected, bad.Secret["password"], good.Secret["password"])
+}
+
+// ServerHangs checks a rotator whose server accepts TCP and never answers
+// (cur and res point at it): Verify, then Stage and Apply for st, fail with
+// ClassTransient, all within limit.
+func (e Errors) ServerHangs(t testing.TB, rot rotator.Rotator, res rotator.Resolver, cur rotator.Credential, st rotator.Strategy, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	_, err := rot.Verify(Ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: res})
+	e.WantClass(t, "verify", err, rotator.ClassTransient, cur.Secret["password"])
+	pend := Stage(t, rot, res, cur, st)
+	_, err = rot.Apply(Ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
+	e.WantClass(t, "apply", err, rotator.ClassTransient, cur.Secret["password"], pend.Secret["password"])
+	if d := time.Since(start); d > limit {
+		t.Fatalf("timeouts took %v", d)
+	}
+}
+
+// ServerGone applies pend through r, then takes the server away (gone) and
+// checks that every later step fails with ClassTransient, showing none of
+// secrets: Verify, Apply again, Revert, and Retire when retire is set.
+func (e Errors) ServerGone(t testing.TB, r Rotation, gone func(), cur, pend rotator.Credential, retire bool, secrets ...secret.Value) {
+	t.Helper()
+	apply := func() error {
+		_, err := r.Rotator.Apply(Ctx(t), r.applyRequest(cur, pend))
+		return err
+	}
+	if err := apply(); err != nil {
+		t.Fatal(err)
+	}
+	gone()
+	_, err := r.Rotator.Verify(Ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: r.Resolver})
+	e.WantClass(t, "verify", err, rotator.ClassTransient, secrets...)
+	e.WantClass(t, "apply again", apply(), rotator.ClassTransient, secrets...)
+	_, err = r.Rotator.Revert(Ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: r.Strategy, Resolver: r.Resolver})
+	e.WantClass(t, "revert", err, rotator.ClassTransient, secrets...)
+	if retire {
+		_, err = r.Rotator.Retire(Ctx(t), rotator.RetireRequest{Old: cur, Current: pend, Strategy: r.Strategy, Resolver: r.Resolver})
+		e.WantClass(t, "retire", err, rotator.ClassTransient, secrets...)
+	}
 }
 
 // Load runs rotations while Consumers log in and query with the latest
