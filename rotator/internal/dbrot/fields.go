@@ -5,12 +5,17 @@
 //   - the credential fields they all read, and their defaults and checks:
 //     Fields (host, port, username, probe, admin_credential, password_policy),
 //     Port, Users (strategy_users), Parse and Admin, configured by a Spec;
+//   - the start of every step (Version, Versions), the new password Stage
+//     returns (Fields.StagePassword) and the error for a strategy a rotator
+//     does not support (Unsupported);
 //   - the login steps every one of them takes, generic over the rotator's
 //     login and connection types: Driver (LogsIn, VerifyLogin, Manager,
 //     CheckCurrent);
 //   - error handling: Classify and Transient (classes by server code or error
 //     type, never by text) and Scrub (secret values and the forms derived from
 //     them taken out of error text).
+//
+// Test helpers for the three rotators' tests are in dbrottest.
 //
 // The rotators' exported API (New, Config, the credential fields) stays in
 // their own packages; nothing here is visible outside rotator/.
@@ -218,61 +223,4 @@ func PrintablePolicy(p secret.PasswordPolicy) error {
 		}
 	}
 	return nil
-}
-
-// StagePassword is Stage's response for a password rotator: a new password
-// from password_policy (the default policy when it is unset), and changes as
-// the pending version's fields. A policy that cannot be met is ClassConfig.
-func (f Fields) StagePassword(op string, changes map[string]any) (rotator.StageResponse, error) {
-	var pol secret.PasswordPolicy
-	if f.PasswordPolicy != nil {
-		pol = *f.PasswordPolicy
-	}
-	pw, err := pol.Generate()
-	if err != nil {
-		return rotator.StageResponse{}, rotator.Wrap(rotator.ClassConfig, op, err)
-	}
-	return rotator.StageResponse{Secret: secret.Map{"password": pw}, Fields: changes}, nil
-}
-
-// Version starts a rotator step on one version: check (the rotator's config,
-// and the strategy where the step has one) must pass before c is parsed.
-func Version[L any](op string, check func(op string) error, parse func(c rotator.Credential, op string) (L, error), c rotator.Credential) (L, error) {
-	if err := check(op); err != nil {
-		var zero L
-		return zero, err
-	}
-	return parse(c, op)
-}
-
-// Versions starts a rotator step on two versions (current and pending, or old
-// and current): check must pass before a, then b, are parsed.
-func Versions[L any](op string, check func(op string) error, parse func(c rotator.Credential, op string) (L, error), a, b rotator.Credential) (L, L, error) {
-	var zero L
-	x, err := Version(op, check, parse, a)
-	if err != nil {
-		return zero, zero, err
-	}
-	y, err := parse(b, op)
-	if err != nil {
-		return zero, zero, err
-	}
-	return x, y, nil
-}
-
-// Unsupported is the ClassConfig error for a strategy the rotator (name) does
-// not support; it lists the ones it does.
-func Unsupported(op, name string, s rotator.Strategy, supported []rotator.Strategy) error {
-	use := ""
-	for i, st := range supported {
-		switch {
-		case i == 0:
-		case i == len(supported)-1:
-			use += " or "
-		default:
-			use += ", "
-		}
-		use += string(st)
-	}
-	return rotator.Errorf(rotator.ClassConfig, op, "strategy %q is not supported by %s (use %s)", s, name, use)
 }
