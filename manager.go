@@ -358,7 +358,7 @@ func (m *Manager) Put(ctx context.Context, id string, req PutRequest) (*Credenti
 }
 
 func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutRequest) (*Credential, error) {
-	now := m.clock().UTC()
+	now := m.clock().UTC().Truncate(time.Microsecond) // what the store keeps
 	c, err := tx.GetCredential(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
