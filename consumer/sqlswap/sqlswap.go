@@ -162,15 +162,30 @@ func (c *Connector) connector(cur consumer.Credential) (driver.Connector, error)
 	return dc, nil
 }
 
-// Connect logs in with the current version.
+// Connect logs in with the current version. If the login fails while the
+// current version moved on (a connect that raced with a rotation whose old
+// version was retired meanwhile), it tries once more with the new one.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
+	w, v, err := c.connect(ctx)
+	if err == nil || ctx.Err() != nil || v == 0 {
+		return w, err
+	}
+	if cur, cerr := c.src.Current(ctx, c.id); cerr == nil && cur.Version != v {
+		c.log.Info("login failed with a version no longer current; retrying with the current one", "credential", c.id, "version", v, "current", cur.Version)
+		w, _, err = c.connect(ctx)
+	}
+	return w, err
+}
+
+// connect logs in once; it returns the version it used (0 if it read none).
+func (c *Connector) connect(ctx context.Context) (driver.Conn, int, error) {
 	// Reserve before reading: no drain may finish between the read and the
 	// connect being counted on its version.
 	release := c.tr.Pending()
 	cur, err := c.src.Current(ctx, c.id)
 	if err != nil {
 		release()
-		return nil, fmt.Errorf("sqlswap: current credential of %s: %w", c.id, err)
+		return nil, 0, fmt.Errorf("sqlswap: current credential of %s: %w", c.id, err)
 	}
 	c.tr.Observe(cur.Version)
 	done := c.tr.Connecting(cur.Version)
@@ -178,13 +193,13 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	dc, err := c.connector(cur)
 	if err != nil {
 		done(nil, nil, false)
-		return nil, err
+		return nil, 0, err
 	}
 	slot := &dialSlot{}
 	inner, err := dc.Connect(context.WithValue(ctx, slotKey{}, slot))
 	if err != nil {
 		done(nil, nil, false)
-		return nil, err
+		return nil, cur.Version, err
 	}
 	w := &conn{inner: inner, c: c, nc: slot.get()}
 	var closer func()
@@ -194,7 +209,7 @@ func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 		c.log.Warn("the driver did not dial through sqlswap's DialFunc: connections on old versions cannot be force-closed", "credential", c.id)
 	}
 	done(w, closer, true)
-	return w, nil
+	return w, cur.Version, nil
 }
 
 // Driver implements driver.Connector (the current version's driver).
