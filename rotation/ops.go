@@ -259,6 +259,9 @@ func (e *Engine) Resolve(ctx context.Context, id string, keep int, force bool) (
 		}
 		return tx.AppendHistory(ctx, &store.HistoryEntry{CredentialID: id, At: now, Action: "resolve", Actor: actorOf(ctx), FromVersion: r.FromVersion, ToVersion: keep, RotationID: r.ID, Outcome: "ok"})
 	})
+	if err == nil {
+		e.emit(Event{Kind: EventCurrentChanged, CredentialID: id, Version: keep, RotationID: j.r.ID, Detail: "resolved"})
+	}
 	return j.r, err
 }
 
