@@ -228,7 +228,9 @@ func (s *Server) list(rq *request) error {
 	if err != nil {
 		return err
 	}
-	opts := credential.ListOptions{Prefix: rq.query("prefix"), Type: credential.Type(rq.query("type")), After: rq.query("after"), Limit: 1000, IncludeDeleted: deleted}
+	// Pages start at what the answer needs and grow while the grants filter
+	// items out.
+	opts := credential.ListOptions{Prefix: rq.query("prefix"), Type: credential.Type(rq.query("type")), After: rq.query("after"), Limit: limit + 1, IncludeDeleted: deleted}
 	rq.detail = "prefix=" + opts.Prefix
 	rq.auditEarly()
 	out := []credential.Summary{}
@@ -252,6 +254,7 @@ func (s *Server) list(rq *request) error {
 			break
 		}
 		opts.After = more
+		opts.Limit = min(1000, opts.Limit*4)
 	}
 	return rq.respond(http.StatusOK, map[string]any{"credentials": out, "next": next})
 }
