@@ -27,6 +27,11 @@ var (
 	ErrRetryScheduled = errors.New("retry scheduled")
 	// ErrGraceEnded: rollback to previous is no longer possible without re-applying.
 	ErrGraceEnded = errors.New("grace period has ended")
+	// ErrWrongStep: the rotation is not at a step that allows the request.
+	ErrWrongStep = errors.New("rotation is not at a step that allows this")
+	// ErrBadRequest: the request itself is invalid (a negative grace, an
+	// unsupported strategy, a version that cannot be kept).
+	ErrBadRequest = errors.New("invalid rotation request")
 )
 
 // RotationError is the typed error of a failed rotation.
@@ -208,7 +213,7 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 			return fmt.Errorf("%w: no current version", store.ErrNotFound)
 		}
 		if kind == KindRestore && toVersion == cur {
-			return fmt.Errorf("version %d is already current", cur)
+			return fmt.Errorf("%w: version %d is already current", ErrWrongStep, cur)
 		}
 		s, err := ParseSettings(c.Settings)
 		if err != nil {
@@ -235,7 +240,7 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 			grace = *opts.Grace
 		}
 		if grace < 0 {
-			return errors.New("grace must not be negative")
+			return fmt.Errorf("%w: grace must not be negative", ErrBadRequest)
 		}
 		if grace == 0 {
 			e.log.Warn("rotation with zero grace: consumers holding the previous version will fail at once", "credential", id)
@@ -291,7 +296,7 @@ func pickStrategy(c rotator.Capabilities, want rotator.Strategy) (rotator.Strate
 			return s, nil
 		}
 	}
-	return "", fmt.Errorf("strategy %q is not supported by this credential type (supported: %v)", want, c.Strategies)
+	return "", fmt.Errorf("%w: strategy %q is not supported by this credential type (supported: %v)", ErrBadRequest, want, c.Strategies)
 }
 
 func (e *Engine) hook(id, step string) {

@@ -127,7 +127,7 @@ func (e *Engine) Rollback(ctx context.Context, id string, opts RollbackOptions) 
 // asks the rotator to move any deadline the target enforces itself.
 func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (*store.Rotation, error) {
 	if by <= 0 {
-		return nil, errors.New("grace can only be extended by a positive duration")
+		return nil, fmt.Errorf("%w: grace can only be extended by a positive duration", ErrBadRequest)
 	}
 	r, err := e.openRotation(ctx, id)
 	if err != nil {
@@ -137,7 +137,7 @@ func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (
 		return nil, err
 	}
 	if r.Step != StepGrace || r.GraceEndsAt == nil {
-		return nil, fmt.Errorf("extend grace of %s: rotation is at step %s, not in grace", id, r.Step)
+		return nil, fmt.Errorf("extend grace of %s: %w: rotation is at step %s, not in grace", id, ErrWrongStep, r.Step)
 	}
 	claimed, err := e.claim(ctx, r)
 	if err != nil {
@@ -206,13 +206,13 @@ func (e *Engine) Resolve(ctx context.Context, id string, keep int, force bool) (
 		return nil, fmt.Errorf("resolve %s: %w", id, err)
 	}
 	if r.Step != StepNeedsAttention && r.Step != StepReauthRequired {
-		return nil, fmt.Errorf("resolve %s: rotation is at step %s; only a rotation that needs attention can be resolved", id, r.Step)
+		return nil, fmt.Errorf("resolve %s: %w: rotation is at step %s; only a rotation that needs attention can be resolved", id, ErrWrongStep, r.Step)
 	}
 	if keep == 0 {
 		keep = r.FromVersion
 	}
 	if keep != r.FromVersion && keep != r.ToVersion {
-		return nil, fmt.Errorf("resolve %s: --keep must be version %d or %d", id, r.FromVersion, r.ToVersion)
+		return nil, fmt.Errorf("resolve %s: %w: --keep must be version %d or %d", id, ErrBadRequest, r.FromVersion, r.ToVersion)
 	}
 	claimed, err := e.claim(ctx, r)
 	if err != nil {

@@ -98,7 +98,7 @@ func classify(err error) *apiError {
 		e.msg = "the request was cancelled"
 	case errors.Is(err, credential.ErrBadBackup), errors.Is(err, credential.ErrWrongKey):
 		e.status, e.code = http.StatusBadRequest, CodeBadBackup
-	case errors.Is(err, credential.ErrInvalid), errors.Is(err, acl.ErrInvalid):
+	case errors.Is(err, credential.ErrInvalid), errors.Is(err, acl.ErrInvalid), errors.Is(err, rotation.ErrBadRequest):
 		e.status, e.code = http.StatusBadRequest, CodeInvalid
 	case errors.Is(err, credential.ErrPermission):
 		e.status, e.code = http.StatusForbidden, CodeForbidden
@@ -108,7 +108,7 @@ func classify(err error) *apiError {
 		e.status, e.code = http.StatusConflict, CodeRotationInProgress
 	case errors.Is(err, rotation.ErrGraceEnded):
 		e.status, e.code = http.StatusConflict, CodeGraceEnded
-	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced):
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced), errors.Is(err, rotation.ErrWrongStep):
 		e.status, e.code = http.StatusConflict, CodeConflict
 	default:
 		e.status, e.code = http.StatusInternalServerError, CodeInternal
