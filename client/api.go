@@ -54,28 +54,7 @@ func (w *wireCredential) toCredential() *credential.Credential {
 }
 
 // Rotation is a journal row: one rotation, rollback or restore.
-type Rotation struct {
-	RotationID  int64      `json:"rotation_id"`
-	ID          string     `json:"id"`
-	Kind        string     `json:"kind"`
-	Step        string     `json:"step"`
-	Open        bool       `json:"open"`
-	Strategy    string     `json:"strategy"`
-	FromVersion int        `json:"from_version"`
-	ToVersion   int        `json:"to_version"`
-	Attempt     int        `json:"attempt"`
-	Actor       string     `json:"actor"`
-	Reason      string     `json:"reason,omitempty"`
-	StartedAt   time.Time  `json:"started_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
-	GraceEndsAt *time.Time `json:"grace_ends_at,omitempty"`
-	DueAt       *time.Time `json:"due_at,omitempty"`
-	ErrorClass  string     `json:"error_class,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	FailedStep  string     `json:"failed_step,omitempty"`
-	Recovery    string     `json:"recovery,omitempty"`
-}
+type Rotation = rotation.Info
 
 // GetOptions selects a version (current by default) and whether to reveal
 // the secret values, which needs the read permission.

@@ -63,50 +63,10 @@ type putBody struct {
 	Reason    string               `json:"reason,omitempty"`
 }
 
-// Rotation is the JSON of a journal row (a rotation, rollback or restore).
-type Rotation struct {
-	RotationID  int64      `json:"rotation_id"`
-	ID          string     `json:"id"`
-	Kind        string     `json:"kind"`
-	Step        string     `json:"step"`
-	Open        bool       `json:"open"`
-	Strategy    string     `json:"strategy"`
-	FromVersion int        `json:"from_version"`
-	ToVersion   int        `json:"to_version"`
-	Attempt     int        `json:"attempt"`
-	Actor       string     `json:"actor"`
-	Reason      string     `json:"reason,omitempty"`
-	StartedAt   time.Time  `json:"started_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
-	GraceEndsAt *time.Time `json:"grace_ends_at,omitempty"`
-	DueAt       *time.Time `json:"due_at,omitempty"`
-	ErrorClass  string     `json:"error_class,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	FailedStep  string     `json:"failed_step,omitempty"`
-	Recovery    string     `json:"recovery,omitempty"`
-}
+// Rotation is the JSON of a journal row.
+type Rotation = rotation.Info
 
-func toRotation(r *store.Rotation) *Rotation {
-	if r == nil {
-		return nil
-	}
-	failed, recovery := rotation.Recovery(r)
-	out := &Rotation{
-		RotationID: r.ID, ID: r.CredentialID, Kind: r.Kind, Step: r.Step, Open: r.Open, Strategy: r.Strategy,
-		FromVersion: r.FromVersion, ToVersion: r.ToVersion, Attempt: r.Attempt, Actor: r.Actor, Reason: r.Reason,
-		StartedAt: r.StartedAt, UpdatedAt: r.UpdatedAt, FinishedAt: r.FinishedAt, GraceEndsAt: r.GraceEndsAt,
-		FailedStep: failed, Recovery: recovery,
-	}
-	if r.LastError != "" {
-		out.ErrorClass, out.LastError = r.ErrorClass, r.LastError
-	}
-	if r.Open && r.Step != rotation.StepGrace {
-		due := r.DueAt
-		out.DueAt = &due
-	}
-	return out
-}
+func toRotation(r *store.Rotation) *Rotation { return rotation.InfoOf(r) }
 
 // rotateBody is the body of POST /v1/rotate/{id}.
 type rotateBody struct {

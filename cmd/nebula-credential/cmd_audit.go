@@ -3,15 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/nebula-credential/nebula-credential/audit"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -36,27 +33,28 @@ removed or reordered entry is reported with its sequence number. Pass --anchor
 				}
 				anc = b
 			}
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
+			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			n, err := audit.Verify(cmd.Context(), m.Store(), anc)
-			var p *audit.Problem
-			if errors.As(err, &p) {
-				if g.json {
-					g.printJSON(map[string]any{"ok": false, "checked": n, "seq": p.Seq, "reason": p.Reason})
-					return exitError{exitFailed}
-				}
-				return fmt.Errorf("audit log is NOT intact: %w (%d entries before it check out)", err, n)
-			}
+			v, err := m.VerifyAudit(cmd.Context(), anc)
 			if err != nil {
 				return err
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"ok": true, "checked": n})
+				if err := g.printJSON(v); err != nil {
+					return err
+				}
+			} else if v.OK {
+				g.printf("audit log intact: %d entries\n", v.Checked)
 			}
-			g.printf("audit log intact: %d entries\n", n)
+			if !v.OK {
+				if !g.json {
+					return fmt.Errorf("audit log is NOT intact: audit entry %d: %s (%d entries before it check out)", v.Seq, v.Reason, v.Checked)
+				}
+				return exitError{exitFailed}
+			}
 			return nil
 		},
 	}
@@ -71,12 +69,12 @@ removed or reordered entry is reported with its sequence number. Pass --anchor
 		Example: "  nebula-credential audit list --after 100 --limit 50 --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
+			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			rs, err := audit.List(cmd.Context(), m.Store(), after, limit)
+			rs, err := m.Audit(cmd.Context(), after, limit)
 			if err != nil {
 				return err
 			}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	credential "github.com/nebula-credential/nebula-credential"
 )
 
 func cmdBackup(g *globals) *cobra.Command {
@@ -27,7 +25,7 @@ The file is written to a temporary name and renamed into place when complete.`,
 			if out == "" {
 				return usagef("--out FILE is required")
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -85,13 +83,13 @@ is left exactly as it was. Each restored credential replaces the one in the stor
 				return fmt.Errorf("restore: %w", err)
 			}
 			defer f.Close()
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
 			bar, done := g.progress("restore")
-			info, err := m.Restore(cmd.Context(), f, credential.RestoreOptions{Only: only, Progress: bar})
+			info, err := m.Restore(cmd.Context(), f, only, bar)
 			done()
 			if err != nil {
 				return err
@@ -121,7 +119,7 @@ keys are dropped once no data key needs them. If interrupted, run it again.`,
 		Example: "  nebula-credential key rotate",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -145,7 +143,7 @@ keys are dropped once no data key needs them. If interrupted, run it again.`,
 		Example: "  nebula-credential key list --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,7 @@ import (
 
 // eachCredential calls fn for every credential matching prefix and type, on up
 // to workers goroutines, driving a progress bar. Results come back in ID order.
-func eachCredential[R any](ctx context.Context, g *globals, m *credential.Manager, desc, prefix, typ string, workers int, fn func(ctx context.Context, id string) R) ([]R, error) {
+func eachCredential[R any](ctx context.Context, g *globals, m backend, desc, prefix, typ string, workers int, fn func(ctx context.Context, id string) R) ([]R, error) {
 	var ids []string
 	for after := ""; ; {
 		page, next, err := m.List(ctx, credential.ListOptions{Prefix: prefix, Type: credential.Type(typ), After: after, Limit: 1000})
@@ -70,7 +70,7 @@ type bulkResult struct {
 
 // rotateAll rotates every credential under a prefix.
 func rotateAll(cmd *cobra.Command, g *globals, prefix, typ string, workers int, opts rotation.RotateOptions) error {
-	m, err := g.open(cmd.Context(), openOpts{})
+	m, err := g.backend(cmd.Context(), openOpts{})
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ restore, or regularly. Exit code 0 only when every credential is healthy.`,
   nebula-credential reconcile --prefix prod/db/ --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
+			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
 			if err != nil {
 				return err
 			}

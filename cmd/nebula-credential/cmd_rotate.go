@@ -12,52 +12,23 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/client"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
-	"github.com/nebula-credential/nebula-credential/store"
 )
 
-// rotationJSON is the --json shape of a journal row.
-func rotationJSON(r *store.Rotation) map[string]any {
-	failed, recovery := rotation.Recovery(r)
-	out := map[string]any{
-		"rotation_id": r.ID, "id": r.CredentialID, "kind": r.Kind, "step": r.Step, "open": r.Open,
-		"strategy": r.Strategy, "from_version": r.FromVersion, "to_version": r.ToVersion,
-		"attempt": r.Attempt, "actor": r.Actor, "started_at": r.StartedAt, "updated_at": r.UpdatedAt,
-	}
-	if r.Reason != "" {
-		out["reason"] = r.Reason
-	}
-	if r.GraceEndsAt != nil {
-		out["grace_ends_at"] = r.GraceEndsAt
-	}
-	if r.FinishedAt != nil {
-		out["finished_at"] = r.FinishedAt
-	}
-	if r.LastError != "" {
-		out["error_class"], out["last_error"] = r.ErrorClass, r.LastError
-	}
-	if failed != "" {
-		out["failed_step"] = failed
-	}
-	if recovery != "" {
-		out["recovery"] = recovery
-	}
-	if r.Open && r.Step != rotation.StepGrace {
-		out["due_at"] = r.DueAt
-	}
-	return out
-}
-
 // reportRotation prints the outcome of rotate/rollback; err is the engine's.
-func (g *globals) reportRotation(r *store.Rotation, err error) error {
+func (g *globals) reportRotation(r *rotation.Info, err error) error {
 	if r == nil {
 		return err
 	}
 	if g.json {
-		out := rotationJSON(r)
+		out := struct {
+			*rotation.Info
+			Error string `json:"error,omitempty"`
+		}{Info: r}
 		if err != nil {
-			out["error"] = err.Error()
+			out.Error = err.Error()
 		}
 		if perr := g.printJSON(out); perr != nil {
 			return perr
@@ -69,7 +40,7 @@ func (g *globals) reportRotation(r *store.Rotation, err error) error {
 	}
 	if err != nil {
 		if errors.Is(err, rotation.ErrRetryScheduled) {
-			g.printf("%s: rotation %d waiting to retry (%s); `nebula-credential serve` continues it, or run `rotate --wait`\n", r.CredentialID, r.ID, r.LastError)
+			g.printf("%s: rotation %d waiting to retry (%s); `nebula-credential serve` continues it, or run `rotate --wait`\n", r.ID, r.RotationID, r.LastError)
 			return exitError{exitFailed}
 		}
 		if h := rotationHint(err); h != "" {
@@ -79,13 +50,13 @@ func (g *globals) reportRotation(r *store.Rotation, err error) error {
 	}
 	switch r.Step {
 	case rotation.StepGrace:
-		g.printf("%s: version %d is current; version %d stays valid until %s (grace)\n", r.CredentialID, r.ToVersion, r.FromVersion, r.GraceEndsAt.Format(time.RFC3339))
+		g.printf("%s: version %d is current; version %d stays valid until %s (grace)\n", r.ID, r.ToVersion, r.FromVersion, r.GraceEndsAt.Format(time.RFC3339))
 	case rotation.StepRetired:
-		g.printf("%s: version %d is current; version %d retired\n", r.CredentialID, r.ToVersion, r.FromVersion)
+		g.printf("%s: version %d is current; version %d retired\n", r.ID, r.ToVersion, r.FromVersion)
 	case rotation.StepRolledBack:
-		g.printf("%s: rolled back: version %d is current again\n", r.CredentialID, r.FromVersion)
+		g.printf("%s: rolled back: version %d is current again\n", r.ID, r.FromVersion)
 	default:
-		g.printf("%s: rotation %d at step %s\n", r.CredentialID, r.ID, r.Step)
+		g.printf("%s: rotation %d at step %s\n", r.ID, r.RotationID, r.Step)
 	}
 	return nil
 }
@@ -144,7 +115,7 @@ back automatically. --grace 0 retires the old version at once (with a warning).`
 			if all {
 				return rotateAll(cmd, g, prefix, typ, workers, opts)
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -183,7 +154,7 @@ the target, verifies it and commits it (a journaled restore).`,
 			if to < 0 {
 				return usagef("--to-version must be positive")
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -191,7 +162,7 @@ the target, verifies it and commits it (a journaled restore).`,
 			actor, _ := audit.ActorOf(cmd.Context())
 			r, err := m.Rollback(cmd.Context(), args[0], rotation.RollbackOptions{ToVersion: to, Actor: actor, Reason: reason, Wait: wait})
 			if err == nil && r != nil && r.Kind == rotation.KindRotate && r.Step == rotation.StepRolledBack && !g.json {
-				g.printf("%s: version %d is current again; version %d retired\n", r.CredentialID, r.FromVersion, r.ToVersion)
+				g.printf("%s: version %d is current again; version %d retired\n", r.ID, r.FromVersion, r.ToVersion)
 				return nil
 			}
 			return g.reportRotation(r, err)
@@ -225,15 +196,16 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
   echo '{"policies":[{"kind":"periodic","interval":"90d"}]}' | nebula-credential policy set prod/db/orders --stdin`,
 		Args: exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			s, err := m.GetSettings(cmd.Context(), args[0])
+			pol, err := m.Policy(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
+			s := pol.Settings
 			if fromStdin {
 				b, err := io.ReadAll(io.LimitReader(g.stdin, maxInput))
 				if err != nil {
@@ -328,10 +300,11 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 			if err := boolFlag("auto-rollback", autoRollback, &s.AutoRollback); err != nil {
 				return err
 			}
-			if err := m.SetSettings(cmd.Context(), args[0], s); err != nil {
+			pol, err = m.SetPolicy(cmd.Context(), args[0], s)
+			if err != nil {
 				return err
 			}
-			return showPolicy(g, m, cmd, args[0])
+			return showPolicy(g, pol)
 		},
 	}
 	set.Flags().StringVar(&periodic, "periodic", "", "rotate every interval (e.g. 30d)")
@@ -355,31 +328,27 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 		Example: "  nebula-credential policy show prod/db/orders --json",
 		Args:    exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			return showPolicy(g, m, cmd, args[0])
+			pol, err := m.Policy(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return showPolicy(g, pol)
 		},
 	}
 	p.AddCommand(set, show)
 	return p
 }
 
-func showPolicy(g *globals, m *credential.Manager, cmd *cobra.Command, id string) error {
-	s, err := m.GetSettings(cmd.Context(), id)
-	if err != nil {
-		return err
-	}
-	c, err := m.Get(cmd.Context(), id, credential.GetOptions{})
-	if err != nil {
-		return err
-	}
+func showPolicy(g *globals, p *client.Policy) error {
 	if g.json {
-		return g.printJSON(map[string]any{"id": id, "settings": s, "next_rotation_at": c.NextDueAt,
-			"grace": s.GraceOrDefault().String(), "validate": s.ValidateOrDefault(), "auto_rollback": s.AutoRollbackOrDefault(), "retention": s.RetentionOrDefault()})
+		return g.printJSON(p)
 	}
+	id, s := p.ID, p.Settings
 	g.printf("id:            %s\n", id)
 	if len(s.Policies) == 0 {
 		g.printf("policies:      none (manual)\n")
@@ -389,8 +358,8 @@ func showPolicy(g *globals, m *credential.Manager, cmd *cobra.Command, id string
 		g.printf("policy:        %s\n", b)
 	}
 	next := "never (manual)"
-	if c.NextDueAt != nil {
-		next = c.NextDueAt.Format(time.RFC3339)
+	if p.NextRotationAt != nil {
+		next = p.NextRotationAt.Format(time.RFC3339)
 	}
 	g.printf("next rotation: %s\n", next)
 	strategy := string(s.Strategy)
@@ -419,31 +388,25 @@ func cmdRotations(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				id = args[0]
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			if id != "" {
-				if _, err := m.Versions(cmd.Context(), id); err != nil {
-					return err
-				}
-			}
 			rs, err := m.Rotations(cmd.Context(), id, open, limit)
 			if err != nil {
 				return err
 			}
 			if g.json {
-				out := make([]map[string]any, 0, len(rs))
-				for i := range rs {
-					out = append(out, rotationJSON(&rs[i]))
+				if rs == nil {
+					rs = []rotation.Info{}
 				}
-				return g.printJSON(out)
+				return g.printJSON(rs)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ROTATION\tID\tKIND\tSTEP\tVERSIONS\tSTARTED\tERROR")
 			for _, r := range rs {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d→%d\t%s\t%s\n", r.ID, r.CredentialID, r.Kind, r.Step, r.FromVersion, r.ToVersion, r.StartedAt.Format(time.RFC3339), r.LastError)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d→%d\t%s\t%s\n", r.RotationID, r.ID, r.Kind, r.Step, r.FromVersion, r.ToVersion, r.StartedAt.Format(time.RFC3339), r.LastError)
 			}
 			return tw.Flush()
 		},
@@ -463,23 +426,23 @@ verified against the target (unless --force) and made current.`,
 		Example: "  nebula-credential rotations resolve prod/db/orders --keep 4",
 		Args:    exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			r, err := m.Engine().Resolve(cmd.Context(), args[0], keep, force)
+			r, err := m.Resolve(cmd.Context(), args[0], keep, force)
 			if err != nil {
 				return err
 			}
 			if g.json {
-				return g.printJSON(rotationJSON(r))
+				return g.printJSON(r)
 			}
 			cur := keep
 			if cur == 0 {
 				cur = r.FromVersion
 			}
-			g.printf("%s: rotation %d resolved; version %d is current\n", args[0], r.ID, cur)
+			g.printf("%s: rotation %d resolved; version %d is current\n", args[0], r.RotationID, cur)
 			return nil
 		},
 	}
@@ -492,12 +455,12 @@ verified against the target (unless --force) and made current.`,
 		Example: "  nebula-credential rotations retry prod/db/orders\n  nebula-credential rotations retry prod/db/orders --rollback",
 		Args:    exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
+			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			r, err := m.Engine().Retry(cmd.Context(), args[0], rollback)
+			r, err := m.Retry(cmd.Context(), args[0], rollback)
 			return g.reportRotation(r, err)
 		},
 	}
@@ -521,7 +484,7 @@ func cmdGrace(g *globals) *cobra.Command {
 			if d <= 0 {
 				return usagef("grace can only be extended by a positive duration; it is never shortened")
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -531,7 +494,7 @@ func cmdGrace(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return g.printJSON(rotationJSON(r))
+				return g.printJSON(r)
 			}
 			g.printf("%s: grace extended; version %d stays valid until %s\n", args[0], r.FromVersion, r.GraceEndsAt.Format(time.RFC3339))
 			return nil
@@ -552,7 +515,7 @@ command that fixes it. Exit code 0 only when healthy, 1 otherwise.`,
 		Example: "  nebula-credential doctor prod/db/orders\n  nebula-credential doctor prod/db/orders --json",
 		Args:    exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
+			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
 			if err != nil {
 				return err
 			}

@@ -33,6 +33,9 @@ the root key is derived from the passphrase (Argon2id) and no key file is writte
   nebula-credential init --store postgres://nebula@db/nebula --key-file /etc/nebula/root.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.localOnly("init"); err != nil {
+				return err
+			}
 			loc := g.storeLocation()
 			if !isPostgres(loc) && sqlite.Exists(loc) {
 				return usagef("store %s already exists", loc)
@@ -164,7 +167,7 @@ Types: postgres, mysql, redis, api_key, oauth2, certificate, generic.`,
 			if err := credential.ValidateValues(credential.Type(typ), in.Fields, sec); err != nil {
 				return err
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -240,12 +243,12 @@ func cmdGet(g *globals) *cobra.Command {
 			if version < 0 {
 				return usagef("--version must be positive")
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			c, err := m.Get(cmd.Context(), args[0], credential.GetOptions{Version: version, Label: label})
+			c, err := m.Get(cmd.Context(), args[0], credential.GetOptions{Version: version, Label: label}, reveal)
 			if err != nil {
 				return err
 			}
@@ -343,7 +346,7 @@ func cmdList(g *globals) *cobra.Command {
   nebula-credential list --limit 100 --after prod/db/orders   # next page`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
@@ -390,16 +393,12 @@ func cmdHistory(g *globals) *cobra.Command {
 		Example: "  nebula-credential history prod/db/orders\n  nebula-credential history prod/db/orders --json",
 		Args:    exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			vs, err := m.Versions(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			hs, err := m.History(cmd.Context(), args[0], limit)
+			vs, hs, err := m.History(cmd.Context(), args[0], limit)
 			if err != nil {
 				return err
 			}
@@ -430,13 +429,12 @@ func cmdDelete(g *globals) *cobra.Command {
 		Example: "  nebula-credential delete prod/db/old",
 		Args:    exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			actor, _ := audit.ActorOf(cmd.Context())
-			if err := m.Delete(cmd.Context(), args[0], actor); err != nil {
+			if err := m.Delete(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			if g.json {
@@ -459,7 +457,7 @@ func cmdPurge(g *globals) *cobra.Command {
 			if !yes {
 				return usagef("purge destroys every version of %s: add --yes to confirm", args[0])
 			}
-			m, err := g.open(cmd.Context(), openOpts{})
+			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}

@@ -99,7 +99,7 @@ func (g *globals) open(ctx context.Context, o openOpts) (*credential.Manager, er
 	}
 	logger := o.logger
 	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
 	m, err := credential.Open(ctx, credential.Config{
 		Store:      st,

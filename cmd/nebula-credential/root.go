@@ -45,6 +45,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 // globals are the persistent flags.
 type globals struct {
+	addr    string
 	store   string
 	keyFile string
 	json    bool
@@ -140,6 +141,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&g.addr, "addr", "", "talk to a server at this address instead of opening the store (default $NEBULA_CREDENTIAL_ADDR; token from $NEBULA_CREDENTIAL_TOKEN)")
 	root.PersistentFlags().StringVar(&g.store, "store", "", "store path or postgres:// URL (default $NEBULA_CREDENTIAL_STORE or ./nebula-credential.db)")
 	root.PersistentFlags().StringVar(&g.keyFile, "key-file", "", "root key file (default $NEBULA_CREDENTIAL_KEY_FILE or beside the store)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripting")
