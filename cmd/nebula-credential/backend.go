@@ -298,4 +298,3 @@ func (g *globals) localOnly(what string) error {
 	}
 	return nil
 }
-
