@@ -50,7 +50,7 @@ type realTarget struct {
 	login func(ctx context.Context, c *credential.Credential) error // independent of the rotator
 }
 
-func pgTarget(t *testing.T) realTarget {
+func pgTarget(t testing.TB) realTarget {
 	pg := testenv.Postgres(t)
 	adminPW := testenv.UniqueName("admin-pw-")
 	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
@@ -90,7 +90,7 @@ func pgTarget(t *testing.T) realTarget {
 	}
 }
 
-func mariaTarget(t *testing.T) realTarget {
+func mariaTarget(t testing.TB) realTarget {
 	db := testenv.MariaDB(t)
 	admin, adminPW := testenv.UniqueName("nc_admin_"), testenv.UniqueName("admin-pw-")
 	db.CreateUser(t, admin, "%", adminPW, "GRANT CREATE USER ON *.* TO ?@?")
@@ -122,7 +122,7 @@ func mariaTarget(t *testing.T) realTarget {
 	}
 }
 
-func redisTarget(t *testing.T) realTarget {
+func redisTarget(t testing.TB) realTarget {
 	srv := testenv.Redis(t, true)
 	pw := testenv.UniqueName("pw-")
 	srv.Do(t, "ACL", "SETUSER", "app", "reset", "on", ">"+pw, "~*", "&*", "+@all")
@@ -139,11 +139,11 @@ func redisTarget(t *testing.T) realTarget {
 	}
 }
 
-func realTargets() map[string]func(*testing.T) realTarget {
-	return map[string]func(*testing.T) realTarget{"postgres": pgTarget, "mariadb": mariaTarget, "redis": redisTarget}
+func realTargets() map[string]func(testing.TB) realTarget {
+	return map[string]func(testing.TB) realTarget{"postgres": pgTarget, "mariadb": mariaTarget, "redis": redisTarget}
 }
 
-func setupReal(t *testing.T, tg realTarget) string {
+func setupReal(t testing.TB, tg realTarget) string {
 	dir := t.TempDir()
 	m, err := credential.Open(context.Background(), realConfig(dir, true))
 	if err != nil {

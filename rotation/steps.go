@@ -75,12 +75,25 @@ func (e *Engine) load(ctx context.Context, r *store.Rotation) (*job, error) {
 	return j, nil
 }
 
+// relaxedStep names the journal steps written without waiting for the disk:
+// applied and verified (recovery re-runs the idempotent apply or verify), and
+// the move from committed to grace (it only releases the lease).
+var relaxedStep = map[string]bool{StepApplied: true, StepVerified: true, StepGrace: true}
+
 // advance persists r at step (fenced), running mutate in the same transaction.
 // On success it updates *r.
 func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(tx store.Tx, r *store.Rotation) error) error {
 	now := e.now()
 	var next store.Rotation
-	err := e.st.Update(ctx, func(tx store.Tx) error {
+	update := e.st.Update
+	if relaxedStep[step] && step != StepGrace || step == StepGrace && j.r.Step == StepCommitted {
+		// Recovery recomputes these: losing one to a power failure only
+		// repeats an idempotent step. The next durable commit flushes them.
+		if ru, ok := e.st.(store.RelaxedUpdater); ok {
+			update = ru.UpdateRelaxed
+		}
+	}
+	err := update(ctx, func(tx store.Tx) error {
 		next = *j.r
 		next.Data = append([]byte(nil), j.r.Data...)
 		prev := next.Step
@@ -306,7 +319,8 @@ func (e *Engine) apply(ctx context.Context, j *job) error {
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver()})
+	first := j.r.Fence == 1 && j.r.Attempt == 0 && j.r.Step == StepStaged && j.r.Kind == KindRotate
+	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(), FirstAttempt: first})
 	if err != nil {
 		return stepError(StepStaged, err)
 	}

@@ -180,6 +180,11 @@ type ApplyRequest struct {
 	// deadline themselves (PostgreSQL VALID UNTIL) use it.
 	GraceEndsAt time.Time
 	Resolver    Resolver
+	// FirstAttempt is true when the engine knows this is the first Apply of a
+	// freshly staged secret (no retry, no recovery, no grace extension): the
+	// target cannot accept it yet, so a rotator may skip its "already
+	// applied?" login.
+	FirstAttempt bool
 }
 
 // ApplyResponse reports the outcome of Apply.

@@ -43,6 +43,16 @@ type Store interface {
 	Close() error
 }
 
+// RelaxedUpdater is implemented by stores that can commit without waiting
+// for the disk (SQLite synchronous=NORMAL in WAL mode, PostgreSQL
+// synchronous_commit=off). Such a transaction is atomic and ordered like any
+// other: it survives the process being killed, and a later durable commit
+// makes it durable too; only an OS crash or power failure may lose it, whole.
+// The rotation engine uses it for journal steps that recovery recomputes.
+type RelaxedUpdater interface {
+	UpdateRelaxed(ctx context.Context, fn func(Tx) error) error
+}
+
 // Tx is one transaction. Methods that write fail with an error in a View.
 type Tx interface {
 	// Meta is a small key/value table for store-wide settings (key mode, salts).

@@ -145,9 +145,11 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if pend.Password.IsZero() {
 		return resp, rotator.Errorf(rotator.ClassConfig, op, "pending version has no password")
 	}
-	ok, err := r.db().LogsIn(ctx, pend, op+": check pending")
-	if err != nil {
-		return resp, err
+	ok := false // a fresh secret cannot work yet: skip the login that checks
+	if !req.FirstAttempt {
+		if ok, err = r.db().LogsIn(ctx, pend, op+": check pending"); err != nil {
+			return resp, err
+		}
 	}
 	if ok {
 		return rotator.ApplyResponse{Skipped: true}, nil

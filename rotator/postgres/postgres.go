@@ -140,9 +140,11 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 		return resp, r.unsupported(op, req.Strategy)
 	}
 
-	ok, err := r.db().LogsIn(ctx, pend, op+": check pending")
-	if err != nil {
-		return resp, err
+	ok := false // a fresh secret cannot work yet: skip the login that checks
+	if !req.FirstAttempt {
+		if ok, err = r.db().LogsIn(ctx, pend, op+": check pending"); err != nil {
+			return resp, err
+		}
 	}
 	if ok && req.Strategy == rotator.InPlace {
 		return rotator.ApplyResponse{Skipped: true}, nil

@@ -33,7 +33,10 @@ import (
 	"github.com/nebula-credential/nebula-credential/store/internal/sqlstore"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.RelaxedUpdater = (*Store)(nil)
+)
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
@@ -47,6 +50,7 @@ const migrateLock = `SELECT pg_advisory_xact_lock(hashtext('nebula-credential sc
 
 var dialect = &sqlstore.Dialect{
 	Name:     "postgres",
+	RelaxTx:  "SET LOCAL synchronous_commit TO OFF",
 	Numbered: true,
 	TimeArg:  func(t time.Time) any { return t.UTC().Truncate(time.Microsecond) },
 	IsUniqueViolation: func(err error) bool {
@@ -134,6 +138,11 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 // side effects outside the Tx.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return s.db.Update(ctx, fn)
+}
+
+// UpdateRelaxed implements store.RelaxedUpdater.
+func (s *Store) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error {
+	return s.db.UpdateRelaxed(ctx, fn)
 }
 
 // Ping checks that the server answers.

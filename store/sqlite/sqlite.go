@@ -34,7 +34,10 @@ import (
 	"github.com/nebula-credential/nebula-credential/store/internal/sqlstore"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.RelaxedUpdater = (*Store)(nil)
+)
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
@@ -48,8 +51,12 @@ var ErrInsecureFile = errors.New("store file is accessible by other users")
 const busyTimeout = 10 * time.Second
 
 var dialect = &sqlstore.Dialect{
-	Name:    "sqlite",
-	TimeArg: func(t time.Time) any { return t.UnixMicro() },
+	Name: "sqlite",
+	// In WAL mode synchronous=NORMAL keeps commits atomic and ordered and
+	// survives a killed process; only power loss may drop the last ones.
+	RelaxConn:        "PRAGMA synchronous=NORMAL",
+	RelaxConnRestore: "PRAGMA synchronous=FULL",
+	TimeArg:          func(t time.Time) any { return t.UnixMicro() },
 	IsUniqueViolation: func(err error) bool {
 		var e *sqlite.Error
 		return errors.As(err, &e) &&
@@ -184,6 +191,11 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 // nil. Updates are serialized; fn runs exactly once.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return s.db.Update(ctx, fn)
+}
+
+// UpdateRelaxed implements store.RelaxedUpdater.
+func (s *Store) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error {
+	return s.db.UpdateRelaxed(ctx, fn)
 }
 
 // Ping checks that the database can be read.

@@ -306,3 +306,19 @@ func crashChild(path string) {
 	time.Sleep(time.Minute)
 	os.Exit(1)
 }
+
+// UpdateRelaxed lowers synchronous for its own commit only.
+func TestUpdateRelaxedRestoresSynchronous(t *testing.T) {
+	s := openTemp(t)
+	ctx := t.Context()
+	if err := s.UpdateRelaxed(ctx, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	var level int
+	if err := s.writer.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&level); err != nil {
+		t.Fatal(err)
+	}
+	if level != 2 { // FULL
+		t.Fatalf("synchronous = %d after a relaxed update, want 2 (FULL)", level)
+	}
+}

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KEKs", testKEKs},
 		{"Credentials", testCredentials},
 		{"CredentialState", testCredentialState},
+		{"UpdateRelaxed", testUpdateRelaxed},
 		{"ListCredentials", testListCredentials},
 		{"PurgeCredential", testPurgeCredential},
 		{"DueCredentials", testDueCredentials},
@@ -349,6 +350,47 @@ func testCredentialState(t *testing.T, s store.Store) {
 		noErr(t, "GetCredentialState other", err)
 		if other.Open != nil || other.Labels["current"] != 1 || len(other.Labels) != 1 {
 			t.Errorf("another credential's rotation or labels leaked: %+v", other)
+		}
+		return nil
+	})
+}
+
+func testUpdateRelaxed(t *testing.T, s store.Store) {
+	ru, ok := s.(store.RelaxedUpdater)
+	if !ok {
+		t.Skip("store does not implement store.RelaxedUpdater (optional)")
+	}
+	ctx := t.Context()
+	noErr(t, "UpdateRelaxed", ru.UpdateRelaxed(ctx, func(tx store.Tx) error {
+		return tx.PutCredential(ctx, credential("relaxed/a", "generic"))
+	}))
+	boom := errors.New("boom")
+	err := ru.UpdateRelaxed(ctx, func(tx store.Tx) error {
+		noErr(t, "PutCredential", tx.PutCredential(ctx, credential("relaxed/b", "generic")))
+		return boom
+	})
+	wantErr(t, "UpdateRelaxed rollback", err, boom)
+	// Interleaved with ordinary updates from other goroutines.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("relaxed/c%d", i)
+			put := func(tx store.Tx) error { return tx.PutCredential(ctx, credential(id, "generic")) }
+			if i%2 == 0 {
+				noErr(t, "UpdateRelaxed", ru.UpdateRelaxed(ctx, put))
+			} else {
+				noErr(t, "Update", s.Update(ctx, put))
+			}
+		}()
+	}
+	wg.Wait()
+	view(t, s, func(tx store.Tx) error {
+		cs, err := tx.ListCredentials(ctx, store.ListOptions{Prefix: "relaxed/"})
+		noErr(t, "ListCredentials", err)
+		if got := ids(cs); len(got) != 9 || got[0] != "relaxed/a" {
+			t.Errorf("after relaxed updates: %v", got)
 		}
 		return nil
 	})

@@ -38,6 +38,12 @@ type Dialect struct {
 	// transient reason (serialization failure, deadlock), after which Update
 	// runs fn again. Nil means never.
 	IsRetryable func(error) bool
+	// RelaxConn, for UpdateRelaxed, runs on the writer connection before the
+	// transaction and returns the statement that restores it after (SQLite:
+	// PRAGMA synchronous). RelaxTx runs first inside the transaction
+	// (PostgreSQL: SET LOCAL synchronous_commit). Both empty: UpdateRelaxed is
+	// Update.
+	RelaxConn, RelaxConnRestore, RelaxTx string
 }
 
 // DB runs View and Update transactions for a backend.
@@ -175,13 +181,23 @@ var errRetry = errors.New("transaction must be retried")
 // A transaction that fails with a retryable error is rolled back and fn runs
 // again, at most MaxAttempts times in all, with a short randomized backoff.
 func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return db.updateLoop(ctx, fn, false)
+}
+
+// UpdateRelaxed is Update without waiting for the disk at commit; see
+// store.RelaxedUpdater.
+func (db *DB) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error {
+	return db.updateLoop(ctx, fn, true)
+}
+
+func (db *DB) updateLoop(ctx context.Context, fn func(store.Tx) error, relaxed bool) error {
 	attempts := db.MaxAttempts
 	if attempts <= 0 {
 		attempts = 10
 	}
 	backoff := time.Millisecond
 	for attempt := 1; ; attempt++ {
-		retry, err := db.update(ctx, fn)
+		retry, err := db.update(ctx, fn, relaxed)
 		if err == nil || !retry {
 			return err
 		}
@@ -201,10 +217,32 @@ func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 }
 
 // update runs one attempt of Update and reports whether a failure is worth retrying.
-func (db *DB) update(ctx context.Context, fn func(store.Tx) error) (retry bool, err error) {
-	sqlTx, err := db.Writer.BeginTx(ctx, db.WriteOptions)
+func (db *DB) update(ctx context.Context, fn func(store.Tx) error, relaxed bool) (retry bool, err error) {
+	var begin interface {
+		BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+	} = db.Writer
+	if relaxed && db.Dialect.RelaxConn != "" {
+		// Hold the writer connection so the setting covers this transaction only.
+		conn, err := db.Writer.Conn(ctx)
+		if err != nil {
+			return db.retryable(err), fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, db.Dialect.RelaxConn); err != nil {
+			return false, fmt.Errorf("%s: relax commit: %w", db.Dialect.Name, err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), db.Dialect.RelaxConnRestore)
+		begin = conn
+	}
+	sqlTx, err := begin.BeginTx(ctx, db.WriteOptions)
 	if err != nil {
 		return db.retryable(err), fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err)
+	}
+	if relaxed && db.Dialect.RelaxTx != "" {
+		if _, err := sqlTx.ExecContext(ctx, db.Dialect.RelaxTx); err != nil {
+			sqlTx.Rollback()
+			return db.retryable(err), fmt.Errorf("%s: relax commit: %w", db.Dialect.Name, err)
+		}
 	}
 	done := false
 	defer func() {
