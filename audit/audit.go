@@ -50,22 +50,9 @@ func ActorOf(ctx context.Context) (actor, requestID string) {
 	return "local", ""
 }
 
-// Append adds e to the log inside tx. Actor and request ID default to those of ctx.
-func Append(ctx context.Context, tx store.Tx, e Entry) error {
-	if e.Actor == "" || e.RequestID == "" {
-		a, r := ActorOf(ctx)
-		if e.Actor == "" {
-			e.Actor = a
-		}
-		if e.RequestID == "" {
-			e.RequestID = r
-		}
-	}
-	e.At = e.At.UTC()
-	payload, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
+// Append adds entries to the log inside tx, in order. Actor and request ID
+// default to those of ctx.
+func Append(ctx context.Context, tx store.Tx, entries ...Entry) error {
 	var prev []byte
 	var seq int64
 	last, err := tx.LastAudit(ctx)
@@ -76,13 +63,27 @@ func Append(ctx context.Context, tx store.Tx, e Entry) error {
 	default:
 		prev, seq = last.Hash, last.Seq
 	}
-	rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: prev}
-	rec.Hash = Hash(seq+1, prev, payload)
-	if err := tx.AppendAudit(ctx, rec); err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	if rec.Seq != 0 && rec.Seq != seq+1 {
-		return fmt.Errorf("audit: store assigned seq %d, want %d", rec.Seq, seq+1)
+	actor, request := ActorOf(ctx)
+	for _, e := range entries {
+		if e.Actor == "" {
+			e.Actor = actor
+		}
+		if e.RequestID == "" {
+			e.RequestID = request
+		}
+		e.At = e.At.UTC()
+		payload, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: prev, Hash: Hash(seq+1, prev, payload)}
+		if err := tx.AppendAudit(ctx, rec); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if rec.Seq != 0 && rec.Seq != seq+1 {
+			return fmt.Errorf("audit: store assigned seq %d, want %d", rec.Seq, seq+1)
+		}
+		prev, seq = rec.Hash, seq+1
 	}
 	return nil
 }

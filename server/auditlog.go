@@ -2,9 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -78,41 +75,20 @@ func (a *auditLog) flush() {
 	}
 }
 
-// write appends a batch in one transaction. It builds the chain as
-// audit.Append does (same payload encoding, same hash), but reads the last
-// link once per batch instead of once per entry, and encodes the payloads
-// before taking the store's write lock.
+// write appends a batch in one transaction. It commits without waiting for
+// the disk where the store allows (store.RelaxedUpdater): the entries are in
+// the log, in order, before any request waiting on them is answered, and a
+// killed process keeps them; only an OS crash or power failure can drop the
+// last few. The entries of changes themselves (put, rotate, ...) are written
+// durably by the Manager in the same transaction as the change.
 func (a *auditLog) write(ctx context.Context, batch []*auditReq) error {
-	payloads := make([][]byte, len(batch))
+	entries := make([]audit.Entry, len(batch))
 	for i, r := range batch {
-		r.e.At = r.e.At.UTC()
-		b, err := json.Marshal(r.e)
-		if err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		payloads[i] = b
+		entries[i] = r.e
 	}
-	return a.st.Update(ctx, func(tx store.Tx) error {
-		var prev []byte
-		var seq int64
-		last, err := tx.LastAudit(ctx)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("audit: %w", err)
-		default:
-			prev, seq = last.Hash, last.Seq
-		}
-		for i, r := range batch {
-			rec := &store.AuditRecord{At: r.e.At, Payload: payloads[i], PrevHash: prev, Hash: audit.Hash(seq+1, prev, payloads[i])}
-			if err := tx.AppendAudit(ctx, rec); err != nil {
-				return fmt.Errorf("audit: %w", err)
-			}
-			if rec.Seq != seq+1 {
-				return fmt.Errorf("audit: store assigned seq %d, want %d", rec.Seq, seq+1)
-			}
-			prev, seq = rec.Hash, rec.Seq
-		}
-		return nil
-	})
+	update := a.st.Update
+	if ru, ok := a.st.(store.RelaxedUpdater); ok {
+		update = ru.UpdateRelaxed
+	}
+	return update(ctx, func(tx store.Tx) error { return audit.Append(ctx, tx, entries...) })
 }
