@@ -14,7 +14,7 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/consumer"
 	"github.com/nebula-credential/nebula-credential/consumer/internal/consumertest"
-	"github.com/nebula-credential/nebula-credential/consumer/internal/load"
+	"github.com/nebula-credential/nebula-credential/internal/load"
 	"github.com/nebula-credential/nebula-credential/consumer/pgxswap"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 )

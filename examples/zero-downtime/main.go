@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/nebula-credential/nebula-credential/internal/load"
 	"net/url"
 	"os"
 	"os/signal"
@@ -205,7 +206,7 @@ func run(ctx context.Context, o options) (err error) {
 	q := "SELECT note FROM " + id(table) + " WHERE id = $1"
 	var n uint64
 	var nmu sync.Mutex
-	lr := startLoad(o.workers, func(ctx context.Context) error {
+	lr := load.Start(o.workers, func(ctx context.Context) error {
 		nmu.Lock()
 		n++
 		k := int(n%100) + 1
@@ -262,7 +263,7 @@ func run(ctx context.Context, o options) (err error) {
 	fmt.Printf("\n%d rotations in %v (%.0f ms each, grace %v)\n", o.rotations, rotating.Round(time.Millisecond), float64(rotating.Milliseconds())/float64(max(1, o.rotations)), o.grace)
 	fmt.Println("phase    elapsed    throughput        ok failed  latency")
 	failed := 0
-	for _, p := range []Phase{before, during, after} {
+	for _, p := range []load.Phase{before, during, after} {
 		fmt.Println(p)
 		failed += p.Failures
 	}
