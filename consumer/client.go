@@ -1,0 +1,77 @@
+package consumer
+
+import (
+	"context"
+	"sync"
+
+	"github.com/nebula-credential/nebula-credential/client"
+)
+
+// ClientSource is a Source backed by a nebula-credential server through the
+// HTTP client: Current is cached per ID until the watch stream reports that
+// current moved.
+type ClientSource struct {
+	c *client.Client
+
+	mu    sync.Mutex
+	cache map[string]Credential
+}
+
+var _ Source = (*ClientSource)(nil)
+
+// FromClient returns a Source reading from a server. The client's token needs
+// read on the credentials it serves.
+func FromClient(c *client.Client) *ClientSource {
+	return &ClientSource{c: c, cache: map[string]Credential{}}
+}
+
+// Current implements Source.
+func (s *ClientSource) Current(ctx context.Context, id string) (Credential, error) {
+	s.mu.Lock()
+	c, ok := s.cache[id]
+	s.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	got, err := s.c.Get(ctx, id, client.GetOptions{Reveal: true})
+	if err != nil {
+		return Credential{}, err
+	}
+	c = Credential{ID: got.ID, Type: string(got.Type), Version: got.Version, Fields: got.Fields, Secret: got.Secret}
+	s.mu.Lock()
+	s.cache[id] = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// Watch implements Source on the server's event stream (which reconnects and
+// resumes by itself). The cache entry is dropped before a change is delivered.
+func (s *ClientSource) Watch(ctx context.Context, id string) (<-chan Change, error) {
+	events, err := s.c.Watch(ctx, id, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan Change, 1)
+	go func() {
+		defer close(out)
+		for ev := range events {
+			if ev.CredentialID != id || (ev.Kind != "current_changed" && ev.Kind != "rolled_back") {
+				continue
+			}
+			s.mu.Lock()
+			delete(s.cache, id)
+			s.mu.Unlock()
+			ch := Change{ID: id, Version: ev.Version, Kind: ev.Kind, At: ev.At}
+			select { // keep only the latest undelivered change
+			case out <- ch:
+			default:
+				select {
+				case <-out:
+				default:
+				}
+				out <- ch
+			}
+		}
+	}()
+	return out, nil
+}
