@@ -14,8 +14,8 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/consumer"
 	"github.com/nebula-credential/nebula-credential/consumer/internal/consumertest"
-	"github.com/nebula-credential/nebula-credential/internal/load"
 	"github.com/nebula-credential/nebula-credential/consumer/pgxswap"
+	"github.com/nebula-credential/nebula-credential/internal/load"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 )
 

@@ -15,8 +15,8 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/consumer"
 	"github.com/nebula-credential/nebula-credential/consumer/internal/consumertest"
-	"github.com/nebula-credential/nebula-credential/internal/load"
 	"github.com/nebula-credential/nebula-credential/consumer/sqlswap"
+	"github.com/nebula-credential/nebula-credential/internal/load"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 )
 
