@@ -361,7 +361,7 @@ func TestAutoRollbackOffNeedsAttention(t *testing.T) {
 	}
 }
 
-func TestNoValidateSkipsVerify(t *testing.T) {
+func TestNoValidateOmitsVerify(t *testing.T) {
 	e := newEnv(t, nil)
 	e.put("a", nil)
 	if _, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{NoValidate: true}); err != nil {

@@ -64,7 +64,7 @@ func admin(t testing.TB) *sql.DB {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("PostgreSQL test server unreachable (CI=true): %v", adminErr)
 		}
-		t.Skipf("PostgreSQL test server unreachable: %v", adminErr)
+		t.Skipf("PostgreSQL test server unreachable (with CI=true this fails): %v", adminErr)
 	}
 	return adminDB
 }

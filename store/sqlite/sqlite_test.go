@@ -247,7 +247,7 @@ func TestCrashDurability(t *testing.T) {
 		return
 	}
 	if testing.Short() {
-		t.Skip("starts a child process")
+		t.Skip("starts a child process: not under testing.Short")
 	}
 	path := filepath.Join(t.TempDir(), "store.db")
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestCrashDurability$")
