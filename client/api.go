@@ -18,41 +18,6 @@ import (
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
-// wireCredential is the server's JSON of a credential version.
-type wireCredential struct {
-	ID             string            `json:"id"`
-	Type           credential.Type   `json:"type"`
-	Version        int               `json:"version"`
-	Labels         []string          `json:"labels"`
-	State          credential.State  `json:"state"`
-	Fields         map[string]any    `json:"fields"`
-	Secret         map[string]string `json:"secret"`
-	Revealed       bool              `json:"revealed"`
-	CreatedAt      time.Time         `json:"created_at"`
-	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
-	GraceEndsAt    *time.Time        `json:"grace_ends_at,omitempty"`
-	NextRotationAt *time.Time        `json:"next_rotation_at,omitempty"`
-}
-
-// toCredential converts the wire form. Without reveal, the secret fields are
-// present with empty values (never the "[REDACTED]" placeholder, which would
-// pass for a password).
-func (w *wireCredential) toCredential() *credential.Credential {
-	sec := make(secret.Map, len(w.Secret))
-	for k, v := range w.Secret {
-		if w.Revealed {
-			sec[k] = secret.New(v)
-		} else {
-			sec[k] = secret.Value{}
-		}
-	}
-	return &credential.Credential{
-		ID: w.ID, Type: w.Type, Version: w.Version, Labels: w.Labels, State: w.State,
-		Fields: w.Fields, Secret: sec, CreatedAt: w.CreatedAt, ExpiresAt: w.ExpiresAt,
-		GraceEndsAt: w.GraceEndsAt, NextDueAt: w.NextRotationAt,
-	}
-}
-
 // Rotation is a journal row: one rotation, rollback or restore.
 type Rotation = rotation.Info
 
@@ -81,11 +46,11 @@ func (c *Client) Get(ctx context.Context, id string, opts GetOptions) (*credenti
 	if opts.Reveal {
 		q.Set("reveal", "true")
 	}
-	var w wireCredential
+	var w credential.Wire
 	if err := c.call(ctx, request{method: "GET", path: p, query: q}, &w); err != nil {
 		return nil, err
 	}
-	return w.toCredential(), nil
+	return w.Credential(), nil
 }
 
 // Put stores a new version and makes it current. req.Actor is ignored: the
@@ -103,11 +68,11 @@ func (c *Client) Put(ctx context.Context, id string, req credential.PutRequest) 
 		Settings  *credential.Settings `json:"settings,omitempty"`
 		Reason    string               `json:"reason,omitempty"`
 	}{req.Type, req.Fields, req.Secret.Reveal(), req.ExpiresAt, req.Settings, req.Reason}
-	var w wireCredential
+	var w credential.Wire
 	if err := c.call(ctx, request{method: "PUT", path: p, body: body}, &w); err != nil {
 		return nil, err
 	}
-	return w.toCredential(), nil
+	return w.Credential(), nil
 }
 
 // List returns a page of the credentials the token may see, and the cursor

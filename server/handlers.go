@@ -160,7 +160,7 @@ func (s *Server) get(rq *request) error {
 	if err != nil {
 		return err
 	}
-	return rq.respond(http.StatusOK, toCredentialJSON(c, reveal))
+	return rq.respond(http.StatusOK, c.Wire(reveal))
 }
 
 func (s *Server) put(rq *request) error {
@@ -184,7 +184,7 @@ func (s *Server) put(rq *request) error {
 		return err
 	}
 	rq.detail = fmt.Sprintf("version %d", c.Version)
-	return rq.respond(http.StatusOK, toCredentialJSON(c, false))
+	return rq.respond(http.StatusOK, c.Wire(false))
 }
 
 func (s *Server) delete(rq *request) error {

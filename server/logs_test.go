@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	credential "github.com/nebula-credential/nebula-credential"
 	"net"
 	"net/http"
 	"strings"
@@ -46,7 +47,7 @@ func TestLogsNeverHoldSecrets(t *testing.T) {
 	for _, id := range []string{"prod/db", "prod/key"} {
 		for _, l := range []string{"current", "previous"} {
 			r := e.must(200, "GET", "/v1/credentials/"+id+"?reveal=true&label="+l, a, nil)
-			var c credentialJSON
+			var c credential.Wire
 			if err := json.Unmarshal(r.body, &c); err != nil {
 				t.Fatal(err)
 			}

@@ -5,53 +5,11 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/rotation"
-	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/store"
 )
 
 // The JSON shapes of the API (see /v1/openapi.json). The client package
 // decodes the same shapes; its tests run against this server.
-
-// credentialJSON is a credential version; secret values are "[REDACTED]"
-// unless revealed.
-type credentialJSON struct {
-	ID             string            `json:"id"`
-	Type           credential.Type   `json:"type"`
-	Version        int               `json:"version"`
-	Labels         []string          `json:"labels"`
-	State          credential.State  `json:"state"`
-	Fields         map[string]any    `json:"fields"`
-	Secret         map[string]string `json:"secret"`
-	Revealed       bool              `json:"revealed"`
-	CreatedAt      time.Time         `json:"created_at"`
-	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
-	GraceEndsAt    *time.Time        `json:"grace_ends_at,omitempty"`
-	NextRotationAt *time.Time        `json:"next_rotation_at,omitempty"`
-}
-
-func toCredentialJSON(c *credential.Credential, reveal bool) credentialJSON {
-	sec := make(map[string]string, len(c.Secret))
-	for k, v := range c.Secret {
-		if reveal {
-			sec[k] = v.Reveal()
-		} else {
-			sec[k] = secret.Redacted
-		}
-	}
-	fields := c.Fields
-	if fields == nil {
-		fields = map[string]any{}
-	}
-	labels := c.Labels
-	if labels == nil {
-		labels = []string{}
-	}
-	return credentialJSON{
-		ID: c.ID, Type: c.Type, Version: c.Version, Labels: labels, State: c.State,
-		Fields: fields, Secret: sec, Revealed: reveal, CreatedAt: c.CreatedAt,
-		ExpiresAt: c.ExpiresAt, GraceEndsAt: c.GraceEndsAt, NextRotationAt: c.NextDueAt,
-	}
-}
 
 // putBody is the body of PUT /v1/credentials/{id}.
 type putBody struct {

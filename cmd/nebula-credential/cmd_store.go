@@ -178,7 +178,7 @@ Types: postgres, mysql, redis, api_key, oauth2, certificate, generic.`,
 				return err
 			}
 			if g.json {
-				return g.printJSON(credentialJSON(c, false))
+				return g.printJSON(c.Wire(false))
 			}
 			g.printf("stored %s version %d (current)\n", c.ID, c.Version)
 			return nil
@@ -196,32 +196,6 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-// credentialJSON is the --json shape of a credential.
-func credentialJSON(c *credential.Credential, reveal bool) map[string]any {
-	sec := map[string]string{}
-	for k, v := range c.Secret {
-		if reveal {
-			sec[k] = v.Reveal()
-		} else {
-			sec[k] = secret.Redacted
-		}
-	}
-	out := map[string]any{
-		"id": c.ID, "type": c.Type, "version": c.Version, "labels": c.Labels, "state": c.State,
-		"fields": c.Fields, "secret": sec, "created_at": c.CreatedAt,
-	}
-	if c.ExpiresAt != nil {
-		out["expires_at"] = c.ExpiresAt
-	}
-	if c.GraceEndsAt != nil {
-		out["grace_ends_at"] = c.GraceEndsAt
-	}
-	if c.NextDueAt != nil {
-		out["next_rotation_at"] = c.NextDueAt
-	}
-	return out
 }
 
 func cmdGet(g *globals) *cobra.Command {
@@ -273,7 +247,7 @@ func cmdGet(g *globals) *cobra.Command {
 				return nil
 			}
 			if g.json {
-				return g.printJSON(credentialJSON(c, reveal))
+				return g.printJSON(c.Wire(reveal))
 			}
 			printCredential(g, c, reveal)
 			return nil
