@@ -459,37 +459,25 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 	if label != "" && label != LabelCurrent && label != LabelPrevious && label != LabelPending {
 		return nil, fmt.Errorf("%w: unknown label %q (want current, previous or pending)", ErrInvalid, label)
 	}
-	var (
-		cs *store.CredentialState
-		sv *store.Version
-	)
+	var cs *store.CredentialState
 	err := m.st.View(ctx, func(tx store.Tx) error {
 		var err error
-		if cs, err = tx.GetCredentialState(ctx, id); err != nil {
-			return err
-		}
-		if cs.DeletedAt != nil {
-			return fmt.Errorf("%w (deleted at %s: `put` restores it, `purge` removes it)", store.ErrNotFound, cs.DeletedAt.Format(time.RFC3339))
-		}
-		n := opts.Version
-		if label != "" {
-			var ok bool
-			if n, ok = cs.Labels[label]; !ok {
-				return fmt.Errorf("%w: no version is labelled %s", store.ErrNotFound, label)
-			}
-		}
-		if sv, err = tx.GetVersion(ctx, id, n); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("%w: version %d does not exist (see `nebula-credential history %s`)", store.ErrNotFound, n, id)
-			}
-			return err
-		}
-		return nil
+		cs, err = tx.GetCredentialState(ctx, id, label, opts.Version)
+		return err
 	})
+	switch {
+	case err != nil:
+	case cs.DeletedAt != nil:
+		err = fmt.Errorf("%w (deleted at %s: `put` restores it, `purge` removes it)", store.ErrNotFound, cs.DeletedAt.Format(time.RFC3339))
+	case cs.Version == nil && opts.Version != 0:
+		err = fmt.Errorf("%w: version %d does not exist (see `nebula-credential history %s`)", store.ErrNotFound, opts.Version, id)
+	case cs.Version == nil:
+		err = fmt.Errorf("%w: no version is labelled %s", store.ErrNotFound, label)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", id, err)
 	}
-	v, err := m.vault.Open(cs.Type, sv)
+	v, err := m.vault.Open(cs.Type, cs.Version)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", id, err)
 	}

@@ -69,8 +69,10 @@ type Tx interface {
 	// Credentials. GetCredential returns soft-deleted credentials too (check DeletedAt).
 	GetCredential(ctx context.Context, id string) (*Credential, error) // ErrNotFound
 	// GetCredentialState reads what serving a credential needs — its row, its
-	// labels and its open rotation's step — in one statement. ErrNotFound.
-	GetCredentialState(ctx context.Context, id string) (*CredentialState, error)
+	// labels, its open rotation's step and one version (by number, or else by
+	// label; Version is nil if there is none) — in one statement.
+	// ErrNotFound when the credential does not exist.
+	GetCredentialState(ctx context.Context, id, label string, version int) (*CredentialState, error)
 	PutCredential(ctx context.Context, c *Credential) error // insert or replace
 	// ListCredentials returns credentials ordered by ID, after opts.After, at most opts.Limit.
 	ListCredentials(ctx context.Context, opts ListOptions) ([]Credential, error)
@@ -166,6 +168,8 @@ type CredentialState struct {
 	Labels map[string]int
 	// Open is the open rotation with only Step, GraceEndsAt and Data filled, or nil.
 	Open *Rotation
+	// Version is the version asked for, or nil if it does not exist.
+	Version *Version
 }
 
 // Version is one immutable snapshot of a credential's values.

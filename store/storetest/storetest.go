@@ -306,7 +306,7 @@ func testCredentials(t *testing.T, s store.Store) {
 func testCredentialState(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetCredentialState(ctx, "missing")
+		_, err := tx.GetCredentialState(ctx, "missing", "current", 0)
 		wantErr(t, "GetCredentialState missing", err, store.ErrNotFound)
 		return nil
 	})
@@ -324,9 +324,23 @@ func testCredentialState(t *testing.T, s store.Store) {
 		return tx.SetLabel(ctx, c.ID, "previous", 1)
 	})
 	view(t, s, func(tx store.Tx) error {
-		cs, err := tx.GetCredentialState(ctx, c.ID)
+		cs, err := tx.GetCredentialState(ctx, c.ID, "current", 0)
 		noErr(t, "GetCredentialState", err)
 		equal(t, "labels", cs.Labels, map[string]int{"current": 2, "previous": 1})
+		equal(t, "version by label", cs.Version, version(c.ID, 2))
+		byNumber, err := tx.GetCredentialState(ctx, c.ID, "current", 3)
+		noErr(t, "GetCredentialState by number", err)
+		equal(t, "version by number", byNumber.Version, version(c.ID, 3))
+		for _, q := range []struct {
+			label string
+			n     int
+		}{{"pending", 0}, {"", 9}, {"", 0}} {
+			none, err := tx.GetCredentialState(ctx, c.ID, q.label, q.n)
+			noErr(t, "GetCredentialState missing version", err)
+			if none.Version != nil || none.Type != "redis" {
+				t.Errorf("label %q version %d: %+v", q.label, q.n, none.Version)
+			}
+		}
 		if cs.Type != "redis" || cs.DeletedAt != nil || cs.NextDueAt == nil || !cs.NextDueAt.Equal(at(time.Hour).Truncate(time.Microsecond)) || cs.Open != nil {
 			t.Errorf("state: %+v", cs)
 		}
@@ -340,13 +354,14 @@ func testCredentialState(t *testing.T, s store.Store) {
 		return tx.SetLabel(ctx, c.ID, "pending", 3)
 	})
 	view(t, s, func(tx store.Tx) error {
-		cs, err := tx.GetCredentialState(ctx, c.ID)
+		cs, err := tx.GetCredentialState(ctx, c.ID, "pending", 0)
 		noErr(t, "GetCredentialState", err)
+		equal(t, "pending version", cs.Version, version(c.ID, 3))
 		equal(t, "labels with pending", cs.Labels, map[string]int{"current": 2, "previous": 1, "pending": 3})
 		if cs.Open == nil || cs.Open.Step != "grace" || !cs.Open.GraceEndsAt.Equal(at(2*time.Hour).Truncate(time.Microsecond)) || string(cs.Open.Data) != `{"k":"v"}` {
 			t.Errorf("open rotation: %+v", cs.Open)
 		}
-		other, err := tx.GetCredentialState(ctx, "svc/b")
+		other, err := tx.GetCredentialState(ctx, "svc/b", "current", 0)
 		noErr(t, "GetCredentialState other", err)
 		if other.Open != nil || other.Labels["current"] != 1 || len(other.Labels) != 1 {
 			t.Errorf("another credential's rotation or labels leaked: %+v", other)

@@ -99,8 +99,12 @@ var queryText = [numQueries]string{
 		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'current'),
 		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'previous'),
 		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'pending'),
-		r.step, r.grace_ends_at, r.data
-		FROM credentials c LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
+		r.step, r.grace_ends_at, r.data,
+		v.version, v.fields, v.kek_id, v.data_key, v.ciphertext, v.created_at, v.expires_at
+		FROM credentials c
+		LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
+		LEFT JOIN versions v ON v.credential_id = c.id AND v.version = COALESCE(NULLIF(CAST(? AS BIGINT), 0),
+			(SELECT version FROM labels WHERE credential_id = c.id AND label = ?))
 		WHERE c.id = ?`,
 	qPutCredential: `INSERT INTO credentials (` + credentialCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET type = excluded.type, settings = excluded.settings,

@@ -283,26 +283,38 @@ func (t *Tx) InsertVersion(ctx context.Context, v *Version) error {
 	return nil
 }
 
-func (t *Tx) GetCredentialState(ctx context.Context, id string) (*store.CredentialState, error) {
+func (t *Tx) GetCredentialState(ctx context.Context, id, label string, version int) (*store.CredentialState, error) {
 	var (
 		cs              = &store.CredentialState{Labels: map[string]int{}}
 		cur, prev, pend sql.NullInt64
 		step            sql.NullString
 		grace           *time.Time
 		data            []byte
+		vn              sql.NullInt64
+		v               Version
+		vat             *time.Time
+		kek             sql.NullString
 	)
-	err := t.queryRow(ctx, qGetCredentialState, id).Scan(&cs.Type, nullTimeCol{&cs.DeletedAt}, nullTimeCol{&cs.NextDueAt},
-		&cur, &prev, &pend, &step, nullTimeCol{&grace}, &data)
+	err := t.queryRow(ctx, qGetCredentialState, version, label, id).Scan(&cs.Type, nullTimeCol{&cs.DeletedAt}, nullTimeCol{&cs.NextDueAt},
+		&cur, &prev, &pend, &step, nullTimeCol{&grace}, &data,
+		&vn, &v.Fields, &kek, &v.DataKey, &v.Ciphertext, nullTimeCol{&vat}, nullTimeCol{&v.ExpiresAt})
 	if err != nil {
 		return nil, t.fail(err, "get credential state %q", id)
 	}
-	for label, v := range map[string]sql.NullInt64{"current": cur, "previous": prev, "pending": pend} {
-		if v.Valid {
-			cs.Labels[label] = int(v.Int64)
+	for l, n := range map[string]sql.NullInt64{"current": cur, "previous": prev, "pending": pend} {
+		if n.Valid {
+			cs.Labels[l] = int(n.Int64)
 		}
 	}
 	if step.Valid {
 		cs.Open = &Rotation{CredentialID: id, Step: step.String, Open: true, GraceEndsAt: grace, Data: data}
+	}
+	if vn.Valid {
+		v.CredentialID, v.Version, v.KEKID = id, int(vn.Int64), kek.String
+		if vat != nil {
+			v.CreatedAt = *vat
+		}
+		cs.Version = &v
 	}
 	return cs, nil
 }
