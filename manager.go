@@ -485,7 +485,7 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 		ID: id, Type: Type(cs.Type), Version: v.Number, Labels: labelsOf(cs.Labels, v.Number),
 		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, NextDueAt: cs.NextDueAt,
 	}
-	out.State, out.GraceEndsAt = m.state(&store.Credential{DeletedAt: cs.DeletedAt}, cs.Open, v.ExpiresAt)
+	out.State, out.GraceEndsAt = m.state(cs.DeletedAt, cs.Open, v.ExpiresAt)
 	return out, nil
 }
 
@@ -500,8 +500,8 @@ func labelsOf(labels map[string]int, n int) []string {
 	return out
 }
 
-func (m *Manager) state(c *store.Credential, rot *store.Rotation, expires *time.Time) (State, *time.Time) {
-	if c.DeletedAt != nil {
+func (m *Manager) state(deletedAt *time.Time, rot *store.Rotation, expires *time.Time) (State, *time.Time) {
+	if deletedAt != nil {
 		return StateDeleted, nil
 	}
 	if rot != nil {
@@ -542,19 +542,12 @@ func (m *Manager) List(ctx context.Context, opts ListOptions) ([]Summary, string
 			return err
 		}
 		for _, c := range cs {
-			labels, err := tx.Labels(ctx, c.ID)
+			state, err := tx.GetCredentialState(ctx, c.ID, "", 0)
 			if err != nil {
 				return err
 			}
-			rot, err := tx.OpenRotation(ctx, c.ID)
-			if errors.Is(err, store.ErrNotFound) {
-				rot, err = nil, nil
-			}
-			if err != nil {
-				return err
-			}
-			st, _ := m.state(&c, rot, nil)
-			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: c.NextDueAt})
+			st, _ := m.state(c.DeletedAt, state.Open, nil)
+			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: state.Labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: c.NextDueAt})
 		}
 		return nil
 	})

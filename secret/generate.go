@@ -146,9 +146,5 @@ func randInt(n int) int {
 func Token(n int) Value {
 	b := make([]byte, n)
 	rand.Read(b)
-	return New(encodeToken(b))
+	return New(base64.RawURLEncoding.EncodeToString(b))
 }
-
-func encodeToken(b []byte) string { return base64URL.EncodeToString(b) }
-
-var base64URL = base64.RawURLEncoding
