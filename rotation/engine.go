@@ -253,20 +253,70 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 			LeaseOwner: e.cfg.Owner, LeaseUntil: now.Add(e.cfg.LeaseTTL), Fence: 1,
 		}
 		encodeData(r, data{GraceSeconds: grace.Seconds(), Validate: s.ValidateOrDefault() && !opts.NoValidate, AutoRollback: s.AutoRollbackOrDefault()})
+		entries := []audit.Entry{{At: now, Actor: actor, Action: kind + ".planned", CredentialID: id, FromVersion: cur, ToVersion: toVersion, Outcome: "ok"}}
+		if kind == KindRotate && !caps.Mints {
+			// Staging a secret the rotator generates has no effect outside this
+			// process: do it in the planning transaction and save a durable
+			// commit. If it fails, the row stays at planned and the stage step
+			// runs with its full error handling.
+			if n, ok := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now); ok {
+				r.Step, r.ToVersion = StepStaged, n
+				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
+			}
+		}
 		if err := tx.CreateRotation(ctx, r); err != nil {
 			if errors.Is(err, store.ErrRotationInProgress) {
 				return fmt.Errorf("%w for %s", store.ErrRotationInProgress, id)
 			}
 			return err
 		}
-		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: kind + ".planned", CredentialID: id, FromVersion: cur, ToVersion: toVersion, Outcome: "ok"})
+		return audit.Append(ctx, tx, entries...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
 	}
 	e.emit(Event{Kind: EventStarted, CredentialID: id, Version: r.FromVersion, RotationID: r.ID})
 	e.hook(id, StepPlanned)
+	if r.Step == StepStaged {
+		e.hook(id, StepStaged)
+	}
 	return r, nil
+}
+
+// stageInPlan generates and stores the pending version inside the planning
+// transaction (for rotators that do not mint). It reports false if staging
+// fails; the stage step then runs again with its full error handling.
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, bool) {
+	sv, err := tx.GetVersion(ctx, id, cur)
+	if err != nil {
+		return 0, false
+	}
+	from, err := e.vault.Open(typ, sv)
+	if err != nil {
+		return 0, false
+	}
+	sctx, cancel := e.stepCtx(ctx)
+	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver()})
+	cancel()
+	if err != nil || len(resp.Secret) == 0 {
+		return 0, false
+	}
+	n, err := tx.MaxVersion(ctx, id)
+	if err != nil {
+		return 0, false
+	}
+	n++
+	pending, err := e.vault.Seal(from.Next(n, resp.Fields, resp.Secret, resp.ExpiresAt, now))
+	if err != nil {
+		return 0, false
+	}
+	if err := tx.InsertVersion(ctx, pending); err != nil {
+		return 0, false
+	}
+	if err := tx.SetLabel(ctx, id, "pending", n); err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 func inProgress(open *store.Rotation) error {
