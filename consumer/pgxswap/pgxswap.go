@@ -35,6 +35,7 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/consumer"
 	"github.com/nebula-credential/nebula-credential/consumer/internal/drain"
+	"github.com/nebula-credential/nebula-credential/consumer/internal/follow"
 )
 
 // DefaultDrainTimeout is how long connections on an old version may stay open.
@@ -137,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 		p.Pool.Close()
 		return nil, fmt.Errorf("pgxswap: watch %s: %w", p.id, err)
 	}
-	p.wg.Go(func() { p.follow(wctx, changes) })
+	p.wg.Go(func() { follow.Run(wctx, p.src, p.id, changes, p.log, p.apply) })
 	return p, nil
 }
 
@@ -174,49 +175,10 @@ func poolConfigFrom(c consumer.Credential) (*pgxpool.Config, error) {
 	return pc, nil
 }
 
-// follow moves the tracker's current version on every change and closes idle
-// connections on older versions. It re-watches if the stream breaks.
-func (p *Pool) follow(ctx context.Context, changes <-chan consumer.Change) {
-	for {
-		for ch := range changes {
-			p.refresh(ctx, ch.Version)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		p.log.Warn("credential watch ended; watching again", "credential", p.id)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			var err error
-			if changes, err = p.src.Watch(ctx, p.id); err == nil {
-				p.refresh(ctx, 0) // catch up with changes missed meanwhile
-				break
-			}
-			p.log.Warn("watching credential", "credential", p.id, "err", err)
-		}
-	}
-}
-
-// refresh reads the current version (hint is used if the read fails) and
-// drains everything else.
-func (p *Pool) refresh(ctx context.Context, hint int) {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := p.src.Current(rctx, p.id)
-	cancel()
-	v := hint
-	if err == nil {
-		v = c.Version
-	} else {
-		p.log.Warn("reading current credential after a change", "credential", p.id, "err", err)
-	}
-	if v == 0 {
-		return
-	}
-	p.tr.SetCurrent(v)
+// apply makes version current for new connections and closes idle
+// connections on older versions.
+func (p *Pool) apply(ctx context.Context, version int) {
+	p.tr.SetCurrent(version)
 	p.closeIdle(ctx)
 }
 

@@ -41,6 +41,7 @@ import (
 
 	"github.com/nebula-credential/nebula-credential/consumer"
 	"github.com/nebula-credential/nebula-credential/consumer/internal/drain"
+	"github.com/nebula-credential/nebula-credential/consumer/internal/follow"
 )
 
 // DefaultDrainTimeout is how long connections on an old version may stay open.
@@ -143,7 +144,7 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 		cancel()
 		return nil, fmt.Errorf("sqlswap: watch %s: %w", c.id, err)
 	}
-	c.wg.Go(func() { c.follow(wctx, changes) })
+	c.wg.Go(func() { follow.Run(wctx, c.src, c.id, changes, c.log, c.apply) })
 	return c, nil
 }
 
@@ -219,47 +220,10 @@ func (c *Connector) Driver() driver.Driver {
 	return c.cached.c.Driver()
 }
 
-// follow moves the tracker's current version on every change; it re-watches
-// if the stream breaks.
-func (c *Connector) follow(ctx context.Context, changes <-chan consumer.Change) {
-	for {
-		for ch := range changes {
-			c.refresh(ctx, ch.Version)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		c.log.Warn("credential watch ended; watching again", "credential", c.id)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			var err error
-			if changes, err = c.src.Watch(ctx, c.id); err == nil {
-				c.refresh(ctx, 0)
-				break
-			}
-			c.log.Warn("watching credential", "credential", c.id, "err", err)
-		}
-	}
-}
-
-func (c *Connector) refresh(ctx context.Context, hint int) {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cur, err := c.src.Current(rctx, c.id)
-	cancel()
-	v := hint
-	if err == nil {
-		v = cur.Version
-	} else {
-		c.log.Warn("reading current credential after a change", "credential", c.id, "err", err)
-	}
-	if v == 0 {
-		return
-	}
-	c.tr.SetCurrent(v)
+// apply makes version current for new connections and discards idle
+// connections on older versions.
+func (c *Connector) apply(ctx context.Context, version int) {
+	c.tr.SetCurrent(version)
 	for _, w := range c.tr.Stale() {
 		if w.closeIfIdle() {
 			c.tr.Close(w) // database/sql discards it at its next checkout
