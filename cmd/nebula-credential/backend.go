@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/spf13/cobra"
 	"io"
 	"os"
 	"strings"
@@ -297,4 +298,16 @@ func (g *globals) localOnly(what string) error {
 		return usagef("%s works on the store directly, not through a server (%s): unset NEBULA_CREDENTIAL_ADDR or drop --addr", what, addr)
 	}
 	return nil
+}
+
+// withBackend returns a RunE that opens the backend, runs fn and closes it.
+func (g *globals) withBackend(o openOpts, fn func(cmd *cobra.Command, args []string, m backend) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		m, err := g.backend(cmd.Context(), o)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return fn(cmd, args, m)
+	}
 }

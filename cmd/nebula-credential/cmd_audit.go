@@ -68,12 +68,7 @@ removed or reordered entry is reported with its sequence number. Pass --anchor
 		Short:   "List audit entries",
 		Example: "  nebula-credential audit list --after 100 --limit 50 --json",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{noRecover: true}, func(cmd *cobra.Command, _ []string, m backend) error {
 			rs, err := m.Audit(cmd.Context(), after, limit)
 			if err != nil {
 				return err
@@ -87,7 +82,7 @@ removed or reordered entry is reported with its sequence number. Pass --anchor
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.At.Format(time.RFC3339), r.Actor, r.Action, r.CredentialID, r.Outcome)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	list.Flags().Int64Var(&after, "after", 0, "entries after this sequence number")
 	list.Flags().IntVar(&limit, "limit", 100, "how many")

@@ -118,12 +118,7 @@ key under it, a batch per transaction: readers keep working throughout. Retired
 keys are dropped once no data key needs them. If interrupted, run it again.`,
 		Example: "  nebula-credential key rotate",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, _ []string, m backend) error {
 			bar, done := g.progress("rewrap")
 			res, err := m.RotateKEK(cmd.Context(), bar)
 			done()
@@ -135,19 +130,14 @@ keys are dropped once no data key needs them. If interrupted, run it again.`,
 			}
 			g.printf("new key %s; rewrapped %d data keys; dropped %d retired keys\n", res.NewKEK, res.Rewrapped, len(res.Dropped))
 			return nil
-		},
+		}),
 	}
 	list := &cobra.Command{
 		Use:     "list",
 		Short:   "List key-encryption keys",
 		Example: "  nebula-credential key list --json",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, _ []string, m backend) error {
 			ks, err := m.Keys(cmd.Context())
 			if err != nil {
 				return err
@@ -161,7 +151,7 @@ keys are dropped once no data key needs them. If interrupted, run it again.`,
 				fmt.Fprintf(tw, "%s\t%v\t%d\t%s\n", k.ID, k.Active, k.DataKeys, k.CreatedAt.Format(time.RFC3339))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	key.AddCommand(rot, list)
 	return key

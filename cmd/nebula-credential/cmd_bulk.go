@@ -129,12 +129,7 @@ restore, or regularly. Exit code 0 only when every credential is healthy.`,
 		Example: `  nebula-credential reconcile
   nebula-credential reconcile --prefix prod/db/ --json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{noRecover: true}, func(cmd *cobra.Command, _ []string, m backend) error {
 			reps, err := eachCredential(cmd.Context(), g, m, "reconcile", prefix, typ, workers, func(ctx context.Context, id string) *rotation.Report {
 				rep, err := m.Doctor(ctx, id)
 				if err != nil {
@@ -175,7 +170,7 @@ restore, or regularly. Exit code 0 only when every credential is healthy.`,
 				return exitError{exitFailed}
 			}
 			return nil
-		},
+		}),
 	}
 	c.Flags().StringVar(&prefix, "prefix", "", "only IDs under this prefix")
 	c.Flags().StringVar(&typ, "type", "", "only this type")

@@ -195,12 +195,7 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
   nebula-credential policy set prod/db/orders --manual
   echo '{"policies":[{"kind":"periodic","interval":"90d"}]}' | nebula-credential policy set prod/db/orders --stdin`,
 		Args: exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, args []string, m backend) error {
 			pol, err := m.Policy(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -305,7 +300,7 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 				return err
 			}
 			return showPolicy(g, pol)
-		},
+		}),
 	}
 	set.Flags().StringVar(&periodic, "periodic", "", "rotate every interval (e.g. 30d)")
 	set.Flags().StringVar(&jitter, "jitter", "", "with --periodic: rotate up to this much earlier, never later")
@@ -327,18 +322,13 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 		Short:   "Show rotation policies, settings and the next due time",
 		Example: "  nebula-credential policy show prod/db/orders --json",
 		Args:    exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, args []string, m backend) error {
 			pol, err := m.Policy(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return showPolicy(g, pol)
-		},
+		}),
 	}
 	p.AddCommand(set, show)
 	return p
@@ -425,12 +415,7 @@ func cmdRotations(g *globals) *cobra.Command {
 verified against the target (unless --force) and made current.`,
 		Example: "  nebula-credential rotations resolve prod/db/orders --keep 4",
 		Args:    exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, args []string, m backend) error {
 			r, err := m.Resolve(cmd.Context(), args[0], keep, force)
 			if err != nil {
 				return err
@@ -444,7 +429,7 @@ verified against the target (unless --force) and made current.`,
 			}
 			g.printf("%s: rotation %d resolved; version %d is current\n", args[0], r.RotationID, cur)
 			return nil
-		},
+		}),
 	}
 	resolve.Flags().IntVar(&keep, "keep", 0, "version to keep as current (default: the version before the rotation)")
 	resolve.Flags().BoolVar(&force, "force", false, "skip verifying the kept version")
@@ -454,15 +439,10 @@ verified against the target (unless --force) and made current.`,
 		Short:   "Run a stalled or failed rotation again from its failed step",
 		Example: "  nebula-credential rotations retry prod/db/orders\n  nebula-credential rotations retry prod/db/orders --rollback",
 		Args:    exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{noRecover: true}, func(cmd *cobra.Command, args []string, m backend) error {
 			r, err := m.Retry(cmd.Context(), args[0], rollback)
 			return g.reportRotation(r, err)
-		},
+		}),
 	}
 	retry.Flags().BoolVar(&rollback, "rollback", false, "revert to the previous version instead of retrying")
 	c.AddCommand(resolve, retry)
@@ -514,12 +494,7 @@ current, previous and pending against the target and prints the finding and the
 command that fixes it. Exit code 0 only when healthy, 1 otherwise.`,
 		Example: "  nebula-credential doctor prod/db/orders\n  nebula-credential doctor prod/db/orders --json",
 		Args:    exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{noRecover: true}, func(cmd *cobra.Command, args []string, m backend) error {
 			rep, err := m.Doctor(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -535,7 +510,7 @@ command that fixes it. Exit code 0 only when healthy, 1 otherwise.`,
 				return exitError{exitFailed}
 			}
 			return nil
-		},
+		}),
 	}
 }
 

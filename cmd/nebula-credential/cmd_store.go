@@ -319,12 +319,7 @@ func cmdList(g *globals) *cobra.Command {
   nebula-credential list --prefix prod/ --type postgres --json
   nebula-credential list --limit 100 --after prod/db/orders   # next page`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, _ []string, m backend) error {
 			items, next, err := m.List(cmd.Context(), credential.ListOptions{Prefix: prefix, Type: credential.Type(typ), After: after, Limit: limit, IncludeDeleted: deleted})
 			if err != nil {
 				return err
@@ -349,7 +344,7 @@ func cmdList(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stderr, "more: --after %s\n", next)
 			}
 			return nil
-		},
+		}),
 	}
 	c.Flags().StringVar(&prefix, "prefix", "", "only IDs starting with this prefix")
 	c.Flags().StringVar(&typ, "type", "", "only this type")
@@ -366,12 +361,7 @@ func cmdHistory(g *globals) *cobra.Command {
 		Short:   "Show a credential's versions and the events of its life",
 		Example: "  nebula-credential history prod/db/orders\n  nebula-credential history prod/db/orders --json",
 		Args:    exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, args []string, m backend) error {
 			vs, hs, err := m.History(cmd.Context(), args[0], limit)
 			if err != nil {
 				return err
@@ -390,7 +380,7 @@ func cmdHistory(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%d→%d\t%s\t%s\t%s\t%s\n", h.At.Format(time.RFC3339), h.Action, h.FromVersion, h.ToVersion, h.Outcome, h.Actor, h.Reason, h.Detail)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	c.Flags().IntVar(&limit, "limit", 100, "how many events")
 	return c
@@ -402,12 +392,7 @@ func cmdDelete(g *globals) *cobra.Command {
 		Short:   "Soft-delete a credential (no longer served or rotated; put restores it)",
 		Example: "  nebula-credential delete prod/db/old",
 		Args:    exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.backend(cmd.Context(), openOpts{})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, args []string, m backend) error {
 			if err := m.Delete(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -416,7 +401,7 @@ func cmdDelete(g *globals) *cobra.Command {
 			}
 			g.printf("deleted %s (purge removes it for good)\n", args[0])
 			return nil
-		},
+		}),
 	}
 }
 
