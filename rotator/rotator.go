@@ -102,7 +102,9 @@ type Rotator interface {
 	// the provider. The engine stores the response, encrypted, as the pending
 	// version before it calls Apply. A minting Stage must be safe to call again
 	// with the same RotationID (send it as an idempotency key where the provider
-	// supports one).
+	// supports one). A Stage that does not mint (Capabilities.Mints false) runs
+	// inside the engine's planning transaction, so it must be quick and do no
+	// I/O beyond resolving other credentials.
 	Stage(ctx context.Context, req StageRequest) (StageResponse, error)
 
 	// Apply makes the target accept req.Pending. It must be idempotent: if the
