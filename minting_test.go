@@ -1004,7 +1004,7 @@ func startHandshakes(addr string, roots []byte, workers int) *handshaker {
 	pool := stdx509.NewCertPool()
 	pool.AppendCertsFromPEM(roots)
 	h := &handshaker{stop: make(chan struct{})}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{ // generous: a loaded machine is slow
 		DisableKeepAlives: true, // every request is a new connection and handshake
 		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: certHost, MinVersion: tls.VersionTLS12},
 	}}
@@ -1183,7 +1183,9 @@ func TestMintingCertRotations(t *testing.T) {
 		t.Fatalf("after the rollback the server presents serial %s, current is %v", served(), after.Fields["serial"])
 	}
 	h = startHandshakes(addr, ca.CertPEM(), 1)
-	time.Sleep(50 * time.Millisecond)
+	for deadline := time.Now().Add(time.Minute); h.ok.Load()+h.failed.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // a few handshakes, however slow the machine
+	}
 	if ok, failed, firstErr := h.Stop(); failed != 0 || ok == 0 {
 		t.Fatalf("after the rollback: %d handshakes, %d failed: %v", ok, failed, firstErr)
 	}

@@ -352,7 +352,7 @@ func TestWatch(t *testing.T) {
 				t.Fatal("watch closed")
 			}
 			return ev
-		case <-time.After(5 * time.Second):
+		case <-time.After(time.Minute): // generous: a loaded machine is slow, a broken watch never delivers
 			t.Fatal("no event")
 		}
 		return client.Event{}
@@ -426,7 +426,7 @@ func TestWatchStopsWhenRevoked(t *testing.T) {
 		if ok {
 			t.Fatal("event after revocation")
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("watch of a revoked token still open")
 	}
 }

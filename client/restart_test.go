@@ -39,11 +39,10 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ln net.Listener
-		for i := 0; i < 100; i++ { // the old socket may linger briefly
-			if ln, err = net.Listen("tcp", addr); err == nil {
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) { // the old socket may linger
+			if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
 				break
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +83,7 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 				t.Fatal("watch closed")
 			}
 			return ev
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute):
 			t.Fatal("no event")
 		}
 		return client.Event{}

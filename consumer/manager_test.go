@@ -48,7 +48,7 @@ func recv(t *testing.T, ch <-chan consumer.Change) consumer.Change {
 			t.Fatal("watch channel closed")
 		}
 		return c
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute): // generous: a loaded machine is slow, a broken watch never delivers
 		t.Fatal("no change delivered")
 	}
 	return consumer.Change{}
@@ -163,7 +163,7 @@ func TestWatchCoalesces(t *testing.T) {
 		if ok {
 			t.Fatal("change after cancel")
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("channel not closed after cancel")
 	}
 }

@@ -421,7 +421,7 @@ func TestReadyWithScheduler(t *testing.T) {
 	done := make(chan struct{})
 	go func() { e.m.Engine().Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for !e.m.Engine().Running() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -95,7 +95,7 @@ func TestMetrics(t *testing.T) {
 
 	e.must(401, "GET", "/metrics", "", nil)
 	var body string
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(patience)
 	for {
 		body = string(e.must(200, "GET", "/metrics", e.admin, nil).body)
 		if strings.Contains(body, `outcome="rolled_back"`) || time.Now().After(deadline) {
@@ -143,7 +143,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- ListenAndServe(ctx, e.srv, ServeConfig{Addr: "127.0.0.1:0", OnListen: func(a net.Addr) { addrc <- a }, ShutdownTimeout: 10 * time.Second})
+		done <- ListenAndServe(ctx, e.srv, ServeConfig{Addr: "127.0.0.1:0", OnListen: func(a net.Addr) { addrc <- a }, ShutdownTimeout: patience})
 	}()
 	base := "http://" + (<-addrc).String()
 	e.ts.URL = base // send the helpers' requests to this server
@@ -167,7 +167,15 @@ func TestServeGracefulShutdown(t *testing.T) {
 		res.Body.Close()
 		inflight <- res.StatusCode
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// Shut down once the rotation is under way (an event, not a sleep).
+	for deadline := time.Now().Add(patience); ; time.Sleep(5 * time.Millisecond) {
+		if open, _ := e.m.Rotations(t.Context(), "prod/db", true, 1); len(open) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rotation never started")
+		}
+	}
 	cancel()
 	if code := <-inflight; code != 200 {
 		t.Errorf("in-flight rotation: %d", code)
@@ -179,7 +187,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 		if err != nil {
 			t.Errorf("ListenAndServe: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("ListenAndServe did not return")
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {

@@ -227,7 +227,11 @@ func cmdServeCheck(g *globals) *cobra.Command {
 		Short: "Check that a server is ready (store reachable, scheduler running)",
 		Long: `Probe /readyz of a running server; exit 0 when it is ready, 1 when not. With
 --wait, keep probing until it is ready or the time is up (for scripts and
-container health checks).`,
+container health checks).
+
+With --addr-file, the address comes only from that file (written by
+'serve --addr-file' once the server listens): while the file does not exist,
+nothing is probed, and check fails when --wait runs out.`,
 		Example: `  nebula-credential serve check
   nebula-credential serve check --addr https://creds.internal:8270 --ca-cert ca.pem
   nebula-credential serve check --addr-file addr.txt --wait 10s`,
@@ -248,15 +252,27 @@ container health checks).`,
 				}
 				opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 			}
+			if addrFile != "" && cmd.Flags().Changed("addr") {
+				return usagef("give --addr or --addr-file, not both")
+			}
 			var last error
 			for {
 				target := addr
 				if addrFile != "" {
+					// Only the file names the server: while it does not
+					// exist, nothing is probed (another server may answer
+					// on the default address).
+					target = ""
 					b, err := os.ReadFile(addrFile)
-					if err == nil {
-						target = strings.TrimSpace(string(b))
-					} else {
+					switch {
+					case errors.Is(err, os.ErrNotExist):
+						last = fmt.Errorf("address file %s does not exist (yet): start `nebula-credential serve --addr-file %s`, and give check a --wait (e.g. --wait 30s) while it starts", addrFile, addrFile)
+					case err != nil:
 						last = err
+					case strings.TrimSpace(string(b)) == "":
+						last = fmt.Errorf("address file %s is empty", addrFile)
+					default:
+						target = strings.TrimSpace(string(b))
 					}
 				}
 				if target != "" {
@@ -288,7 +304,7 @@ container health checks).`,
 		},
 	}
 	c.Flags().StringVar(&addr, "addr", server.DefaultAddr, "server address (host:port or URL)")
-	c.Flags().StringVar(&addrFile, "addr-file", "", "read the address from this file (written by serve --addr-file)")
+	c.Flags().StringVar(&addrFile, "addr-file", "", "read the address from this file (written by serve --addr-file); nothing is probed until it exists")
 	c.Flags().StringVar(&caCert, "ca-cert", "", "CA certificate (PEM) to trust for https")
 	c.Flags().DurationVar(&wait, "wait", 0, "keep probing this long")
 	return c

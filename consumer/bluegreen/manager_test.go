@@ -57,14 +57,17 @@ func rotateInGrace(t *testing.T, m *credential.Manager, src consumer.Source, id 
 
 // The new version logs in (the rotator's SELECT 1 probe passes) but its role
 // cannot read the application's table. Blue-green sees green fail, routes
-// everything back to blue within one window and rolls the rotation back
-// through the Manager: current is the old version again.
+// everything back to blue at the first step (10 %) and rolls the rotation
+// back through the Manager: current is the old version again.
+//
+// No wall-clock budget: "within one window" is checked as "decided at the
+// first step", which holds however slowly a loaded machine runs.
 func TestManagerRollbackOnGreenWithoutAccess(t *testing.T) {
 	m := consumertest.Manager(t)
 	pg := consumertest.PostgresCredential(t, m, consumertest.PGOptions{SecondUserWithoutAccess: true})
 	src := consumer.FromManager(m)
 	defer src.Close()
-	old, cur := rotateInGrace(t, m, src, pg.ID, time.Minute)
+	old, cur := rotateInGrace(t, m, src, pg.ID, 10*time.Minute)
 	blue, green := pgDB(t, old), pgDB(t, cur)
 
 	const window = 3 * time.Second
@@ -81,21 +84,17 @@ func TestManagerRollbackOnGreenWithoutAccess(t *testing.T) {
 	if err := sw.Run(ctx); !errors.Is(err, bluegreen.ErrRolledBack) {
 		t.Fatalf("Run: %v", err)
 	}
-	took := time.Since(start)
+	took := time.Since(start) // logged only
 	st := sw.Stats()
 	if st.CallbackErr != nil {
 		t.Fatalf("Manager.Rollback: %v", st.CallbackErr)
 	}
-	if took > window {
-		t.Fatalf("rolled back after %v, more than one window (%v)", took, window)
+	if r := sw.Report(); r.Step != 0 || r.Percent != 10 || r.Window.Errors == 0 {
+		t.Fatalf("rollback decided at %+v, want the first step (10 %%) with green errors", r)
 	}
-	failedAt := w.fail.Load()
-	time.Sleep(300 * time.Millisecond)
+	checkAllBlueAfterRollback(t, sw, w)
 	cancel()
 	w.wg.Wait()
-	if f := w.fail.Load(); f != failedAt {
-		t.Fatalf("%d queries failed after the rollback", f-failedAt)
-	}
 	now, err := src.Current(context.Background(), pg.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +123,9 @@ func TestManagerPromote(t *testing.T) {
 	pg := consumertest.PostgresCredential(t, m, consumertest.PGOptions{})
 	src := consumer.FromManager(m)
 	defer src.Close()
-	old, cur := rotateInGrace(t, m, src, pg.ID, 5*time.Second)
+	// Grace outlasts the ramp on a loaded machine (the old role's VALID UNTIL
+	// is the grace end; blue logs in with it until promotion).
+	old, cur := rotateInGrace(t, m, src, pg.ID, 15*time.Second)
 	blue, green := pgDB(t, old), pgDB(t, cur)
 	sw, err := bluegreen.New(bluegreen.Config{Blue: blue, Green: green, Window: 300 * time.Millisecond,
 		OnRollback: bluegreen.RollbackManager(m, pg.ID)})
@@ -169,4 +170,38 @@ func startWorkersQuery(ctx context.Context, sw *bluegreen.Switch, n int, q strin
 		})
 	}
 	return w
+}
+
+// checkAllBlueAfterRollback checks, without a time budget, that after a
+// rollback every pick goes to blue and blue keeps answering: it waits (under
+// one generous deadline) until the workers have run another 200 queries on
+// blue, none of which failed. Green queries picked before the rollback may
+// still be finishing; they do not count.
+func checkAllBlueAfterRollback(t *testing.T, sw *bluegreen.Switch, w *workers) {
+	t.Helper()
+	for range 100 {
+		if _, side, done := sw.Pick(); side != bluegreen.Blue {
+			t.Fatal("picked green after the rollback")
+		} else {
+			done(nil)
+		}
+	}
+	before := sw.Stats().Blue
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		now := sw.Stats().Blue
+		if now.Errors != before.Errors {
+			t.Fatalf("%d blue queries failed after the rollback", now.Errors-before.Errors)
+		}
+		if now.Queries-before.Queries >= 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blue answered only %d queries in 2 minutes after the rollback (%d ok, %d failed in all)", now.Queries-before.Queries, w.ok.Load(), w.fail.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := sw.Stats(); st.Phase != bluegreen.RolledBack || st.Percent != 0 {
+		t.Fatalf("stats after the rollback %+v", st)
+	}
 }

@@ -103,7 +103,10 @@ func rotationsUnderLoad(t *testing.T, server *testenv.PG, rotations int) {
 	src := consumer.FromManager(m)
 	defer src.Close()
 	d := newDrains()
-	const drainTimeout = 5 * time.Second
+	// Generous: old versions drain as soon as their connections come back
+	// (checked below: none force-closed), so the timeout costs nothing when
+	// things work, and a loaded machine does not hit it.
+	const drainTimeout = 30 * time.Second
 	app := testenv.UniqueName("pgxswap-")
 	p := newPool(t, src, pg.ID, drainTimeout, d, app)
 
@@ -146,7 +149,7 @@ func rotationsUnderLoad(t *testing.T, server *testenv.PG, rotations int) {
 		}
 		return out
 	}
-	waitFor(t, drainTimeout, func() bool { return len(drained()) == rotations }, func() string {
+	waitFor(t, patience, func() bool { return len(drained()) == rotations }, func() string {
 		return fmt.Sprintf("%d of %d versions drained; stats %v", len(drained()), rotations, p.Stats())
 	})
 	var took []time.Duration
@@ -162,16 +165,16 @@ func rotationsUnderLoad(t *testing.T, server *testenv.PG, rotations int) {
 		}
 	}
 	slices.Sort(took)
-	waitFor(t, 5*time.Second, func() bool { s := p.Stats(); return len(s) == 1 && s[cur] > 0 }, func() string {
+	waitFor(t, patience, func() bool { s := p.Stats(); return len(s) == 1 && s[cur] > 0 }, func() string {
 		return fmt.Sprintf("stats after the rotations %v, want only version %d", p.Stats(), cur)
 	})
-	waitFor(t, 2*time.Second, func() bool { return len(src.Unused(pg.ID)) == rotations }, func() string {
+	waitFor(t, patience, func() bool { return len(src.Unused(pg.ID)) == rotations }, func() string {
 		return fmt.Sprintf("%d versions reported unused, want %d", len(src.Unused(pg.ID)), rotations)
 	})
 	// On the server, only the current user has sessions left (closed
 	// backends may take a moment to leave pg_stat_activity).
 	c, _ := src.Current(context.Background(), pg.ID)
-	waitFor(t, 10*time.Second, func() bool { s := sessions(t, pg, app); return len(s) == 1 && s[c.Field("username")] > 0 }, func() string {
+	waitFor(t, patience, func() bool { s := sessions(t, pg, app); return len(s) == 1 && s[c.Field("username")] > 0 }, func() string {
 		return fmt.Sprintf("server sessions by user %v, want only %s", sessions(t, pg, app), c.Field("username"))
 	})
 	t.Logf("%d rotations in %v (%.0f ms each); drain time median %v, max %v", rotations, rotating.Round(time.Millisecond),
@@ -218,8 +221,10 @@ func TestForceCloseBusyConnection(t *testing.T) {
 
 	rotated := time.Now()
 	v := consumertest.Rotate(t, m, pg.ID, 0)
-	waitFor(t, 3*time.Second, func() bool { return maps.Equal(p.Stats(), map[int]int{1: 1}) }, func() string {
-		return fmt.Sprintf("idle connections on version 1 not closed at once: %v", p.Stats())
+	// The idle ones close at once; on a slow machine the busy one may
+	// already be force-closed too.
+	waitFor(t, patience, func() bool { return p.Stats()[1] <= 1 }, func() string {
+		return fmt.Sprintf("idle connections on version 1 not closed: %v", p.Stats())
 	})
 	// New work uses the new version meanwhile.
 	var n int
@@ -229,21 +234,18 @@ func TestForceCloseBusyConnection(t *testing.T) {
 	if s := p.Stats(); s[v] == 0 {
 		t.Fatalf("no connection on version %d: %v", v, s)
 	}
-	select {
-	case x := <-d.ch:
-		t.Fatalf("version %d drained while a connection on it is busy", x.Version)
-	case <-time.After(drainTimeout - 500*time.Millisecond):
-	}
+	// The drain report comes only once the busy connection is force-closed,
+	// never before the drain timeout: checked against the clock read before
+	// the rotation, a lower bound that holds however loaded the machine is.
 	select {
 	case x := <-d.ch:
 		if x.Version != 1 || x.ForceClosed != 1 {
 			t.Fatalf("drain %+v, want version 1 with 1 force-closed", x)
 		}
-		el := time.Since(rotated)
-		if el < drainTimeout || el > drainTimeout+3*time.Second {
-			t.Fatalf("drained after %v, want about %v", el, drainTimeout)
+		if el := time.Since(rotated); el < drainTimeout {
+			t.Fatalf("version 1 drained after %v, before the drain timeout %v, while a connection on it was busy", el, drainTimeout)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(patience):
 		t.Fatalf("busy connection not force-closed; stats %v", p.Stats())
 	}
 	select {
@@ -252,19 +254,23 @@ func TestForceCloseBusyConnection(t *testing.T) {
 			t.Fatal("the force-closed query succeeded")
 		}
 		t.Logf("busy query ended with: %v", err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("busy query still running after force-close")
 	}
-	waitFor(t, 2*time.Second, func() bool { return maps.Equal(p.Stats(), map[int]int{v: 1}) }, func() string {
+	waitFor(t, patience, func() bool { return maps.Equal(p.Stats(), map[int]int{v: 1}) }, func() string {
 		return fmt.Sprintf("stats after force-close %v", p.Stats())
 	})
-	waitFor(t, 2*time.Second, func() bool { return slices.Equal(src.Unused(pg.ID), []int{1}) }, func() string {
+	waitFor(t, patience, func() bool { return slices.Equal(src.Unused(pg.ID), []int{1}) }, func() string {
 		return fmt.Sprintf("unused %v, want [1]", src.Unused(pg.ID))
 	})
-	waitFor(t, 5*time.Second, func() bool { return sessions(t, pg, app)[pg.Users[0]] == 0 }, func() string {
+	waitFor(t, patience, func() bool { return sessions(t, pg, app)[pg.Users[0]] == 0 }, func() string {
 		return fmt.Sprintf("sessions of %s still open: %v", pg.Users[0], sessions(t, pg, app))
 	})
 }
+
+// patience is the one generous deadline for events the tests wait for: a
+// loaded machine may be slow, but a broken pool never gets there.
+const patience = 2 * time.Minute
 
 func waitFor(t *testing.T, d time.Duration, ok func() bool, msg func() string) {
 	t.Helper()

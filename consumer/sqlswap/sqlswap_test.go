@@ -56,6 +56,11 @@ func open(t *testing.T, src consumer.Source, id string, drv sqlswap.Driver, time
 	return db, c
 }
 
+// underLoadDrain is the drain timeout under load. Generous: old versions drain
+// as soon as their connections come back (checked: none force-closed), so it
+// costs nothing when things work, and a loaded machine does not hit it.
+const underLoadDrain = 30 * time.Second
+
 // underLoad runs 8 workers querying probe through db while rotating id n
 // times, and checks: no failed query, every old version drained within the
 // timeout without force-closing, only the current version left open, every
@@ -93,7 +98,7 @@ func underLoad(t *testing.T, m *credential.Manager, src *consumer.ManagerSource,
 		}
 		return out
 	}
-	waitFor(t, timeout, func() bool { return len(drained()) == n }, func() string {
+	waitFor(t, patience, func() bool { return len(drained()) == n }, func() string {
 		return fmt.Sprintf("%d of %d versions drained; stats %v", len(drained()), n, c.Stats())
 	})
 	var took []time.Duration
@@ -104,10 +109,10 @@ func underLoad(t *testing.T, m *credential.Manager, src *consumer.ManagerSource,
 		}
 	}
 	slices.Sort(took)
-	waitFor(t, 5*time.Second, func() bool { s := c.Stats(); return len(s) == 1 && s[cur] > 0 }, func() string {
+	waitFor(t, patience, func() bool { s := c.Stats(); return len(s) == 1 && s[cur] > 0 }, func() string {
 		return fmt.Sprintf("stats after the rotations %v, want only version %d", c.Stats(), cur)
 	})
-	waitFor(t, 2*time.Second, func() bool { return len(src.Unused(id)) == n }, func() string {
+	waitFor(t, patience, func() bool { return len(src.Unused(id)) == n }, func() string {
 		return fmt.Sprintf("%d versions reported unused, want %d", len(src.Unused(id)), n)
 	})
 	t.Logf("%d rotations in %v (%.0f ms each); drain time median %v, max %v", n, rotating.Round(time.Millisecond),
@@ -121,12 +126,12 @@ func TestMariaDBRotationsUnderLoad(t *testing.T) {
 	src := consumer.FromManager(m)
 	defer src.Close()
 	d := newDrains()
-	db, c := open(t, src, my.ID, sqlswap.MySQL(nil), 5*time.Second, d)
+	db, c := open(t, src, my.ID, sqlswap.MySQL(nil), underLoadDrain, d)
 	n := 100
 	if testing.Short() {
 		n = 20
 	}
-	underLoad(t, m, src, my.ID, db, c, d, "SELECT count(*) FROM `"+my.Table+"`", n, 5*time.Second)
+	underLoad(t, m, src, my.ID, db, c, d, "SELECT count(*) FROM `"+my.Table+"`", n, underLoadDrain)
 }
 
 // PostgreSQL, alternating users on a scram-sha-256 cluster, pgx stdlib.
@@ -136,8 +141,8 @@ func TestPostgresRotationsUnderLoad(t *testing.T) {
 	src := consumer.FromManager(m)
 	defer src.Close()
 	d := newDrains()
-	db, c := open(t, src, pg.ID, sqlswap.Postgres(""), 5*time.Second, d)
-	underLoad(t, m, src, pg.ID, db, c, d, "SELECT count(*) FROM "+pgx.Identifier{pg.Table}.Sanitize(), 25, 5*time.Second)
+	db, c := open(t, src, pg.ID, sqlswap.Postgres(""), underLoadDrain, d)
+	underLoad(t, m, src, pg.ID, db, c, d, "SELECT count(*) FROM "+pgx.Identifier{pg.Table}.Sanitize(), 25, underLoadDrain)
 }
 
 // Idle connections on the old version close at once; a connection busy in a
@@ -178,8 +183,10 @@ func TestMariaDBForceCloseBusyConnection(t *testing.T) {
 	}
 	rotated := time.Now()
 	v := consumertest.Rotate(t, m, my.ID, 0)
-	waitFor(t, 3*time.Second, func() bool { return maps.Equal(c.Stats(), map[int]int{1: 1}) }, func() string {
-		return fmt.Sprintf("idle connections on version 1 not closed at once: %v", c.Stats())
+	// The idle ones close at once; on a slow machine the busy one may
+	// already be force-closed too.
+	waitFor(t, patience, func() bool { return c.Stats()[1] <= 1 }, func() string {
+		return fmt.Sprintf("idle connections on version 1 not closed: %v", c.Stats())
 	})
 	var x int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM `"+my.Table+"`").Scan(&x); err != nil {
@@ -188,20 +195,18 @@ func TestMariaDBForceCloseBusyConnection(t *testing.T) {
 	if s := c.Stats(); s[v] == 0 {
 		t.Fatalf("no connection on version %d: %v", v, s)
 	}
-	select {
-	case x := <-d.ch:
-		t.Fatalf("version %d drained while a connection on it is busy", x.Version)
-	case <-time.After(timeout - 500*time.Millisecond):
-	}
+	// The drain report comes only once the busy connection is force-closed,
+	// never before the drain timeout: checked against the clock read before
+	// the rotation, a lower bound that holds however loaded the machine is.
 	select {
 	case x := <-d.ch:
 		if x.Version != 1 || x.ForceClosed != 1 {
 			t.Fatalf("drain %+v, want version 1 with 1 force-closed", x)
 		}
-		if el := time.Since(rotated); el < timeout || el > timeout+3*time.Second {
-			t.Fatalf("drained after %v, want about %v", el, timeout)
+		if el := time.Since(rotated); el < timeout {
+			t.Fatalf("version 1 drained after %v, before the drain timeout %v, while a connection on it was busy", el, timeout)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(patience):
 		t.Fatalf("busy connection not force-closed; stats %v", c.Stats())
 	}
 	select {
@@ -210,16 +215,20 @@ func TestMariaDBForceCloseBusyConnection(t *testing.T) {
 			t.Fatal("the force-closed query succeeded")
 		}
 		t.Logf("busy query ended with: %v", err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("busy query still running after force-close")
 	}
-	waitFor(t, 2*time.Second, func() bool { return maps.Equal(c.Stats(), map[int]int{v: 1}) }, func() string {
+	waitFor(t, patience, func() bool { return maps.Equal(c.Stats(), map[int]int{v: 1}) }, func() string {
 		return fmt.Sprintf("stats after force-close %v", c.Stats())
 	})
-	waitFor(t, 2*time.Second, func() bool { return slices.Equal(src.Unused(my.ID), []int{1}) }, func() string {
+	waitFor(t, patience, func() bool { return slices.Equal(src.Unused(my.ID), []int{1}) }, func() string {
 		return fmt.Sprintf("unused %v, want [1]", src.Unused(my.ID))
 	})
 }
+
+// patience is the one generous deadline for events the tests wait for: a
+// loaded machine may be slow, but a broken pool never gets there.
+const patience = 2 * time.Minute
 
 func waitFor(t *testing.T, d time.Duration, ok func() bool, msg func() string) {
 	t.Helper()

@@ -189,6 +189,31 @@ func startPostgres() (pg *PG, missing bool, err error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("initdb: %v\n%s", err, out))
 	}
+	// FreePort's port may be taken before postgres binds it (another test
+	// process, an outgoing connection): then try another one. A later line
+	// of postgresql.conf overrides an earlier one.
+	for attempt := 1; ; attempt++ {
+		pg, retry, err := startPostgresOn(bin, base, data, cred)
+		if retry && attempt == 5 {
+			os.RemoveAll(base)
+		}
+		if err == nil || !retry || attempt == 5 {
+			return pg, false, err
+		}
+	}
+}
+
+// startPostgresOn starts the initialised cluster in data on a free port; retry
+// reports that the port was taken meanwhile.
+func startPostgresOn(bin, base, data string, cred *syscall.Credential) (pg *PG, retry bool, err error) {
+	fail := func(err error) (*PG, bool, error) {
+		os.RemoveAll(base)
+		return nil, false, err
+	}
+	password, err := os.ReadFile(filepath.Join(base, "pw"))
+	if err != nil {
+		return fail(err)
+	}
 	port, err := FreePort()
 	if err != nil {
 		return fail(err)
@@ -219,7 +244,7 @@ func startPostgres() (pg *PG, missing bool, err error) {
 	if err != nil {
 		return fail(err)
 	}
-	pg = &PG{Host: "127.0.0.1", Port: port, User: "postgres", Password: password, Database: "postgres",
+	pg = &PG{Host: "127.0.0.1", Port: port, User: "postgres", Password: strings.TrimSpace(string(password)), Database: "postgres",
 		base: base, cmd: cmd, done: done}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -233,6 +258,9 @@ func startPostgres() (pg *PG, missing bool, err error) {
 		select {
 		case werr := <-done:
 			log, _ := os.ReadFile(filepath.Join(base, "server.log"))
+			if strings.Contains(string(log), "in use") {
+				return nil, true, fmt.Errorf("postgres exited: port %d taken: %v\n%s", port, werr, log)
+			}
 			os.RemoveAll(base)
 			return nil, false, fmt.Errorf("postgres exited: %v\n%s", werr, log)
 		case <-time.After(50 * time.Millisecond):

@@ -103,7 +103,7 @@ func startPebble(t *testing.T) *pebble {
 	pool.AppendCertsFromPEM(ca.CertPEM())
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	p := &pebble{dirURL: fmt.Sprintf("https://127.0.0.1:%d/dir", port), tlsRoot: ca.CertPEM()}
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", mport))
 		if err == nil && resp.StatusCode == 200 {
 			p.root, _ = io.ReadAll(resp.Body)
