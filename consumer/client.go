@@ -28,6 +28,7 @@ type ClientSource struct {
 var (
 	_ Source         = (*ClientSource)(nil)
 	_ UnusedReporter = (*ClientSource)(nil)
+	_ Refresher      = (*ClientSource)(nil)
 )
 
 // FromClient returns a Source reading from a server. The client's token needs
@@ -84,6 +85,15 @@ func (s *ClientSource) Current(ctx context.Context, id string) (Credential, erro
 	s.cache[id] = c
 	s.mu.Unlock()
 	return c, nil
+}
+
+// Refresh implements Refresher: it drops the cached version of id and asks
+// the server.
+func (s *ClientSource) Refresh(ctx context.Context, id string) (Credential, error) {
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+	return s.Current(ctx, id)
 }
 
 // Watch implements Source on the server's event stream (which reconnects and

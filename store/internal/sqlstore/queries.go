@@ -70,6 +70,23 @@ const (
 	qListConsumers
 	qListAllConsumers
 	qDeleteConsumersSeenBefore
+	// Notifications: the text is in notify.go.
+	qPutSubscription
+	qGetSubscription
+	qListSubscriptions
+	qDeleteSubscription
+	qDeleteSubscriptionDeliveries
+	qCountSubscriptionKeys
+	qAppendOutbox
+	qListOutbox
+	qDeleteOutbox
+	qInsertDelivery
+	qGetDelivery
+	qUpdateDelivery
+	qClaimDeliveries
+	qListDeliveries
+	qPruneDeliveries
+	qNotifyStats
 	numQueries
 )
 
