@@ -111,6 +111,9 @@ type Config struct {
 	MetricsMaxCredentials int
 	MetricsMaxScan        int
 	MetricsCacheTTL       time.Duration
+
+	// Consumers configures consumer tracking and the early end of grace.
+	Consumers ConsumerConfig
 }
 
 // Validate checks the configuration.
@@ -193,6 +196,7 @@ type Server struct {
 	audit *auditLog
 	hub   *hub
 	met   *metrics
+	cons  *consumers
 
 	tokMu    sync.Mutex
 	tokCache map[[32]byte]cachedToken
@@ -227,6 +231,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = newHub(s)
 	s.met = newMetrics(s)
+	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
 	for _, rt := range s.table() {
 		s.register(rt)
@@ -248,6 +253,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.unsub()
 		s.met.close()
+		s.cons.close()
 	})
 	return nil
 }

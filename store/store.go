@@ -63,7 +63,8 @@ type Tx interface {
 	PutKEK(ctx context.Context, k *KEK) error // insert or replace by ID
 	ListKEKs(ctx context.Context) ([]KEK, error)
 	DeleteKEK(ctx context.Context, id string) error
-	// CountVersionsByKEK returns how many versions have a data key wrapped by kekID.
+	// CountVersionsByKEK returns how many data keys kekID wraps: of versions
+	// and of notification subscriptions.
 	CountVersionsByKEK(ctx context.Context, kekID string) (int, error)
 
 	// Credentials. GetCredential returns soft-deleted credentials too (check DeletedAt).
@@ -138,6 +139,44 @@ type Tx interface {
 	// Events feed the watch stream; Seq is assigned on append and strictly increases.
 	AppendEvent(ctx context.Context, e *Event) error
 	ListEvents(ctx context.Context, afterSeq int64, limit int) ([]Event, error)
+
+	// Consumers are the processes that receive a credential (agents, pools)
+	// and the version each last confirmed. One row per (consumer, credential).
+	// PutConsumer inserts or replaces the row; FirstSeen of an existing row is
+	// kept. ListConsumers returns the rows of one credential ("" for all),
+	// ordered by credential ID, then consumer ID. DeleteConsumersSeenBefore
+	// drops rows whose LastSeen is before t and returns how many; it is
+	// idempotent.
+	PutConsumer(ctx context.Context, c *Consumer) error
+	ListConsumers(ctx context.Context, credentialID string) ([]Consumer, error)
+	DeleteConsumersSeenBefore(ctx context.Context, t time.Time) (int, error)
+	// Notifications (package notify). AppendEvent also writes a copy of the
+	// event to the outbox, in the same transaction, whenever at least one
+	// subscription exists; the dispatcher fans it out into deliveries.
+	PutSubscription(ctx context.Context, s *Subscription) error            // insert or replace by ID
+	GetSubscription(ctx context.Context, id string) (*Subscription, error) // ErrNotFound
+	ListSubscriptions(ctx context.Context) ([]Subscription, error)         // ordered by ID
+	// DeleteSubscription deletes a subscription and its deliveries. Idempotent.
+	DeleteSubscription(ctx context.Context, id string) error
+	// ListOutbox returns the oldest outbox events (by Seq), at most limit.
+	ListOutbox(ctx context.Context, limit int) ([]Event, error)
+	// DeleteOutbox removes outbox events by Seq; missing ones are ignored.
+	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// InsertDelivery inserts d and sets d.ID. It reports false, and changes
+	// nothing, when (SubscriptionID, EventID) already exists.
+	InsertDelivery(ctx context.Context, d *Delivery) (bool, error)
+	GetDelivery(ctx context.Context, id int64) (*Delivery, error) // ErrNotFound
+	// UpdateDelivery writes every field of d by ID. ErrNotFound if missing.
+	UpdateDelivery(ctx context.Context, d *Delivery) error
+	// ClaimDeliveries leases to owner, until leaseUntil, the pending
+	// deliveries due at now whose lease has expired, oldest due first, at
+	// most limit, and returns them.
+	ClaimDeliveries(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
+	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+	// PruneDeliveries deletes delivered deliveries delivered before t and
+	// returns how many.
+	PruneDeliveries(ctx context.Context, before time.Time) (int, error)
+	NotifyStats(ctx context.Context) (*NotifyStats, error)
 }
 
 // KEK is a key-encryption key, wrapped by the root key (key file or passphrase).
@@ -269,4 +308,20 @@ type Event struct {
 	CredentialID string
 	Version      int
 	Detail       []byte // JSON, never secret
+}
+
+// Consumer is what one consumer of a credential last reported: the version it
+// delivered (an agent) or holds exclusively (a pool whose drain finished).
+type Consumer struct {
+	ID           string // chosen by the consumer, stable across its restarts
+	CredentialID string
+	Name         string
+	Host         string
+	Kind         string // "agent", "pool", ...
+	Version      int    // the version it confirmed
+	ActionOK     bool   // the action after delivery succeeded (true when there is none)
+	ActionError  string // why it failed; never secret
+	TokenID      string // the token that reported
+	FirstSeen    time.Time
+	LastSeen     time.Time
 }
