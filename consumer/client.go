@@ -17,7 +17,10 @@ type ClientSource struct {
 	cache map[string]Credential
 }
 
-var _ Source = (*ClientSource)(nil)
+var (
+	_ Source    = (*ClientSource)(nil)
+	_ Refresher = (*ClientSource)(nil)
+)
 
 // FromClient returns a Source reading from a server. The client's token needs
 // read on the credentials it serves.
@@ -42,6 +45,15 @@ func (s *ClientSource) Current(ctx context.Context, id string) (Credential, erro
 	s.cache[id] = c
 	s.mu.Unlock()
 	return c, nil
+}
+
+// Refresh implements Refresher: it drops the cached version of id and asks
+// the server.
+func (s *ClientSource) Refresh(ctx context.Context, id string) (Credential, error) {
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+	return s.Current(ctx, id)
 }
 
 // Watch implements Source on the server's event stream (which reconnects and

@@ -79,4 +79,19 @@ func TestClientSource(t *testing.T) {
 	if _, err := src.Current(ctx, "other/db"); err == nil {
 		t.Fatal("a credential outside the token's grants was served")
 	}
+
+	// Without a watch the cache stays on version 2; Refresh reads past it.
+	cancel()
+	for range changes {
+	}
+	put("third-secret")
+	if cur, _ = src.Current(ctx, "app/db"); cur.Version != 2 {
+		t.Fatalf("unwatched current: version %d, want the cached 2", cur.Version)
+	}
+	if cur, err = src.Refresh(ctx, "app/db"); err != nil || cur.Version != 3 || cur.Secret["password"].Reveal() != "third-secret" {
+		t.Fatalf("refresh: %v %+v", err, cur)
+	}
+	if cur, _ = src.Current(ctx, "app/db"); cur.Version != 3 {
+		t.Fatalf("current after refresh: version %d, want 3", cur.Version)
+	}
 }

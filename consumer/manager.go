@@ -33,6 +33,7 @@ type ManagerSource struct {
 var (
 	_ Source         = (*ManagerSource)(nil)
 	_ UnusedReporter = (*ManagerSource)(nil)
+	_ Refresher      = (*ManagerSource)(nil)
 )
 
 // FromManager returns the in-process Source of m. Close it when done.
@@ -99,6 +100,16 @@ func (s *ManagerSource) Current(ctx context.Context, id string) (Credential, err
 	}
 	s.mu.Unlock()
 	return out, nil
+}
+
+// Refresh implements Refresher: it drops the cached version of id and reads
+// it from the store.
+func (s *ManagerSource) Refresh(ctx context.Context, id string) (Credential, error) {
+	s.mu.Lock()
+	s.gen[id]++ // a load started before this one is not cached
+	delete(s.cache, id)
+	s.mu.Unlock()
+	return s.Current(ctx, id)
 }
 
 // Watch implements Source.

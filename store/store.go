@@ -63,7 +63,8 @@ type Tx interface {
 	PutKEK(ctx context.Context, k *KEK) error // insert or replace by ID
 	ListKEKs(ctx context.Context) ([]KEK, error)
 	DeleteKEK(ctx context.Context, id string) error
-	// CountVersionsByKEK returns how many versions have a data key wrapped by kekID.
+	// CountVersionsByKEK returns how many data keys kekID wraps: of versions
+	// and of notification subscriptions.
 	CountVersionsByKEK(ctx context.Context, kekID string) (int, error)
 
 	// Credentials. GetCredential returns soft-deleted credentials too (check DeletedAt).
@@ -138,6 +139,34 @@ type Tx interface {
 	// Events feed the watch stream; Seq is assigned on append and strictly increases.
 	AppendEvent(ctx context.Context, e *Event) error
 	ListEvents(ctx context.Context, afterSeq int64, limit int) ([]Event, error)
+
+	// Notifications (package notify). AppendEvent also writes a copy of the
+	// event to the outbox, in the same transaction, whenever at least one
+	// subscription exists; the dispatcher fans it out into deliveries.
+	PutSubscription(ctx context.Context, s *Subscription) error            // insert or replace by ID
+	GetSubscription(ctx context.Context, id string) (*Subscription, error) // ErrNotFound
+	ListSubscriptions(ctx context.Context) ([]Subscription, error)         // ordered by ID
+	// DeleteSubscription deletes a subscription and its deliveries. Idempotent.
+	DeleteSubscription(ctx context.Context, id string) error
+	// ListOutbox returns the oldest outbox events (by Seq), at most limit.
+	ListOutbox(ctx context.Context, limit int) ([]Event, error)
+	// DeleteOutbox removes outbox events by Seq; missing ones are ignored.
+	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// InsertDelivery inserts d and sets d.ID. It reports false, and changes
+	// nothing, when (SubscriptionID, EventID) already exists.
+	InsertDelivery(ctx context.Context, d *Delivery) (bool, error)
+	GetDelivery(ctx context.Context, id int64) (*Delivery, error) // ErrNotFound
+	// UpdateDelivery writes every field of d by ID. ErrNotFound if missing.
+	UpdateDelivery(ctx context.Context, d *Delivery) error
+	// ClaimDeliveries leases to owner, until leaseUntil, the pending
+	// deliveries due at now whose lease has expired, oldest due first, at
+	// most limit, and returns them.
+	ClaimDeliveries(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
+	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+	// PruneDeliveries deletes delivered deliveries delivered before t and
+	// returns how many.
+	PruneDeliveries(ctx context.Context, before time.Time) (int, error)
+	NotifyStats(ctx context.Context) (*NotifyStats, error)
 }
 
 // KEK is a key-encryption key, wrapped by the root key (key file or passphrase).

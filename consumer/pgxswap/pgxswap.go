@@ -8,6 +8,16 @@
 // When an old version has no connection left, the pool reports it unused to
 // the Source (if it implements consumer.UnusedReporter) and calls OnDrained.
 //
+// When the server refuses a new connection for the credential (SQLSTATE 28P01,
+// a wrong password, or 28000, a role that may no longer log in: the pool held
+// a version that moved on before it heard of the change), the call refetches
+// the current version past the Source's cache (consumer.Refresher) and, if it
+// is newer than the refused one, logs in once more with it. RefetchStats
+// counts refusals, retries and recoveries. Connections come from the
+// pool's own methods (Acquire, Exec, Query, QueryRow, SendBatch, Begin,
+// BeginTx, CopyFrom, Ping, AcquireFunc); calling the embedded
+// *pgxpool.Pool's methods directly skips the retry.
+//
 //	src := consumer.FromManager(m)
 //	p, err := pgxswap.New(ctx, pgxswap.Config{Source: src, ID: "prod/db/orders"})
 //	defer p.Close()
@@ -86,6 +96,8 @@ type Pool struct {
 	log    *slog.Logger
 	onDone func(consumer.Drain)
 	user   pgxpool.Config // the caller's hooks
+
+	refetch consumer.RefetchCounter
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // follow and unused reports
@@ -209,6 +221,7 @@ func (p *Pool) beforeConnect(ctx context.Context, cc *pgx.ConnConfig) error {
 		return fmt.Errorf("pgxswap: credential %s version %d has no field username", p.id, c.Version)
 	}
 	p.tr.Observe(c.Version)
+	noteAttempt(ctx, c.Version)
 	cc.User = user
 	cc.Password = c.Secret["password"].Reveal()
 	// pgxpool calls pgx.ConnectConfig right after this hook, and pgx calls

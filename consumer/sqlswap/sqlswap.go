@@ -103,6 +103,8 @@ type Connector struct {
 		c       driver.Connector
 	}
 
+	refetch consumer.RefetchCounter
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	rmu    sync.Mutex
@@ -165,18 +167,53 @@ func (c *Connector) connector(cur consumer.Credential) (driver.Connector, error)
 
 // Connect logs in with the current version. If the login fails while the
 // current version moved on (a connect that raced with a rotation whose old
-// version was retired meanwhile), it tries once more with the new one.
+// version was retired meanwhile), it tries once more with the new one. A
+// login the server refuses for the credential itself (PostgreSQL 28P01 or
+// 28000, MySQL 1045, 3118 or MariaDB 4151) first refetches the current
+// version past the Source's cache (consumer.Refresher): the change may not
+// have reached this process yet. RefetchStats counts these.
 func (c *Connector) Connect(ctx context.Context) (driver.Conn, error) {
 	w, v, err := c.connect(ctx)
 	if err == nil || ctx.Err() != nil || v == 0 {
 		return w, err
 	}
-	if cur, cerr := c.src.Current(ctx, c.id); cerr == nil && cur.Version != v {
+	denied := refused(err)
+	var cur consumer.Credential
+	var cerr error
+	if denied {
+		c.refetch.Refused()
+		cur, cerr = consumer.Refetch(ctx, c.src, c.id)
+	} else {
+		cur, cerr = c.src.Current(ctx, c.id)
+	}
+	if cerr == nil && cur.Version != v {
 		c.log.Info("login failed with a version no longer current; retrying with the current one", "credential", c.id, "version", v, "current", cur.Version)
 		w, _, err = c.connect(ctx)
+		if denied {
+			c.refetch.Retried(err == nil)
+		}
 	}
 	return w, err
 }
+
+// refused reports whether err is a login the server refused for the
+// credential: PostgreSQL 28P01 (password) or 28000 (the role may not log in),
+// MySQL 1045 (access denied), 3118 or MariaDB 4151 (account locked).
+func refused(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "28P01" || pe.Code == "28000"
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1045 || me.Number == 3118 || me.Number == 4151
+	}
+	return false
+}
+
+// RefetchStats reports how often a login was refused for the credential, and
+// how often a refetched version was retried and logged in.
+func (c *Connector) RefetchStats() consumer.RefetchStats { return c.refetch.Stats() }
 
 // connect logs in once; it returns the version it used (0 if it read none).
 func (c *Connector) connect(ctx context.Context) (driver.Conn, int, error) {

@@ -6,12 +6,14 @@ package consumertest
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/consumer"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/mysql"
@@ -213,4 +215,79 @@ func Retire(t testing.TB, m *credential.Manager, id string) {
 			t.Fatalf("rotation of %s still open: step %s, last error %s", id, open[0].Step, open[0].LastError)
 		}
 	}
+}
+
+// Stale is a Source that keeps serving the version it first read and never
+// announces a change, like a consumer whose notification has not arrived yet.
+// Refresh (consumer.Refresher) reads past it and serves the result from then
+// on. Wrap it in NoRefresh to hide Refresh.
+type Stale struct {
+	Inner consumer.Source
+
+	mu        sync.Mutex
+	pinned    map[string]consumer.Credential
+	refreshes int
+}
+
+var _ consumer.Refresher = (*Stale)(nil)
+
+// Current implements consumer.Source.
+func (s *Stale) Current(ctx context.Context, id string) (consumer.Credential, error) {
+	s.mu.Lock()
+	c, ok := s.pinned[id]
+	s.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := s.Inner.Current(ctx, id)
+	if err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	if s.pinned == nil {
+		s.pinned = map[string]consumer.Credential{}
+	}
+	s.pinned[id] = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// Refresh implements consumer.Refresher.
+func (s *Stale) Refresh(ctx context.Context, id string) (consumer.Credential, error) {
+	c, err := consumer.Refetch(ctx, s.Inner, id)
+	if err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	s.pinned[id] = c
+	s.refreshes++
+	s.mu.Unlock()
+	return c, nil
+}
+
+// Refreshes counts Refresh calls.
+func (s *Stale) Refreshes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshes
+}
+
+// Watch implements consumer.Source: no change is ever delivered.
+func (s *Stale) Watch(ctx context.Context, id string) (<-chan consumer.Change, error) {
+	ch := make(chan consumer.Change)
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch, nil
+}
+
+// NoRefresh hides a Stale's Refresh: the Source has only Current and Watch.
+type NoRefresh struct{ S *Stale }
+
+// Current implements consumer.Source.
+func (n NoRefresh) Current(ctx context.Context, id string) (consumer.Credential, error) {
+	return n.S.Current(ctx, id)
+}
+
+// Watch implements consumer.Source.
+func (n NoRefresh) Watch(ctx context.Context, id string) (<-chan consumer.Change, error) {
+	return n.S.Watch(ctx, id)
 }

@@ -66,6 +66,23 @@ const (
 	qDeleteToken
 	qAppendEvent
 	qListEvents
+	// Notifications: the text is in notify.go.
+	qPutSubscription
+	qGetSubscription
+	qListSubscriptions
+	qDeleteSubscription
+	qDeleteSubscriptionDeliveries
+	qCountSubscriptionKeys
+	qAppendOutbox
+	qListOutbox
+	qDeleteOutbox
+	qInsertDelivery
+	qGetDelivery
+	qUpdateDelivery
+	qClaimDeliveries
+	qListDeliveries
+	qPruneDeliveries
+	qNotifyStats
 	numQueries
 )
 

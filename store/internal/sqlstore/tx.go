@@ -164,7 +164,8 @@ func (t *Tx) CountVersionsByKEK(ctx context.Context, kekID string) (int, error) 
 	if err := t.queryRow(ctx, qCountVersionsByKEK, kekID).Scan(&n); err != nil {
 		return 0, t.fail(err, "count versions by kek %q", kekID)
 	}
-	return n, nil
+	subs, err := t.countSubscriptionKeys(ctx, kekID)
+	return n + subs, err
 }
 
 // Credentials.
@@ -707,7 +708,7 @@ func (t *Tx) AppendEvent(ctx context.Context, e *Event) error {
 		return t.fail(err, "append event")
 	}
 	e.Seq = seq
-	return nil
+	return t.appendOutbox(ctx, e)
 }
 
 func (t *Tx) ListEvents(ctx context.Context, afterSeq int64, n int) ([]Event, error) {
