@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp"
 
 	credential "github.com/nebula-credential/nebula-credential"
 )
