@@ -2,30 +2,70 @@ package consumer
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
 
+	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/client"
 )
 
 // ClientSource is a Source backed by a nebula-credential server through the
 // HTTP client: Current is cached per ID until the watch stream reports that
 // current moved.
+//
+// It is a consumer.UnusedReporter: a pool's finished drain is reported to the
+// server as consumer evidence (POST /v1/consumers), which the server shows in
+// `nebula-credential consumers` and may use to end grace early.
 type ClientSource struct {
 	c *client.Client
 
 	mu    sync.Mutex
 	cache map[string]Credential
+	who   credential.ConsumerReport // identity for reports; Credentials unused
 }
 
 var (
-	_ Source    = (*ClientSource)(nil)
-	_ Refresher = (*ClientSource)(nil)
+	_ Source         = (*ClientSource)(nil)
+	_ UnusedReporter = (*ClientSource)(nil)
+	_ Refresher      = (*ClientSource)(nil)
 )
 
 // FromClient returns a Source reading from a server. The client's token needs
-// read on the credentials it serves.
+// read on the credentials it serves. Drains are reported as the consumer
+// "pool:HOST:PID" until SetConsumer names it.
 func FromClient(c *client.Client) *ClientSource {
-	return &ClientSource{c: c, cache: map[string]Credential{}}
+	host, _ := os.Hostname()
+	return &ClientSource{c: c, cache: map[string]Credential{}, who: credential.ConsumerReport{
+		ID: fmt.Sprintf("pool:%s:%d", host, os.Getpid()), Name: "pool", Host: host, Kind: "pool",
+	}}
+}
+
+// SetConsumer sets the identity reported with finished drains: id must stay
+// the same across restarts of the process to replace its earlier reports.
+func (s *ClientSource) SetConsumer(id, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.who.ID, s.who.Name = id, name
+}
+
+// ReportUnused implements UnusedReporter: the pool holds no connection on
+// version any more, so it is on the current version only, which it reports to
+// the server. Idempotent.
+func (s *ClientSource) ReportUnused(ctx context.Context, id string, version int) error {
+	cur, err := s.Current(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cur.Version == version {
+		return nil // current again (a rollback): still in use
+	}
+	s.mu.Lock()
+	r := s.who
+	s.mu.Unlock()
+	r.Credentials = []credential.ConsumerDelivery{{ID: id, Version: cur.Version, ActionOK: true}}
+	_, err = s.c.ReportConsumer(ctx, r)
+	return err
 }
 
 // Current implements Source.

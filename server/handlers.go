@@ -54,6 +54,9 @@ func (s *Server) table() []*route {
 		{method: "POST", path: "/v1/keys/rotate", op: "key.rotate", audited: true, timeout: longTimeout, handle: s.rotateKeys},
 
 		{method: "GET", path: "/v1/watch", op: "watch", audited: true, timeout: noTimeout, handle: s.watch},
+
+		{method: "POST", path: "/v1/consumers", op: "consumer.report", audited: true, handle: s.reportConsumer},
+		{method: "GET", path: "/v1/consumers", op: "consumer.list", audited: true, handle: s.listConsumers},
 	}
 }
 

@@ -386,7 +386,7 @@ func (s *Server) metricsHandler(rq *request) error {
 		cc.all = acl.Allowed(rq.tok.Grants, acl.Admin, "")
 	}
 	per := prometheus.NewRegistry()
-	per.MustRegister(cc)
+	per.MustRegister(cc, &consumerCollector{c: s.cons, visible: func(id string) bool { return cc.all || acl.Visible(cc.grants, id) }})
 	h := promhttp.HandlerFor(prometheus.Gatherers{s.met.reg, per}, promhttp.HandlerOpts{ErrorLog: nil, ErrorHandling: promhttp.ContinueOnError})
 	rq.responded = true
 	h.ServeHTTP(rq.w, rq.r)

@@ -111,6 +111,9 @@ type Config struct {
 	MetricsMaxCredentials int
 	MetricsMaxScan        int
 	MetricsCacheTTL       time.Duration
+
+	// Consumers configures consumer tracking and the early end of grace.
+	Consumers ConsumerConfig
 }
 
 // Validate checks the configuration.
@@ -194,6 +197,7 @@ type Server struct {
 	hub   *hub
 	met   *metrics
 	ui    *console.Console
+	cons  *consumers
 
 	tokMu    sync.Mutex
 	tokCache map[[32]byte]cachedToken
@@ -228,6 +232,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = newHub(s)
 	s.met = newMetrics(s)
+	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
 	for _, rt := range s.table() {
 		s.register(rt)
@@ -256,6 +261,7 @@ func (s *Server) Close() error {
 		s.unsub()
 		s.met.close()
 		s.ui.Close()
+		s.cons.close()
 	})
 	return nil
 }

@@ -140,6 +140,16 @@ type Tx interface {
 	AppendEvent(ctx context.Context, e *Event) error
 	ListEvents(ctx context.Context, afterSeq int64, limit int) ([]Event, error)
 
+	// Consumers are the processes that receive a credential (agents, pools)
+	// and the version each last confirmed. One row per (consumer, credential).
+	// PutConsumer inserts or replaces the row; FirstSeen of an existing row is
+	// kept. ListConsumers returns the rows of one credential ("" for all),
+	// ordered by credential ID, then consumer ID. DeleteConsumersSeenBefore
+	// drops rows whose LastSeen is before t and returns how many; it is
+	// idempotent.
+	PutConsumer(ctx context.Context, c *Consumer) error
+	ListConsumers(ctx context.Context, credentialID string) ([]Consumer, error)
+	DeleteConsumersSeenBefore(ctx context.Context, t time.Time) (int, error)
 	// Notifications (package notify). AppendEvent also writes a copy of the
 	// event to the outbox, in the same transaction, whenever at least one
 	// subscription exists; the dispatcher fans it out into deliveries.
@@ -298,4 +308,20 @@ type Event struct {
 	CredentialID string
 	Version      int
 	Detail       []byte // JSON, never secret
+}
+
+// Consumer is what one consumer of a credential last reported: the version it
+// delivered (an agent) or holds exclusively (a pool whose drain finished).
+type Consumer struct {
+	ID           string // chosen by the consumer, stable across its restarts
+	CredentialID string
+	Name         string
+	Host         string
+	Kind         string // "agent", "pool", ...
+	Version      int    // the version it confirmed
+	ActionOK     bool   // the action after delivery succeeded (true when there is none)
+	ActionError  string // why it failed; never secret
+	TokenID      string // the token that reported
+	FirstSeen    time.Time
+	LastSeen     time.Time
 }

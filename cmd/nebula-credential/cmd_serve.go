@@ -37,6 +37,7 @@ func cmdServe(g *globals) *cobra.Command {
 		shutdown                                  time.Duration
 		rateLimit                                 float64
 		publicMetrics                             bool
+		consumers                                 server.ConsumerConfig
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -56,8 +57,15 @@ resumed from its journal on the next start.
 
 Endpoints besides /v1/: /healthz (process up), /readyz (store reachable and
 scheduler running), /metrics (Prometheus; needs a token unless
---public-metrics).`,
+--public-metrics).
+
+Consumers (agents, pools) report the version they delivered (see
+'nebula-credential consumers'). With --early-retire, a grace period ends as
+soon as every live consumer of the credential confirmed the new version, but
+not before --early-retire-min after the commit; the grace length stays the
+upper bound, and a consumer silent for --consumer-timeout stops counting.`,
 		Example: `  nebula-credential serve
+  nebula-credential serve --early-retire --early-retire-min 1m --consumer-timeout 90s
   nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
   nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt &   # pick a free port
   nebula-credential serve check --addr-file addr.txt --wait 10s`,
@@ -70,6 +78,9 @@ scheduler running), /metrics (Prometheus; needs a token unless
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usagef("--log-level must be debug, info, warn or error")
 			}
+			if consumers.EarlyRetireMin == 0 {
+				consumers.EarlyRetireMin = -1 // an explicit 0, not the default
+			}
 			if rateLimit < 0 {
 				return usagef("--rate-limit must not be negative")
 			}
@@ -77,6 +88,7 @@ scheduler running), /metrics (Prometheus; needs a token unless
 			return serve(cmd.Context(), g, logger, serveOptions{
 				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
 				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
+				consumers: consumers,
 			})
 		},
 	}
@@ -88,6 +100,9 @@ scheduler running), /metrics (Prometheus; needs a token unless
 	c.Flags().Float64Var(&rateLimit, "rate-limit", 100, "requests per second per token (0: unlimited)")
 	c.Flags().BoolVar(&publicMetrics, "public-metrics", false, "serve /metrics without a token")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	c.Flags().BoolVar(&consumers.EarlyRetire, "early-retire", false, "end grace once every live consumer confirmed the new version")
+	c.Flags().DurationVar(&consumers.EarlyRetireMin, "early-retire-min", 30*time.Second, "with --early-retire, the shortest grace after a commit")
+	c.Flags().DurationVar(&consumers.Timeout, "consumer-timeout", 90*time.Second, "a consumer silent this long no longer counts as live")
 	c.AddCommand(cmdServeCheck(g))
 	return c
 }
@@ -97,6 +112,7 @@ type serveOptions struct {
 	shutdown                        time.Duration
 	rateLimit                       float64
 	publicMetrics                   bool
+	consumers                       server.ConsumerConfig
 }
 
 func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
@@ -123,7 +139,7 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	if o.rateLimit == 0 {
 		limit = rate.Inf
 	}
-	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics})
+	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers})
 	if err != nil {
 		return err
 	}

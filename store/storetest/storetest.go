@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", testAudit},
 		{"Tokens", testTokens},
 		{"Events", testEvents},
+		{"Consumers", testConsumers},
 		{"Notify", testNotify},
 		{"Times", testTimes},
 		{"ViewIsReadOnly", testViewIsReadOnly},

@@ -66,6 +66,10 @@ const (
 	qDeleteToken
 	qAppendEvent
 	qListEvents
+	qPutConsumer
+	qListConsumers
+	qListAllConsumers
+	qDeleteConsumersSeenBefore
 	// Notifications: the text is in notify.go.
 	qPutSubscription
 	qGetSubscription
@@ -94,9 +98,11 @@ const (
 		finished_at, lease_owner, lease_until, fence`
 	historyCols = `id, credential_id, at, action, actor, reason, from_version, to_version,
 		rotation_id, outcome, detail, duration_ms`
-	auditCols = `seq, at, payload, prev_hash, hash`
-	tokenCols = `id, name, hash, grants, created_at, expires_at`
-	eventCols = `seq, at, kind, credential_id, version, detail`
+	auditCols    = `seq, at, payload, prev_hash, hash`
+	tokenCols    = `id, name, hash, grants, created_at, expires_at`
+	eventCols    = `seq, at, kind, credential_id, version, detail`
+	consumerCols = `id, credential_id, name, host, kind, version, action_ok, action_error, token_id,
+		first_seen, last_seen`
 )
 
 var queryText = [numQueries]string{
@@ -220,6 +226,14 @@ var queryText = [numQueries]string{
 	qAppendEvent: `INSERT INTO events (` + eventCols + `)
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?) RETURNING seq`,
 	qListEvents: `SELECT ` + eventCols + ` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`,
+
+	qPutConsumer: `INSERT INTO consumers (` + consumerCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (credential_id, id) DO UPDATE SET name = excluded.name, host = excluded.host,
+			kind = excluded.kind, version = excluded.version, action_ok = excluded.action_ok,
+			action_error = excluded.action_error, token_id = excluded.token_id, last_seen = excluded.last_seen`,
+	qListConsumers:             `SELECT ` + consumerCols + ` FROM consumers WHERE credential_id = ? ORDER BY id`,
+	qListAllConsumers:          `SELECT ` + consumerCols + ` FROM consumers ORDER BY credential_id, id`,
+	qDeleteConsumersSeenBefore: `DELETE FROM consumers WHERE last_seen < ?`,
 }
 
 // planned names the queries whose plans the backends' tests check: each must
