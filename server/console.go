@@ -22,8 +22,9 @@ func (s *Server) newConsole() (*console.Console, error) {
 		Audit: func(ctx context.Context, e audit.Entry) error {
 			return s.audit.Append(ctx, e)
 		},
-		Logger: s.log,
-		Clock:  s.clock,
+		Consumers: s.consoleConsumers,
+		Logger:    s.log,
+		Clock:     s.clock,
 	})
 }
 
@@ -61,4 +62,34 @@ func (s *Server) consoleHandler() http.Handler {
 		infoOf(r).route = "console"
 		s.ui.ServeHTTP(w, r)
 	})
+}
+
+// consoleConsumers lists the live consumers that hold an older version than
+// current (or whose action after delivery failed), for the overview.
+func (s *Server) consoleConsumers(ctx context.Context, visible func(string) bool) ([]console.ConsumerLag, error) {
+	infos, err := s.cons.list(ctx, "", visible)
+	if err != nil {
+		return nil, err
+	}
+	var out []console.ConsumerLag
+	for _, c := range infos {
+		if !c.Live || (c.UpToDate && c.ActionOK) {
+			continue
+		}
+		name := c.Name
+		if name == "" {
+			name = c.ConsumerID
+		}
+		if c.Host != "" {
+			name += " on " + c.Host
+		}
+		if c.Kind != "" {
+			name += " (" + c.Kind + ")"
+		}
+		if c.ActionError != "" {
+			name += ": " + c.ActionError
+		}
+		out = append(out, console.ConsumerLag{CredentialID: c.CredentialID, Consumer: name, Version: c.Version, Current: c.CurrentVersion, LastSeen: c.LastSeen})
+	}
+	return out, nil
 }

@@ -6,9 +6,11 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/store"
 )
 
 func TestSignInSetsASafeCookie(t *testing.T) {
@@ -284,4 +286,25 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+func TestOverviewShowsConsumersOnAnOldVersion(t *testing.T) {
+	e := newEnv(t)
+	e.putPG("prod/db", "pw-consumer-1")
+	if _, err := e.m.Rotate(context.Background(), "prod/db", credential.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err := e.m.Store().Update(context.Background(), func(tx store.Tx) error {
+		return tx.PutConsumer(context.Background(), &store.Consumer{ID: "c1", CredentialID: "prod/db", Name: "billing-agent", Host: "web-3", Kind: "agent", Version: 1, ActionOK: true, FirstSeen: now, LastSeen: now})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn(e.admin)
+	p := b.get("/ui/")
+	if !strings.Contains(p.body, "billing-agent on web-3") || !strings.Contains(p.body, "v1") {
+		t.Fatalf("the overview does not show the consumer on v1:\n%s", p.body)
+	}
 }
