@@ -280,7 +280,7 @@ func mustAudit(t *testing.T, e *env) []audit.Record {
 	return recs
 }
 
-func mustURL(t *testing.T, s string) *url.URL {
+func mustURL(t testing.TB, s string) *url.URL {
 	u, err := url.Parse(s)
 	if err != nil {
 		t.Fatal(err)
