@@ -57,6 +57,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/server/console"
 )
 
 // Config configures New. The zero value of every optional field means its default.
@@ -196,6 +197,7 @@ type Server struct {
 	audit *auditLog
 	hub   *hub
 	met   *metrics
+	ui    *console.Console
 	cons  *consumers
 
 	tokMu    sync.Mutex
@@ -236,6 +238,12 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range s.table() {
 		s.register(rt)
 	}
+	ui, err := s.newConsole()
+	if err != nil {
+		return nil, err
+	}
+	s.ui = ui
+	s.mux.Handle(console.Prefix, s.consoleHandler())
 	s.mux.HandleFunc("/", s.unmatched)
 	return s, nil
 }
@@ -253,6 +261,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.unsub()
 		s.met.close()
+		s.ui.Close()
 		s.cons.close()
 	})
 	return nil
