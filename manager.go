@@ -337,6 +337,9 @@ func (m *Manager) Put(ctx context.Context, id string, req PutRequest) (*Credenti
 		if err := req.Settings.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
+		if err := m.engine.CheckSettings(string(req.Type), req.Fields, *req.Settings); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
 	}
 	var out *Credential
 	for range 5 { // retry a version number taken concurrently
@@ -680,6 +683,13 @@ func (m *Manager) SetSettings(ctx context.Context, id string, s Settings) error 
 		return err
 	}
 	if err := s.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	c, err := m.Get(ctx, id, GetOptions{})
+	if err != nil {
+		return err
+	}
+	if err := m.engine.CheckSettings(string(c.Type), c.Fields, s); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return m.engine.SetSettings(ctx, id, s)

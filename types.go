@@ -18,7 +18,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/keyring"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/secret"
@@ -32,7 +34,7 @@ var (
 	ErrRotationInProgress = store.ErrRotationInProgress
 	ErrWrongKey           = keyring.ErrWrongKey
 	ErrInvalid            = errors.New("invalid input")
-	ErrPermission         = errors.New("permission denied")
+	ErrPermission         = acl.ErrDenied
 )
 
 // Type is a credential type.
@@ -129,9 +131,15 @@ func ValidateValues(t Type, fields map[string]any, sec secret.Map) error {
 			}
 		}
 	}
-	for name := range sec {
+	for name, v := range sec {
 		if err := validateFieldName(name); err != nil {
 			return err
+		}
+		// A secret is kept byte for byte: one that is not valid UTF-8 could
+		// not cross the JSON API, backups or exports unchanged, so it is
+		// refused rather than altered.
+		if !utf8.ValidString(v.Reveal()) {
+			return fmt.Errorf("%w: secret field %q is not valid UTF-8 text: encode binary secrets (base64, hex) before storing them", ErrInvalid, name)
 		}
 	}
 	for name := range fields {

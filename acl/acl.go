@@ -11,6 +11,11 @@
 // Admin implies every other permission on its prefix; admin on everything is
 // what the store-wide operations (tokens, backup, restore, keys, audit verify)
 // require.
+//
+// Use is the permission to bind a credential to an admin credential (a
+// database admin, an API management key, a CA): "use:platform/pg-admin" lets
+// a token name platform/pg-admin as the admin_credential of what it writes.
+// It reveals nothing: not the admin's secret, not even its metadata.
 package acl
 
 import (
@@ -31,15 +36,20 @@ const (
 	Rollback Permission = "rollback" // roll back to an earlier version
 	Delete   Permission = "delete"   // purge for good
 	Admin    Permission = "admin"    // everything on the prefix; store-wide operations on ""
+	Use      Permission = "use"      // bind other credentials to an admin credential under the prefix
 )
 
 // Permissions lists every permission.
 func Permissions() []Permission {
-	return []Permission{Read, Write, Rotate, Rollback, Delete, Admin}
+	return []Permission{Read, Write, Rotate, Rollback, Delete, Admin, Use}
 }
 
 // ErrInvalid: a grant or permission does not parse.
 var ErrInvalid = errors.New("invalid grant")
+
+// ErrDenied: the grants do not allow the operation. The root package's
+// ErrPermission is this error, so callers of every layer test one sentinel.
+var ErrDenied = errors.New("permission denied")
 
 // ParsePermission checks a permission name.
 func ParsePermission(s string) (Permission, error) {
@@ -48,7 +58,7 @@ func ParsePermission(s string) (Permission, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: unknown permission %q (want read, write, rotate, rollback, delete or admin)", ErrInvalid, s)
+	return "", fmt.Errorf("%w: unknown permission %q (want read, write, rotate, rollback, delete, admin or use)", ErrInvalid, s)
 }
 
 // Grant is a permission on a credential path prefix.
@@ -148,10 +158,11 @@ func Allowed(grants []Grant, perm Permission, id string) bool {
 
 // Visible reports whether any grant covers credential id: the token may see
 // its metadata (type, state, versions, history, policy, rotations) but not,
-// without Read, its secret values.
+// without Read, its secret values. Use alone does not make a credential
+// visible.
 func Visible(grants []Grant, id string) bool {
 	for _, p := range Permissions() {
-		if Allowed(grants, p, id) {
+		if p != Use && Allowed(grants, p, id) {
 			return true
 		}
 	}

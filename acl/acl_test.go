@@ -51,6 +51,12 @@ func TestAllowed(t *testing.T) {
 		{"invalid grant gives nothing", []Grant{{Read, "Prod"}}, Read, "Prod", false},
 		{"unknown permission gives nothing", []Grant{{"superuser", ""}}, Read, "a", false},
 		{"empty id only for global", g("read:a"), Read, "", false},
+		{"use on the admin", g("use:platform/pg-admin"), Use, "platform/pg-admin", true},
+		{"use is not read", g("use:platform"), Read, "platform/pg-admin", false},
+		{"read is not use", g("read:platform"), Use, "platform/pg-admin", false},
+		{"write is not use", g("write:*"), Use, "platform/pg-admin", false},
+		{"admin implies use", g("admin:platform"), Use, "platform/pg-admin", true},
+		{"use outside prefix", g("use:platform/pg"), Use, "platform/pg-admin", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +77,9 @@ func TestVisible(t *testing.T) {
 	}
 	if Visible(nil, "x") {
 		t.Error("visible without grants")
+	}
+	if Visible([]Grant{{Use, "platform"}}, "platform/pg-admin") {
+		t.Error("use alone should not make the admin credential visible")
 	}
 }
 

@@ -166,6 +166,14 @@ func (s Settings) Validate() error {
 	if s.Retention < 0 || s.Retention > 1000 {
 		return errors.New("retention must be between 1 and 1000")
 	}
+	switch s.Strategy {
+	case "", rotator.Dual, rotator.Alternating, rotator.InPlace, rotator.Reissue:
+	default:
+		return fmt.Errorf("unknown strategy %q (want dual, alternating, in_place or reissue, or leave it empty for the rotator's best)", s.Strategy)
+	}
+	if s.Backoff.Base < 0 || s.Backoff.Cap < 0 || s.Backoff.Attempts < 0 {
+		return errors.New("backoff base, cap and attempts must not be negative")
+	}
 	for i, p := range s.Policies {
 		if err := p.Validate(); err != nil {
 			return fmt.Errorf("policy %d (%s): %w", i+1, p.Kind, err)

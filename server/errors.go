@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
@@ -120,13 +122,11 @@ func classify(err error) *apiError {
 // fields, trailing data and bodies over limit. Its errors never quote the
 // input, which may hold secret values.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, allowEmpty bool) error {
-	// The body is always read as JSON, whatever the Content-Type says (so
-	// that `curl -d` works); only form uploads are refused.
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, _ := strings.Cut(ct, ";")
-		if mt = strings.TrimSpace(strings.ToLower(mt)); strings.HasPrefix(mt, "multipart/") {
-			return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "send the body as application/json, not %q", mt)
-		}
+	// The body is JSON: a request that says it is something else (text/plain,
+	// a form, a garbage type) is refused rather than guessed at. A request
+	// without a Content-Type is read as JSON.
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSONType(ct) {
+		return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "send the body as Content-Type: application/json (the request said %q)", mediaType(ct))
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -142,6 +142,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, al
 		}
 		return invalidf("the request body is empty: send a JSON object")
 	}
+	if err := checkText(raw); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -151,6 +154,92 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, al
 		return invalidf("body: expected one JSON object, found more data after it")
 	}
 	return nil
+}
+
+// isJSONType reports whether a Content-Type header names JSON
+// (application/json or application/<anything>+json, any parameters).
+func isJSONType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+}
+
+// mediaType is the media type of a Content-Type header, bounded and
+// printable, for an error message.
+func mediaType(ct string) string {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	if len(mt) > 64 {
+		mt = mt[:64]
+	}
+	return strings.ToValidUTF8(mt, "?")
+}
+
+// checkText refuses a body that encoding/json would silently alter: bytes
+// that are not UTF-8, and \u escapes of unpaired UTF-16 surrogates (both
+// become U+FFFD). A secret is stored exactly as sent or not at all.
+func checkText(raw []byte) error {
+	if !utf8.Valid(raw) {
+		return invalidf("body: not valid UTF-8 (at byte %d): JSON text, secrets included, must be UTF-8; encode binary secrets (base64, hex) first", invalidAt(raw))
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		if i+1 < len(raw) && raw[i+1] == 'u' {
+			r, ok := hex4(raw, i+2)
+			switch {
+			case ok && r >= 0xD800 && r <= 0xDBFF:
+				lo, ok2 := rune(0), false
+				if i+7 < len(raw) && raw[i+6] == '\\' && raw[i+7] == 'u' {
+					lo, ok2 = hex4(raw, i+8)
+				}
+				if !ok2 || lo < 0xDC00 || lo > 0xDFFF {
+					return invalidf("body: \\u%04X at byte %d is half of a UTF-16 surrogate pair: JSON strings must be valid Unicode", r, i)
+				}
+				i += 11
+				continue
+			case ok && r >= 0xDC00 && r <= 0xDFFF:
+				return invalidf("body: \\u%04X at byte %d is half of a UTF-16 surrogate pair: JSON strings must be valid Unicode", r, i)
+			}
+		}
+		i++ // skip the escaped character
+	}
+	return nil
+}
+
+func invalidAt(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
+}
+
+// hex4 reads four hex digits at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // describeJSONError explains a decoding error without quoting the input.

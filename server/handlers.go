@@ -730,7 +730,15 @@ func (s *Server) auditList(rq *request) error {
 				break
 			}
 			next = r.Seq
-			if all || (r.CredentialID != "" && acl.Visible(rq.tok.Grants, r.CredentialID)) {
+			if r.Action == "audit.list" && r.CredentialID == "" && (r.Outcome == "ok" || r.Outcome == "allowed") {
+				// Reads of the log itself are in the chain (audit verify,
+				// backups) but not in this listing: each page read appends
+				// one, and a client paging to an empty page must get there.
+				continue
+			}
+			// Only a valid ID is matched against grants: the raw ID of a
+			// rejected request ("prod/../staging/x") is not under "prod/".
+			if all || (r.CredentialID != "" && credential.ValidateID(r.CredentialID) == nil && acl.Visible(rq.tok.Grants, r.CredentialID)) {
 				out = append(out, r)
 			}
 		}

@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -56,6 +57,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/server/console"
 )
 
 // Config configures New. The zero value of every optional field means its default.
@@ -195,6 +197,7 @@ type Server struct {
 	audit *auditLog
 	hub   *hub
 	met   *metrics
+	ui    *console.Console
 	cons  *consumers
 
 	tokMu    sync.Mutex
@@ -235,6 +238,12 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range s.table() {
 		s.register(rt)
 	}
+	ui, err := s.newConsole()
+	if err != nil {
+		return nil, err
+	}
+	s.ui = ui
+	s.mux.Handle(console.Prefix, s.consoleHandler())
 	s.mux.HandleFunc("/", s.unmatched)
 	return s, nil
 }
@@ -252,6 +261,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.unsub()
 		s.met.close()
+		s.ui.Close()
 		s.cons.close()
 	})
 	return nil
@@ -477,7 +487,22 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 		}
 		rq.ctx = audit.WithActor(ctx, tok.Actor(), info.requestID)
 	}
+	// A malformed query (a bad %-escape, a ';') is refused: dropping the
+	// parameter would answer a wider question than the one asked.
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		s.finish(rq, invalidf("malformed query string: %s", queryError(err)))
+		return
+	}
 	s.finish(rq, rt.handle(rq))
+}
+
+// queryError describes a url.ParseQuery error without quoting the query.
+func queryError(err error) string {
+	var ee url.EscapeError
+	if errors.As(err, &ee) {
+		return "invalid %-escape: encode '%' as %25"
+	}
+	return "use name=value pairs separated by '&', with reserved characters %-encoded"
 }
 
 // finish writes the error response of a failed request, auditing it first.

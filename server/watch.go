@@ -172,8 +172,9 @@ func latestSeq(ctx context.Context, st store.Store) (int64, error) {
 func (s *Server) watch(rq *request) error {
 	prefix := rq.query("prefix")
 	rq.detail = "prefix=" + prefix
-	if prefix != "" && !s.canWatchUnder(rq.tok.Grants, prefix) {
-		// Say so early rather than stream nothing forever.
+	if !s.canWatchUnder(rq.tok.Grants, prefix) {
+		// A token that could never receive an event is told so (403), as on
+		// every other route, rather than handed an empty stream forever.
 		return rq.authorize(acl.Read, strings.TrimSuffix(prefix, "/"))
 	}
 	var cursor int64 = -1

@@ -22,11 +22,13 @@ func cmdToken(g *globals) *cobra.Command {
 		Use:   "token",
 		Short: "Create, list and revoke API tokens (works on the store directly)",
 		Long: `API tokens authenticate requests to 'nebula-credential serve'. Each holds grants:
-a permission (read, write, rotate, rollback, delete, admin) on a credential path
+a permission (read, write, rotate, rollback, delete, admin, use) on a credential path
 prefix. Prefixes are segment-aware (prod/db covers prod/db and prod/db/x, not
 prod/dbx); * covers everything; admin implies every permission on its prefix,
 and admin:* is needed for tokens, backup, restore and keys. Any grant shows a
-credential's metadata; read is needed for its secret values.
+credential's metadata; read is needed for its secret values. use:ID lets a
+token bind credentials to the admin credential ID (admin_credential and the
+like) without seeing it; see docs/admin-credentials.md.
 
 These commands open the store directly (they bootstrap access), so they need
 the store and its key like every local command. A token value is shown once;
@@ -85,7 +87,7 @@ the store keeps only its SHA-256 hash.`,
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "what the token is for (required)")
-	create.Flags().StringArrayVar(&grants, "grant", nil, "PERM:PREFIX, repeatable (perm: read, write, rotate, rollback, delete, admin)")
+	create.Flags().StringArrayVar(&grants, "grant", nil, "PERM:PREFIX, repeatable (perm: read, write, rotate, rollback, delete, admin, use)")
 	create.Flags().StringVar(&ttl, "ttl", "", "expire after this long (e.g. 30d); default never")
 
 	list := &cobra.Command{
