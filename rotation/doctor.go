@@ -155,7 +155,7 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 		failed, rec := Recovery(open)
 		title := fmt.Sprintf("rotation %d needs attention: %s failed (%s)", open.ID, failed, open.ErrorClass)
 		if decodeData(open).RevertFailed {
-			title = fmt.Sprintf("rotation %d: the new version failed and the rollback failed too", open.ID)
+			title = revertFailedTitle(open)
 		}
 		fix := fmt.Sprintf("nebula-credential rotations resolve %s --keep %d", id, cur)
 		if !ok["current"] && ok["pending"] {

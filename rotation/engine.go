@@ -32,6 +32,9 @@ var (
 	// ErrBadRequest: the request itself is invalid (a negative grace, an
 	// unsupported strategy, a version that cannot be kept).
 	ErrBadRequest = errors.New("invalid rotation request")
+	// ErrTargetUnreachable: the target did not answer, so nothing could be
+	// checked or changed there; trying again later may succeed.
+	ErrTargetUnreachable = errors.New("target unreachable")
 )
 
 // RotationError is the typed error of a failed rotation.
@@ -75,6 +78,13 @@ type Config struct {
 	StepTimeout time.Duration
 	// Concurrency of the scheduler (default 4).
 	Concurrency int
+	// TargetConcurrency bounds the scheduler's concurrent steps against one
+	// target (host:port or URL host), so a hung target holds at most these
+	// slots (default Concurrency/2, at least 1).
+	TargetConcurrency int
+	// ProbeTimeout bounds the first connection of every step attempt
+	// (default 5s; see rotator.WithFirstProbe).
+	ProbeTimeout time.Duration
 	// TickInterval of the scheduler (default 1s).
 	TickInterval time.Duration
 	// Rand returns a uniform int64 in [0, n); default math/rand/v2.
@@ -100,9 +110,11 @@ type Engine struct {
 	subs     map[int]func(Event)
 	nextSub  int
 	inflight map[string]bool // credential IDs this process is driving
-	closed   chan struct{}
-	wg       sync.WaitGroup
-	running  bool
+	// targetSem holds the scheduler's slots per target (see targetSlot).
+	targetSem map[string]chan struct{}
+	closed    chan struct{}
+	wg        sync.WaitGroup
+	running   bool
 }
 
 // New returns an engine.
@@ -129,6 +141,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
 	}
+	if cfg.TargetConcurrency <= 0 {
+		cfg.TargetConcurrency = max(1, cfg.Concurrency/2)
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = time.Second
 	}
@@ -140,7 +158,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	return &Engine{
 		cfg: cfg, st: cfg.Store, vault: cfg.Vault, reg: cfg.Rotators, clock: cfg.Clock, log: cfg.Logger,
-		subs: map[int]func(Event){}, inflight: map[string]bool{}, closed: make(chan struct{}),
+		subs: map[int]func(Event){}, inflight: map[string]bool{}, targetSem: map[string]chan struct{}{}, closed: make(chan struct{}),
 	}, nil
 }
 
@@ -396,18 +414,15 @@ func ownerDead(owner string) bool {
 // drive runs r from its recorded step until it reaches grace, finishes, or a
 // retry is scheduled (with wait, retries run here after their backoff).
 func (e *Engine) drive(ctx context.Context, r *store.Rotation, wait bool) (*store.Rotation, error) {
-	e.mu.Lock()
-	if e.inflight[r.CredentialID] {
-		e.mu.Unlock()
+	if !e.acquire(r.CredentialID) {
 		return r, fmt.Errorf("%w: already being driven by this process", store.ErrRotationInProgress)
 	}
-	e.inflight[r.CredentialID] = true
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.inflight, r.CredentialID)
-		e.mu.Unlock()
-	}()
+	defer e.release(r.CredentialID)
+	return e.driveHeld(ctx, r, wait)
+}
+
+// driveHeld is drive for a caller that holds the credential (acquire).
+func (e *Engine) driveHeld(ctx context.Context, r *store.Rotation, wait bool) (*store.Rotation, error) {
 	for {
 		out, err := e.run(ctx, r)
 		if !errors.Is(err, ErrRetryScheduled) || !wait {

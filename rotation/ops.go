@@ -36,15 +36,21 @@ func (e *Engine) Recover(ctx context.Context) error {
 		if r.LeaseUntil.After(e.now()) && r.LeaseOwner != e.cfg.Owner && !ownerDead(r.LeaseOwner) {
 			continue // a live process is driving it
 		}
+		if !e.acquire(r.CredentialID) {
+			continue // the scheduler of this process is driving it
+		}
 		claimed, err := e.claim(ctx, r)
 		if err != nil {
+			e.release(r.CredentialID)
 			if !errors.Is(err, store.ErrFenced) {
 				errs = append(errs, err)
 			}
 			continue
 		}
 		e.log.Info("recovering rotation", "credential", r.CredentialID, "rotation", r.ID, "step", r.Step)
-		if _, err := e.drive(audit.WithActor(ctx, "recovery", ""), claimed, false); err != nil && !isExpectedEnd(err) {
+		_, err = e.driveHeld(audit.WithActor(ctx, "recovery", ""), claimed, false)
+		e.release(r.CredentialID)
+		if err != nil && !isExpectedEnd(err) {
 			errs = append(errs, err)
 		}
 	}
@@ -231,7 +237,7 @@ func (e *Engine) Resolve(ctx context.Context, id string, keep int, force bool) (
 		_, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: kept, Resolver: e.resolver()})
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("resolve %s: version %d does not authenticate, so it cannot be kept: %w", id, keep, err)
+			return nil, resolveCheckError(id, keep, err)
 		}
 	}
 	now := e.now()
@@ -400,18 +406,20 @@ func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	ids := make([]string, 0, len(rots)+len(creds))
+	for _, r := range rots {
+		ids = append(ids, r.CredentialID)
+	}
+	for _, c := range creds {
+		ids = append(ids, c.ID)
+	}
+	targets := e.targets(ctx, ids)
 	started := 0
 	var mu sync.Mutex
 	launch := func(id string, fn func(context.Context)) {
-		e.mu.Lock()
-		busy := e.inflight[id]
-		e.mu.Unlock()
-		if busy {
-			return
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+		// Mark the credential before anything else: a later tick must not
+		// launch it again while this one waits for a slot or runs.
+		if !e.acquire(id) {
 			return
 		}
 		mu.Lock()
@@ -420,6 +428,21 @@ func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
+			defer e.release(id)
+			// Its target's slot first, then a global one: work queued behind
+			// a hung target waits without holding a global slot.
+			done, ok := e.targetSlot(ctx, targets[id])
+			if !ok {
+				return
+			}
+			defer done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			case <-e.closed:
+				return
+			}
 			defer func() { <-sem }()
 			fn(ctx)
 		}()
@@ -435,7 +458,7 @@ func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 			if err != nil {
 				return
 			}
-			if _, err := e.drive(ctx, claimed, false); err != nil && !isExpectedEnd(err) {
+			if _, err := e.driveHeld(ctx, claimed, false); err != nil && !isExpectedEnd(err) {
 				e.log.Error("scheduled rotation step", "credential", r.CredentialID, "rotation", r.ID, "err", err)
 			}
 		})
@@ -456,7 +479,11 @@ func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 		}
 		id := c.ID
 		launch(id, func(ctx context.Context) {
-			if _, err := e.Rotate(ctx, id, RotateOptions{Actor: "scheduler", Reason: "policy"}); err != nil && !isExpectedEnd(err) && !errors.Is(err, store.ErrRotationInProgress) {
+			r, err := e.plan(ctx, id, KindRotate, 0, RotateOptions{Actor: "scheduler", Reason: "policy"})
+			if err == nil {
+				_, err = e.driveHeld(ctx, r, false)
+			}
+			if err != nil && !isExpectedEnd(err) && !errors.Is(err, store.ErrRotationInProgress) {
 				e.log.Error("scheduled rotation", "credential", id, "err", err)
 			}
 		})

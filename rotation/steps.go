@@ -127,7 +127,7 @@ func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(t
 }
 
 func (e *Engine) stepCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, e.cfg.StepTimeout)
+	return context.WithTimeout(rotator.WithFirstProbe(ctx, e.cfg.ProbeTimeout), e.cfg.StepTimeout)
 }
 
 func (e *Engine) resolver() rotator.Resolver { return resolver{e} }
@@ -358,6 +358,7 @@ func (e *Engine) commit(ctx context.Context, j *job) error {
 			return err
 		}
 		r.GraceEndsAt, r.DueAt = &end, end
+		r.ErrorClass, r.LastError = "", "" // earlier failures were retried away
 		if err := e.reschedule(ctx, tx, id, now, j.to.ExpiresAt); err != nil {
 			return err
 		}
@@ -417,6 +418,7 @@ func (e *Engine) retire(ctx context.Context, j *job) error {
 	now := e.now()
 	err := e.advance(ctx, j, StepRetired, func(tx store.Tx, r *store.Rotation) error {
 		r.Open, r.FinishedAt = false, &now
+		r.ErrorClass, r.LastError = "", ""
 		labels, err := tx.Labels(ctx, r.CredentialID)
 		if err != nil {
 			return err

@@ -108,6 +108,8 @@ func classify(err error) *apiError {
 		e.status, e.code = http.StatusNotFound, CodeNotFound
 	case errors.Is(err, store.ErrRotationInProgress):
 		e.status, e.code = http.StatusConflict, CodeRotationInProgress
+	case errors.Is(err, rotation.ErrTargetUnreachable):
+		e.status, e.code = http.StatusServiceUnavailable, CodeUnavailable
 	case errors.Is(err, rotation.ErrGraceEnded):
 		e.status, e.code = http.StatusConflict, CodeGraceEnded
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced), errors.Is(err, rotation.ErrWrongStep):

@@ -40,7 +40,8 @@ func (r *Rotator) connect(ctx context.Context, t target) (*session, error) {
 	cfg.DBName = t.Database
 	cfg.TLSConfig = t.TLS
 	cfg.InterpolateParams = true
-	cfg.Timeout = r.cfg.connectTimeout()
+	timeout := rotator.ConnectTimeout(ctx, r.cfg.connectTimeout())
+	cfg.Timeout = timeout
 	cfg.ReadTimeout = r.cfg.queryTimeout()
 	cfg.WriteTimeout = r.cfg.queryTimeout()
 	cfg.Logger = nopLogger{} // the driver logs to stderr by default
@@ -50,12 +51,12 @@ func (r *Rotator) connect(ctx context.Context, t target) (*session, error) {
 	}
 	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(1)
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.connectTimeout())
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		db.Close()
-		return nil, err
+		return nil, dbrot.AtAddr(cfg.Addr, err)
 	}
 	return &session{conn: conn, db: db}, nil
 }

@@ -51,6 +51,8 @@ const (
 	erServerShutdown        = 1053
 	erQueryInterrupted      = 1317
 	erConnectionKilled      = 1927
+	erForcingClose          = 1080 // the server closes connections as it shuts down
+	erNormalShutdown        = 1077
 	erStatementTimeout      = 1969 // MariaDB max_statement_time
 	erQueryTimeoutMySQL     = 3024
 	erBadDB                 = 1049
@@ -70,7 +72,7 @@ func classOfNumber(n uint16) rotator.Class {
 		erPasswordNotAllowed, erProcAccessDenied:
 		return rotator.ClassPermission
 	case erConCount, erTooManyUserConns, erUserLimitReached, erLockWaitTimeout, erLockDeadlock,
-		erServerShutdown, erQueryInterrupted, erConnectionKilled, erStatementTimeout, erQueryTimeoutMySQL:
+		erServerShutdown, erForcingClose, erNormalShutdown, erQueryInterrupted, erConnectionKilled, erStatementTimeout, erQueryTimeoutMySQL:
 		return rotator.ClassTransient
 	case erBadDB, erCannotUser, erParse:
 		return rotator.ClassConfig

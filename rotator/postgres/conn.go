@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 
@@ -27,11 +28,16 @@ func (r *Rotator) connect(ctx context.Context, t target) (*pgx.Conn, error) {
 	}
 	cfg.User = t.Username
 	cfg.Password = t.Password.Reveal()
-	cfg.ConnectTimeout = r.cfg.connectTimeout()
+	timeout := rotator.ConnectTimeout(ctx, r.cfg.connectTimeout())
+	cfg.ConnectTimeout = timeout
 	cfg.RuntimeParams["application_name"] = r.cfg.applicationName()
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.connectTimeout())
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return pgx.ConnectConfig(ctx, cfg)
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, dbrot.AtAddr(net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))), err)
+	}
+	return c, nil
 }
 
 // db is how the shared login steps reach PostgreSQL.

@@ -24,8 +24,10 @@ func classOf(err error) rotator.Class {
 	}
 	// A connect error wrapping neither a server error nor a network error:
 	// TLS negotiation, DNS. Retrying may help.
+	// ErrConnClosed: the server went away mid-statement (a restart), or the
+	// connection was closed under a statement.
 	var ce *pgconn.ConnectError
-	if dbrot.Transient(err) || pgconn.Timeout(err) || errors.As(err, &ce) {
+	if dbrot.Transient(err) || pgconn.Timeout(err) || errors.As(err, &ce) || errors.Is(err, pgconn.ErrConnClosed) {
 		return rotator.ClassTransient
 	}
 	return rotator.ClassUnknown

@@ -16,22 +16,28 @@ import (
 // authenticated (go-redis connects lazily, so a PING forces the login; a NOPERM
 // on PING still means the login worked).
 func (r *Rotator) connect(ctx context.Context, t target) (*redis.Client, error) {
+	timeout := rotator.ConnectTimeout(ctx, r.cfg.connectTimeout())
 	c := redis.NewClient(&redis.Options{
 		Addr:            net.JoinHostPort(t.Host, strconv.Itoa(int(t.Port))),
 		Username:        t.Username,
 		Password:        t.Password.Reveal(),
 		Protocol:        2, // AUTH user pass; replies as flat arrays
-		DialTimeout:     r.cfg.connectTimeout(),
+		DialTimeout:     timeout,
 		ReadTimeout:     r.cfg.commandTimeout(),
 		WriteTimeout:    r.cfg.commandTimeout(),
 		PoolSize:        1,
 		MaxRetries:      -1, // the engine retries, with its own backoff
 		DialerRetries:   1,
 		DisableIdentity: true, // no CLIENT SETINFO
+		// A deadline of ctx bounds a command too (the earlier of it and
+		// Read/WriteTimeout), so the login below gets the connect timeout.
+		ContextTimeoutEnabled: true,
 	})
-	if err := c.Ping(ctx).Err(); err != nil && !isPermission(err) {
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil && !isPermission(err) {
 		c.Close()
-		return nil, err
+		return nil, dbrot.AtAddr(c.Options().Addr, err)
 	}
 	return c, nil
 }

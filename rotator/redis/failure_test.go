@@ -49,6 +49,7 @@ func TestServerHangs(t *testing.T) {
 	start := time.Now()
 	_, err := rot.Verify(ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: e.res})
 	wantClass(t, "verify", err, rotator.ClassTransient, pw(cur))
+	dbrottest.NamesAddr(t, "verify", err, cur)
 	// The timeouts apply: a hang would last forever, so a bound 100 times the
 	// timeouts tells the two apart however loaded the machine is.
 	if d := time.Since(start); d > 30*time.Second {

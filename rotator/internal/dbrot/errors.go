@@ -42,6 +42,8 @@ func Transient(err error) bool {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.ETIMEDOUT),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return true
 	}
@@ -99,4 +101,14 @@ func SQLForms(p string) []string {
 	backslashed := strings.NewReplacer(`\`, `\\`, "'", `\'`, `"`, `\"`).Replace(p)
 	return []string{p, strings.ReplaceAll(p, "'", "''"), strings.ReplaceAll(p, `"`, `""`),
 		strings.ReplaceAll(p, "'", `\'`), strings.ReplaceAll(p, `"`, `\"`), backslashed}
+}
+
+// AtAddr makes err name the server address it came from (host:port), unless
+// its text does already: a timeout or a reset otherwise says nothing about
+// which target was away.
+func AtAddr(addr string, err error) error {
+	if err == nil || strings.Contains(err.Error(), addr) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", addr, err)
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -253,11 +254,23 @@ func (e Errors) ServerHangs(t testing.TB, rot rotator.Rotator, res rotator.Resol
 	start := time.Now()
 	_, err := rot.Verify(Ctx(t), rotator.VerifyRequest{Credential: cur, Resolver: res})
 	e.WantClass(t, "verify", err, rotator.ClassTransient, cur.Secret["password"])
+	NamesAddr(t, "verify", err, cur)
 	pend := Stage(t, rot, res, cur, st)
 	_, err = rot.Apply(Ctx(t), rotator.ApplyRequest{Current: cur, Pending: pend, Strategy: st, Resolver: res})
 	e.WantClass(t, "apply", err, rotator.ClassTransient, cur.Secret["password"], pend.Secret["password"])
+	NamesAddr(t, "apply", err, cur)
 	if d := time.Since(start); d > limit {
 		t.Fatalf("timeouts took %v", d)
+	}
+}
+
+// NamesAddr checks that err names the address (host:port) of c's server: an
+// operator must see which target was away.
+func NamesAddr(t testing.TB, what string, err error, c rotator.Credential) {
+	t.Helper()
+	addr := net.JoinHostPort(fmt.Sprint(c.Fields["host"]), fmt.Sprint(c.Fields["port"]))
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("%s: error %v does not name the server %s", what, err, addr)
 	}
 }
 
@@ -276,6 +289,7 @@ func (e Errors) ServerGone(t testing.TB, r Rotation, gone func(), cur, pend rota
 	gone()
 	_, err := r.Rotator.Verify(Ctx(t), rotator.VerifyRequest{Credential: pend, Resolver: r.Resolver})
 	e.WantClass(t, "verify", err, rotator.ClassTransient, secrets...)
+	NamesAddr(t, "verify", err, pend)
 	e.WantClass(t, "apply again", apply(), rotator.ClassTransient, secrets...)
 	_, err = r.Rotator.Revert(Ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: r.Strategy, Resolver: r.Resolver})
 	e.WantClass(t, "revert", err, rotator.ClassTransient, secrets...)
