@@ -374,8 +374,8 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		if c.DeletedAt != nil {
 			c.Type = string(req.Type)
 		}
-		if _, err := tx.OpenRotation(ctx, id); err == nil {
-			return nil, fmt.Errorf("%w: wait for it to finish (see `nebula-credential rotations %s`)", ErrRotationInProgress, id)
+		if open, err := tx.OpenRotation(ctx, id); err == nil {
+			return nil, rotation.InProgress(open)
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return nil, err
 		}
@@ -633,8 +633,8 @@ func (m *Manager) Delete(ctx context.Context, id, actor string) error {
 		if c.DeletedAt != nil {
 			return nil
 		}
-		if _, err := tx.OpenRotation(ctx, id); err == nil {
-			return fmt.Errorf("%w: wait for it to finish or roll it back first", ErrRotationInProgress)
+		if open, err := tx.OpenRotation(ctx, id); err == nil {
+			return rotation.InProgress(open)
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}

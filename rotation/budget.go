@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
+	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/store"
 )
 
@@ -125,5 +127,50 @@ func (e *Engine) targetSlot(ctx context.Context, target string) (func(), bool) {
 		return nil, false
 	case <-e.closed:
 		return nil, false
+	}
+}
+
+// DefaultTransientBudget is how long transient failures of one step are
+// retried by default (Backoff.Budget).
+const DefaultTransientBudget = 30 * time.Minute
+
+// TransientBudget returns how long transient failures of one step are retried:
+// Budget (default 30m), never less than grace.
+func (b Backoff) TransientBudget(grace time.Duration) time.Duration {
+	d := DefaultTransientBudget
+	if b.Budget > 0 {
+		d = time.Duration(b.Budget)
+	}
+	return max(d, grace)
+}
+
+// retryUntil decides whether a transient failure of j's current step is
+// retried. It starts the step's budget at its first transient failure and
+// returns when the budget ends, and false once it has (or once Attempts, when
+// set, are used up).
+func (e *Engine) retryUntil(j *job, now time.Time) (time.Time, bool) {
+	if j.d.TransientSince == nil {
+		t := now
+		j.d.TransientSince = &t
+	}
+	grace := time.Duration(j.d.GraceSeconds * float64(time.Second))
+	end := j.d.TransientSince.Add(j.settings.Backoff.TransientBudget(grace))
+	if n := j.settings.Backoff.Attempts; n > 0 && j.r.Attempt+1 >= n {
+		return end, false
+	}
+	return end, now.Before(end)
+}
+
+// nothingApplied reports whether every apply of the rotation failed before it
+// changed the target: there is nothing to revert.
+func (d data) nothingApplied() bool { return d.ApplyNotReached && !d.ApplyReached }
+
+// noteApply records whether an apply that returned err may have reached the
+// target.
+func (d *data) noteApply(err error) {
+	if err != nil && rotator.BeforeChange(err) {
+		d.ApplyNotReached = true
+	} else {
+		d.ApplyReached = true
 	}
 }

@@ -112,6 +112,7 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 	}
 	// Test each labelled version against the target.
 	ok := map[string]bool{}
+	away := map[string]bool{} // the target did not answer: nothing known
 	for _, label := range []string{"current", "previous", "pending"} {
 		n, has := labels[label]
 		if !has {
@@ -128,6 +129,7 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 		chk := Check{Version: n, Label: label, OK: verr == nil, Detail: resp.Detail}
 		if verr != nil {
 			chk.Detail = fmt.Sprintf("%s: %v", rotator.ClassOf(verr), verr)
+			away[label] = unreachable(verr)
 		}
 		ok[label] = verr == nil
 		rep.Checks = append(rep.Checks, chk)
@@ -161,11 +163,20 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 		if !ok["current"] && ok["pending"] {
 			fix = fmt.Sprintf("nebula-credential rotations resolve %s --keep %d", id, open.ToVersion)
 		}
+		if failed == StepGrace || open.ErrorClass == string(rotator.ClassTransient) {
+			// Retiring again is what revokes the old secret (resolve would
+			// leave it valid); a step that failed because the target was away
+			// only needs to run again.
+			fix = fmt.Sprintf("nebula-credential rotations retry %s", id)
+		}
 		add("error", title, open.LastError+". "+rec, fix)
 	case !ok["current"] && ok["previous"] && open != nil && open.Step == StepGrace:
 		add("error", "the new credential does not authenticate, the previous one does",
 			fmt.Sprintf("version %d (current) fails; version %d is still valid until %s", cur, prev, fmtTime(open.GraceEndsAt)),
 			fmt.Sprintf("nebula-credential rollback %s", id))
+	case !ok["current"] && away["current"]:
+		add("error", "the target did not answer", fmt.Sprintf("version %d (current) could not be checked: %s; nothing is known about it until the target answers", cur, checkDetail(rep.Checks, "current")),
+			fmt.Sprintf("nebula-credential doctor %s   # again, once the target is reachable", id))
 	case !ok["current"]:
 		fix := fmt.Sprintf("nebula-credential rotate %s", id)
 		detail := fmt.Sprintf("version %d is current but the target rejects it (changed outside nebula-credential, or the target is down)", cur)

@@ -82,6 +82,9 @@ type Config struct {
 	// target (host:port or URL host), so a hung target holds at most these
 	// slots (default Concurrency/2, at least 1).
 	TargetConcurrency int
+	// HealInterval is how often the scheduler probes the target of a
+	// rotation parked in needs_attention for a transient reason (default 1m).
+	HealInterval time.Duration
 	// ProbeTimeout bounds the first connection of every step attempt
 	// (default 5s; see rotator.WithFirstProbe).
 	ProbeTimeout time.Duration
@@ -143,6 +146,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.TargetConcurrency <= 0 {
 		cfg.TargetConcurrency = max(1, cfg.Concurrency/2)
+	}
+	if cfg.HealInterval <= 0 {
+		cfg.HealInterval = time.Minute
 	}
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = 5 * time.Second
@@ -347,6 +353,11 @@ func inProgress(open *store.Rotation) error {
 		return fmt.Errorf("%w: version %d is in its grace period%s; wait for it to end, or roll back with `nebula-credential rollback %s`", store.ErrRotationInProgress, open.FromVersion, until, open.CredentialID)
 	case StepNeedsAttention:
 		return fmt.Errorf("%w: an earlier rotation needs attention: run `nebula-credential doctor %s`", store.ErrRotationInProgress, open.CredentialID)
+	case StepPlanned, StepStaged, StepApplied:
+		if open.LastError != "" {
+			return fmt.Errorf("%w: rotation %d is waiting to retry step %s (%s); `nebula-credential serve` keeps retrying it, or give up with `nebula-credential rotations retry %s --rollback`", store.ErrRotationInProgress, open.ID, open.Step, open.LastError, open.CredentialID)
+		}
+		fallthrough
 	default:
 		return fmt.Errorf("%w: rotation %d is at step %s (see `nebula-credential rotations %s`)", store.ErrRotationInProgress, open.ID, open.Step, open.CredentialID)
 	}

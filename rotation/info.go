@@ -30,6 +30,9 @@ type Info struct {
 	LastError   string     `json:"last_error,omitempty"`
 	FailedStep  string     `json:"failed_step,omitempty"`
 	Recovery    string     `json:"recovery,omitempty"`
+	// StaysValid names the version a forced resolve left valid on the
+	// target (its retire had failed).
+	StaysValid int `json:"stays_valid,omitempty"`
 }
 
 // InfoOf returns the public view of r (nil for nil).
@@ -42,7 +45,7 @@ func InfoOf(r *store.Rotation) *Info {
 		RotationID: r.ID, ID: r.CredentialID, Kind: r.Kind, Step: r.Step, Open: r.Open, Strategy: r.Strategy,
 		FromVersion: r.FromVersion, ToVersion: r.ToVersion, Attempt: r.Attempt, Actor: r.Actor, Reason: r.Reason,
 		StartedAt: r.StartedAt, UpdatedAt: r.UpdatedAt, FinishedAt: r.FinishedAt, GraceEndsAt: r.GraceEndsAt,
-		FailedStep: d.FailedStep, Recovery: d.Recovery,
+		FailedStep: d.FailedStep, Recovery: d.Recovery, StaysValid: StaysValid(r),
 	}
 	if r.LastError != "" {
 		out.ErrorClass, out.LastError = r.ErrorClass, r.LastError

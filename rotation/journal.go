@@ -64,6 +64,17 @@ type data struct {
 	GraceWarned bool `json:"grace_warned,omitempty"`
 	// CommittedAt is when current moved.
 	CommittedAt *time.Time `json:"committed_at,omitempty"`
+	// TransientSince is the first transient failure of the current step; the
+	// step is retried until its budget (Backoff.Budget) runs out.
+	TransientSince *time.Time `json:"transient_since,omitempty"`
+	// ApplyReached is set once an apply may have changed the target;
+	// ApplyNotReached once an apply failed before changing anything. With
+	// only the latter there is nothing to revert.
+	ApplyReached    bool `json:"apply_reached,omitempty"`
+	ApplyNotReached bool `json:"apply_not_reached,omitempty"`
+	// Heal is set on a rotation parked in needs_attention because its target
+	// did not answer: the scheduler probes it and finishes it (heal.go).
+	Heal bool `json:"heal,omitempty"`
 }
 
 func decodeData(r *store.Rotation) data {

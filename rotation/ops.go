@@ -184,6 +184,14 @@ func (e *Engine) Retry(ctx context.Context, id string, rollback bool) (*store.Ro
 	}
 	j := &job{r: claimed, d: decodeData(claimed)}
 	step := claimed.Step
+	if rollback && (step == StepPlanned || step == StepStaged || step == StepApplied) {
+		// Give up a rotation waiting to retry: revert what it applied (nothing
+		// when no apply reached the target) and close it.
+		if j.d.FailedStep == "" {
+			j.d.FailedStep = step
+		}
+		step = StepRollingBack
+	}
 	if step == StepNeedsAttention {
 		switch {
 		case rollback || j.d.RevertFailed:
@@ -219,6 +227,11 @@ func (e *Engine) Resolve(ctx context.Context, id string, keep int, force bool) (
 	}
 	if keep != r.FromVersion && keep != r.ToVersion {
 		return nil, fmt.Errorf("resolve %s: %w: --keep must be version %d or %d", id, ErrBadRequest, r.FromVersion, r.ToVersion)
+	}
+	if r.Step == StepNeedsAttention && decodeData(r).FailedStep == StepGrace && !force {
+		// Closing a failed retire would leave the old secret valid: retire
+		// first, which is what restores the promise.
+		return e.resolveRetire(ctx, id, r)
 	}
 	claimed, err := e.claim(ctx, r)
 	if err != nil {

@@ -96,11 +96,16 @@ type Settings struct {
 	Backoff Backoff `json:"backoff,omitzero"`
 }
 
-// Backoff is exponential backoff with full jitter.
+// Backoff is exponential backoff with full jitter. A step that fails
+// transiently (the target did not answer) is retried for Budget, measured
+// from its first failure; Attempts, when set, also bounds the tries.
 type Backoff struct {
 	Base     Duration `json:"base,omitempty"`
 	Cap      Duration `json:"cap,omitempty"`
 	Attempts int      `json:"attempts,omitempty"`
+	// Budget is how long transient failures of one step are retried (default
+	// 30m, never less than the grace period).
+	Budget Duration `json:"budget,omitempty"`
 }
 
 // GraceOrDefault returns the grace period.
@@ -171,8 +176,8 @@ func (s Settings) Validate() error {
 	default:
 		return fmt.Errorf("unknown strategy %q (want dual, alternating, in_place or reissue, or leave it empty for the rotator's best)", s.Strategy)
 	}
-	if s.Backoff.Base < 0 || s.Backoff.Cap < 0 || s.Backoff.Attempts < 0 {
-		return errors.New("backoff base, cap and attempts must not be negative")
+	if s.Backoff.Base < 0 || s.Backoff.Cap < 0 || s.Backoff.Attempts < 0 || s.Backoff.Budget < 0 {
+		return errors.New("backoff base, cap, attempts and budget must not be negative")
 	}
 	for i, p := range s.Policies {
 		if err := p.Validate(); err != nil {

@@ -100,10 +100,12 @@ func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(t
 		next.Step = step
 		next.UpdatedAt = now
 		next.LeaseUntil = now.Add(e.cfg.LeaseTTL)
+		d := j.d
 		if step != prev {
 			next.Attempt = 0
+			d.TransientSince = nil // a new step gets its own budget
 		}
-		encodeData(&next, j.d)
+		encodeData(&next, d)
 		if mutate != nil {
 			if err := mutate(tx, &next); err != nil {
 				return err
@@ -212,6 +214,15 @@ func (e *Engine) run(ctx context.Context, r *store.Rotation) (*store.Rotation, e
 			}
 			return j.r, &RotationError{ID: j.r.CredentialID, RotationID: j.r.ID, Step: j.d.FailedStep, RolledBack: true, Err: errors.New(j.r.LastError)}
 		case StepNeedsAttention, StepReauthRequired:
+			if j.r.Step == StepNeedsAttention && j.d.Heal {
+				healed, err := e.heal(ctx, j)
+				if err != nil {
+					return j.r, err
+				}
+				if healed {
+					continue
+				}
+			}
 			return j.r, &RotationError{ID: j.r.CredentialID, RotationID: j.r.ID, Step: j.d.FailedStep, Err: fmt.Errorf("%s: %s", j.r.Step, j.r.LastError)}
 		default: // retired, resolved
 			return j.r, nil
@@ -321,6 +332,7 @@ func (e *Engine) apply(ctx context.Context, j *job) error {
 	defer cancel()
 	first := j.r.Fence == 1 && j.r.Attempt == 0 && j.r.Step == StepStaged && j.r.Kind == KindRotate
 	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(), FirstAttempt: first})
+	j.d.noteApply(err)
 	if err != nil {
 		return stepError(StepStaged, err)
 	}
@@ -438,7 +450,7 @@ func (e *Engine) retire(ctx context.Context, j *job) error {
 
 // revert undoes a failed apply/verify and closes the rotation as rolled back.
 func (e *Engine) revert(ctx context.Context, j *job) error {
-	if j.r.ToVersion > 0 {
+	if j.r.ToVersion > 0 && !j.d.nothingApplied() {
 		if err := e.ensurePending(ctx, j); err != nil {
 			return err
 		}
@@ -556,17 +568,23 @@ func (e *Engine) fail(ctx context.Context, j *job, err error) error {
 	record := func(r *store.Rotation) {
 		r.ErrorClass, r.LastError = string(class), msg
 	}
-	attempts := j.settings.Backoff.AttemptsOrDefault()
-	if rotator.Retryable(se.err) && j.r.Attempt+1 < attempts {
+	until, retry := time.Time{}, false
+	if rotator.Retryable(se.err) {
+		until, retry = e.retryUntil(j, now)
+	}
+	if retry {
 		delay := j.settings.Backoff.Delay(j.r.Attempt+1, e.cfg.Rand)
 		delay = max(delay, rotator.RetryAfter(se.err))
 		due := now.Add(delay)
+		if due.After(until) {
+			due = until // one last try as the budget ends
+		}
 		if werr := e.advance(ctx, j, j.r.Step, func(tx store.Tx, r *store.Rotation) error {
 			record(r)
 			r.Attempt++
 			r.DueAt = due
 			r.LeaseUntil = now // free for whoever picks it up at DueAt
-			return audit.Append(ctx, tx, audit.Entry{At: now, Action: r.Kind + ".retry_scheduled", CredentialID: r.CredentialID, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "error", Detail: fmt.Sprintf("%s failed (%s), attempt %d of %d, retry at %s", se.step, class, r.Attempt, attempts, due.Format(time.RFC3339))})
+			return audit.Append(ctx, tx, audit.Entry{At: now, Action: r.Kind + ".retry_scheduled", CredentialID: r.CredentialID, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "error", Detail: fmt.Sprintf("%s failed (%s), attempt %d, retry at %s, retrying until %s", se.step, class, r.Attempt, due.Format(time.RFC3339), until.Format(time.RFC3339))})
 		}); werr != nil {
 			return werr
 		}
@@ -625,7 +643,7 @@ func (e *Engine) fail(ctx context.Context, j *job, err error) error {
 
 	case se.step == StepStaged || se.step == StepApplied:
 		j.d.FailedStep = se.step
-		if j.d.AutoRollback {
+		if j.d.AutoRollback || j.d.nothingApplied() { // nothing applied: closing changes nothing
 			return e.advance(ctx, j, StepRollingBack, func(_ store.Tx, r *store.Rotation) error {
 				record(r)
 				return nil
@@ -656,9 +674,13 @@ func (e *Engine) toAttention(ctx context.Context, j *job, step, failed string, c
 		j.d.FailedStep = failed
 	}
 	j.d.Recovery = recovery
+	j.d.Heal = step == StepNeedsAttention && class == rotator.ClassTransient
 	werr := e.advance(ctx, j, step, func(tx store.Tx, r *store.Rotation) error {
 		r.ErrorClass, r.LastError = string(class), msg
 		r.DueAt = now.Add(100 * 365 * 24 * time.Hour) // never picked up by the scheduler
+		if j.d.Heal {
+			r.DueAt, r.LeaseUntil = e.healDue(now), now // probed until the target answers
+		}
 		if err := AppendEvent(ctx, tx, now, EventNeedsAttention, r.CredentialID, r.FromVersion, map[string]any{"step": failed, "error_class": class}); err != nil {
 			return err
 		}

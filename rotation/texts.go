@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
@@ -32,4 +33,52 @@ func revertFailedTitle(r *store.Rotation) string {
 		return fmt.Sprintf("rotation %d: the target did not answer, so the new version could be neither finished nor rolled back", r.ID)
 	}
 	return fmt.Sprintf("rotation %d: the new version failed and the rollback failed too", r.ID)
+}
+
+// resolveRetire answers resolve (without --force) on a rotation whose retire
+// failed: it retires now; if that fails again it refuses, since closing the
+// rotation would leave the old version valid on the target.
+func (e *Engine) resolveRetire(ctx context.Context, id string, r *store.Rotation) (*store.Rotation, error) {
+	claimed, err := e.claim(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", id, err)
+	}
+	j, err := e.load(ctx, claimed)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", id, err)
+	}
+	if err = e.retire(ctx, j); err == nil {
+		return j.r, nil
+	}
+	// Leave it parked as it was (the scheduler keeps probing), lease released.
+	_ = e.advance(ctx, j, StepNeedsAttention, func(_ store.Tx, r *store.Rotation) error {
+		r.LeaseUntil = e.now()
+		return nil
+	})
+	return nil, fmt.Errorf("resolve %s: %w: retiring version %d failed again (%v), so it still logs in on the target; resolving now would leave it valid. "+
+		"The scheduler retires it once the target answers (or run `nebula-credential rotations retry %s`); to close the rotation anyway, leaving version %d valid until you revoke it by hand: `nebula-credential rotations resolve %s --keep %d --force`",
+		id, ErrWrongStep, r.FromVersion, err, id, r.FromVersion, id, r.ToVersion)
+}
+
+// StaysValid names the version a forced resolve of r leaves valid on the
+// target (its retire failed), or 0.
+func StaysValid(r *store.Rotation) int {
+	if r.Step == StepResolved && decodeData(r).FailedStep == StepGrace {
+		return r.FromVersion
+	}
+	return 0
+}
+
+// InProgress is the error for a request refused because open is in
+// progress: it wraps store.ErrRotationInProgress and names the command that
+// moves it on.
+func InProgress(open *store.Rotation) error { return inProgress(open) }
+
+func checkDetail(cs []Check, label string) string {
+	for _, c := range cs {
+		if c.Label == label {
+			return c.Detail
+		}
+	}
+	return ""
 }

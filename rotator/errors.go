@@ -41,7 +41,10 @@ type Error struct {
 	// Urgent marks a failure a person must fix soon (a certificate that
 	// expires within days); it survives Sanitize.
 	Urgent bool
-	Err    error
+	// BeforeChange marks a failure before anything changed on the target (see
+	// NotReached); it survives Sanitize.
+	BeforeChange bool
+	Err          error
 }
 
 func (e *Error) Error() string {

@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -34,4 +35,29 @@ func ConnectTimeout(ctx context.Context, def time.Duration) time.Duration {
 		return def
 	}
 	return p.timeout
+}
+
+// NotReached marks err as a failure that happened before the call changed
+// anything on the target: it never connected, or the login that precedes a
+// change was refused. The engine has nothing to revert after such an apply.
+func NotReached(err error) error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := err.(*Error); ok {
+		c := *e
+		c.BeforeChange = true
+		return &c
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return &Error{Class: e.Class, Privilege: e.Privilege, RetryAfter: e.RetryAfter, Urgent: e.Urgent, Err: err, BeforeChange: true}
+	}
+	return &Error{Class: ClassUnknown, Err: err, BeforeChange: true}
+}
+
+// BeforeChange reports whether err is marked with NotReached.
+func BeforeChange(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.BeforeChange
 }

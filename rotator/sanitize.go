@@ -122,6 +122,7 @@ func scrub(err error, maps ...secret.Map) error {
 		out.Privilege = e.Privilege
 		out.RetryAfter = e.RetryAfter
 		out.Urgent = IsUrgent(err)
+		out.BeforeChange = BeforeChange(err)
 	}
 	return out
 }

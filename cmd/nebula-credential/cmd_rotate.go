@@ -40,7 +40,7 @@ func (g *globals) reportRotation(r *rotation.Info, err error) error {
 	}
 	if err != nil {
 		if errors.Is(err, rotation.ErrRetryScheduled) {
-			g.printf("%s: rotation %d waiting to retry (%s); `nebula-credential serve` continues it, or run `rotate --wait`\n", r.ID, r.RotationID, r.LastError)
+			g.printf("%s: rotation %d waiting to retry (%s); `nebula-credential serve` keeps retrying it while the target is away. Retry now: `nebula-credential rotations retry %s`; give up (reverts what reached the target): `nebula-credential rotations retry %s --rollback`\n", r.ID, r.RotationID, r.LastError, r.ID, r.ID)
 			return exitError{exitFailed}
 		}
 		if h := rotationHint(err); h != "" {
@@ -427,7 +427,14 @@ verified against the target (unless --force) and made current.`,
 			if cur == 0 {
 				cur = r.FromVersion
 			}
+			if r.Step == rotation.StepRetired {
+				g.printf("%s: rotation %d finished: version %d retired, version %d is current\n", args[0], r.RotationID, r.FromVersion, r.ToVersion)
+				return nil
+			}
 			g.printf("%s: rotation %d resolved; version %d is current\n", args[0], r.RotationID, cur)
+			if n := r.StaysValid; n > 0 {
+				g.warnf("version %d was never retired: it still logs in on the target until you revoke it by hand", n)
+			}
 			return nil
 		}),
 	}
@@ -441,6 +448,9 @@ verified against the target (unless --force) and made current.`,
 		Args:    exactArgs(1, "ID"),
 		RunE: g.withBackend(openOpts{noRecover: true}, func(cmd *cobra.Command, args []string, m backend) error {
 			r, err := m.Retry(cmd.Context(), args[0], rollback)
+			if rollback && r != nil && r.Step == rotation.StepRolledBack && !r.Open {
+				err = nil // rolled back, as asked
+			}
 			return g.reportRotation(r, err)
 		}),
 	}

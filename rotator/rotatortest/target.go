@@ -194,8 +194,8 @@ func (f *fakeRotator) call(ctx context.Context, step string, sec secret.Map, fn 
 		case <-time.After(delay):
 		}
 	}
-	if down {
-		return rotator.Errorf(rotator.ClassTransient, step, "dial tcp 127.0.0.1:1: connect: connection refused")
+	if down { // nothing reached the target
+		return rotator.NotReached(rotator.Errorf(rotator.ClassTransient, step, "dial tcp 127.0.0.1:1: connect: connection refused"))
 	}
 	if fail != nil {
 		msg := fail.Message

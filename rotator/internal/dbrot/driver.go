@@ -40,7 +40,7 @@ func (d Driver[L, C]) LogsIn(ctx context.Context, l L, op string) (bool, error) 
 	if d.authFailure(err) {
 		return false, nil
 	}
-	return false, d.classify(op, "", err)
+	return false, rotator.NotReached(d.classify(op, "", err))
 }
 
 // VerifyLogin logs in as l for Verify. A refused login is ClassRejected (the
@@ -67,7 +67,7 @@ func (d Driver[L, C]) Manager(ctx context.Context, op string, base, adm L, hasAd
 	if hasAdmin {
 		c, err := d.Connect(ctx, adm)
 		if err != nil {
-			return zero, d.classify(op, "", fmt.Errorf("admin login as %q: %w", adm.username(), err))
+			return zero, rotator.NotReached(d.classify(op, "", fmt.Errorf("admin login as %q: %w", adm.username(), err)))
 		}
 		return c, nil
 	}
@@ -78,11 +78,11 @@ func (d Driver[L, C]) Manager(ctx context.Context, op string, base, adm L, hasAd
 			return c, nil
 		}
 		if !d.authFailure(err) {
-			return zero, d.classify(op, "", err)
+			return zero, rotator.NotReached(d.classify(op, "", err))
 		}
 		last = err
 	}
-	return zero, d.classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.username(), last))
+	return zero, rotator.NotReached(d.classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.username(), last)))
 }
 
 // CheckCurrent makes sure cur logs in before old is retired, so a retire never

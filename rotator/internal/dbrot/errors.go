@@ -86,6 +86,7 @@ func Scrub(err error, forms func(value string) []string, vals ...secret.Value) e
 	if errors.As(err, &e) {
 		out.Privilege = e.Privilege
 		out.RetryAfter = e.RetryAfter
+		out.BeforeChange = e.BeforeChange
 		if e.Privilege != "" { // Error() appends it again
 			msg = strings.TrimSuffix(msg, fmt.Sprintf(" (missing privilege: %s)", e.Privilege))
 		}
