@@ -121,7 +121,7 @@ func TestRealAdminAttackRefused(t *testing.T) {
 			}
 			for _, a := range attacks {
 				body, _ := json.Marshal(map[string]any{"type": string(tg.typ), "fields": a.fields, "secret": map[string]string{"password": "x"},
-					"settings": map[string]any{"strategy": "in_place", "policies": []any{map[string]any{"kind": "periodic", "interval": "1m"}}}})
+					"settings": map[string]any{"policies": []any{map[string]any{"kind": "periodic", "interval": "1m"}}}})
 				req, _ := http.NewRequest("PUT", ts.URL+"/v1/credentials/az/evil", bytes.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+a.token)
 				req.Header.Set("Content-Type", "application/json")
@@ -131,7 +131,11 @@ func TestRealAdminAttackRefused(t *testing.T) {
 				}
 				b, _ := io.ReadAll(res.Body)
 				res.Body.Close()
-				if res.StatusCode != http.StatusForbidden || !strings.Contains(string(b), a.want) {
+				var eb struct {
+					Error struct{ Message string } `json:"error"`
+				}
+				_ = json.Unmarshal(b, &eb)
+				if res.StatusCode != http.StatusForbidden || !strings.Contains(eb.Error.Message, a.want) {
 					t.Errorf("%s: %d %s\nwant 403 containing %q", a.name, res.StatusCode, b, a.want)
 				}
 				if strings.Contains(string(b), "x\"") && strings.Contains(string(b), "password") {
