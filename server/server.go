@@ -56,8 +56,8 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
-	"github.com/nebula-credential/nebula-credential/notify"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/notify"
 	"github.com/nebula-credential/nebula-credential/server/console"
 )
 
