@@ -692,7 +692,7 @@ func (s *Server) restore(rq *request) error {
 		rq.detail = "only " + only
 	}
 	body := http.MaxBytesReader(rq.w, rq.r.Body, s.cfg.MaxBackupBytes)
-	info, err := s.m.Restore(rq.ctx, body, credential.RestoreOptions{Only: only})
+	info, err := s.m.Restore(rq.ctx, body, credential.RestoreOptions{Only: only, SkipBusy: rq.query("skip_busy") == "true"})
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -700,7 +700,7 @@ func (s *Server) restore(rq *request) error {
 		}
 		return err
 	}
-	return rq.respond(http.StatusOK, map[string]any{"credentials": info.Credentials, "versions": info.Versions, "backup_created_at": info.CreatedAt})
+	return rq.respond(http.StatusOK, map[string]any{"credentials": info.Credentials, "versions": info.Versions, "backup_created_at": info.CreatedAt, "skipped": info.Skipped})
 }
 
 // auditList pages through the audit log. A store-wide admin sees every
