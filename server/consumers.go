@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -66,6 +67,8 @@ type consumers struct {
 
 	mu       sync.Mutex
 	checking map[string]bool // credential IDs being evaluated
+
+	passes atomic.Int64 // check passes completed (tests wait on it)
 }
 
 func newConsumers(s *Server, cfg ConsumerConfig) *consumers {
@@ -107,20 +110,26 @@ func (c *consumers) loop() {
 				c.s.log.Warn("consumers: pruning", "err", err)
 			}
 		}
-		if !c.cfg.EarlyRetire {
-			continue
+		c.check()
+		c.passes.Add(1)
+	}
+}
+
+// check evaluates every rotation in grace.
+func (c *consumers) check() {
+	if !c.cfg.EarlyRetire {
+		return
+	}
+	rs, err := c.s.m.Rotations(c.ctx, "", true, 1000)
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.s.log.Warn("consumers: listing rotations in grace", "err", err)
 		}
-		rs, err := c.s.m.Rotations(c.ctx, "", true, 1000)
-		if err != nil {
-			if c.ctx.Err() == nil {
-				c.s.log.Warn("consumers: listing rotations in grace", "err", err)
-			}
-			continue
-		}
-		for _, r := range rs {
-			if r.Step == rotation.StepGrace {
-				c.evaluate(r.CredentialID)
-			}
+		return
+	}
+	for _, r := range rs {
+		if r.Step == rotation.StepGrace {
+			c.evaluate(r.CredentialID)
 		}
 	}
 }

@@ -60,12 +60,11 @@ func (e *env) waitRetired(id string, version int) time.Time {
 
 // TestEarlyRetirement: three agents serve one credential. The previous
 // version is retired once all three confirmed the new one, never before; an
-// agent whose action failed holds it back; a stopped agent holds it back
-// until its heartbeat times out.
+// agent whose action failed holds it back.
 func TestEarlyRetirement(t *testing.T) {
-	const timeout = 2 * time.Second
 	e := newEnv(t, func(c *Config) {
-		c.Consumers = ConsumerConfig{EarlyRetire: true, EarlyRetireMin: time.Millisecond, Timeout: timeout, CheckInterval: 20 * time.Millisecond}
+		// No heartbeat times out during this test, however slow the machine.
+		c.Consumers = ConsumerConfig{EarlyRetire: true, EarlyRetireMin: time.Millisecond, Timeout: time.Hour, CheckInterval: 20 * time.Millisecond}
 	})
 	id := "prod/app/key"
 	e.must(200, "PUT", "/v1/credentials/"+id, e.admin, genericBody("s1"))
@@ -83,7 +82,7 @@ func TestEarlyRetirement(t *testing.T) {
 	e.must(200, "POST", "/v1/consumers", agent, report("a", id, 2, true))
 	e.must(200, "POST", "/v1/consumers", agent, report("b", id, 2, true))
 	e.must(200, "POST", "/v1/consumers", agent, report("c", id, 2, false))
-	time.Sleep(300 * time.Millisecond)
+	e.waitChecks(10)
 	if e.openGrace(id) == nil {
 		t.Fatal("grace ended before every consumer confirmed")
 	}
@@ -106,19 +105,51 @@ func TestEarlyRetirement(t *testing.T) {
 		t.Fatalf("retired at %v, before the last confirmation at %v", retired, last)
 	}
 	t.Logf("previous version retired %v after the last confirmation", retired.Sub(last).Round(time.Millisecond))
+}
 
-	// Agent c stops; a and b confirm version 3. Retirement waits for c's
-	// heartbeat to time out.
+// TestEarlyRetirementStoppedAgent: an agent that stops heartbeating holds
+// retirement back until its heartbeat times out, while the live agents keep
+// heartbeating (as real agents do).
+func TestEarlyRetirementStoppedAgent(t *testing.T) {
+	const timeout = 2 * time.Second
+	e := newEnv(t, func(c *Config) {
+		c.Consumers = ConsumerConfig{EarlyRetire: true, EarlyRetireMin: time.Millisecond, Timeout: timeout, CheckInterval: 20 * time.Millisecond}
+	})
+	id := "prod/app/key"
+	e.must(200, "PUT", "/v1/credentials/"+id, e.admin, genericBody("s1"))
+	agent := e.token("read:prod/app")
 	e.must(200, "POST", "/v1/rotate/"+id, e.admin, map[string]any{"grace": "1h"})
 	cLast := time.Now()
-	e.must(200, "POST", "/v1/consumers", agent, report("c", id, 2, true)) // its last heartbeat
-	e.must(200, "POST", "/v1/consumers", agent, report("a", id, 3, true))
-	e.must(200, "POST", "/v1/consumers", agent, report("b", id, 3, true))
-	retired = e.waitRetired(id, 2)
+	e.must(200, "POST", "/v1/consumers", agent, report("c", id, 1, true)) // its last heartbeat
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // a and b are alive and on version 2
+		defer close(done)
+		for {
+			for _, a := range []string{"a", "b"} {
+				if r := e.do("POST", "/v1/consumers", agent, report(a, id, 2, true)); r.status != 200 {
+					t.Errorf("heartbeat of %s: %d %s", a, r.status, r.body)
+					return
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	retired := e.waitRetired(id, 1)
+	close(stop)
+	<-done
 	if retired.Before(cLast.Add(timeout)) {
 		t.Fatalf("retired at %v, before the stopped agent timed out at %v", retired, cLast.Add(timeout))
 	}
 	t.Logf("retired %v after the stopped agent's last heartbeat (timeout %v)", retired.Sub(cLast).Round(time.Millisecond), timeout)
+	var list struct {
+		Consumers []credential.ConsumerInfo `json:"consumers"`
+	}
 	json.Unmarshal(e.must(200, "GET", "/v1/consumers?id="+id, agent, nil).body, &list)
 	for _, c := range list.Consumers {
 		if c.ConsumerID == "c" && c.Live {
@@ -135,7 +166,7 @@ func TestEarlyRetirementOff(t *testing.T) {
 	e.must(200, "PUT", "/v1/credentials/"+id, e.admin, genericBody("s1"))
 	e.must(200, "POST", "/v1/rotate/"+id, e.admin, map[string]any{"grace": "1h"})
 	e.must(200, "POST", "/v1/consumers", e.admin, report("a", id, 2, true))
-	time.Sleep(200 * time.Millisecond)
+	e.waitChecks(10)
 	if e.openGrace(id) == nil {
 		t.Fatal("grace ended early without the setting")
 	}
@@ -199,4 +230,18 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return fmt.Sprint(strings.Join(out, "\n"))
+}
+
+// waitChecks waits (under one generous deadline) until the consumer check
+// loop has completed n more passes.
+func (e *env) waitChecks(n int64) {
+	e.t.Helper()
+	want := e.srv.cons.passes.Load() + n
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.srv.cons.passes.Load() < want {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the consumer check loop did not run %d times", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
