@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/audit"
@@ -54,6 +55,9 @@ type BackupInfo struct {
 	Credentials int       `json:"credentials"`
 	Versions    int       `json:"versions"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Skipped are the credentials Restore left alone (RestoreOptions.SkipBusy):
+	// each has an open rotation.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Backup writes one encrypted, integrity-protected file with every credential,
@@ -163,6 +167,10 @@ type RestoreOptions struct {
 	Only string
 	// Progress, if set, is called while credentials are checked and written.
 	Progress func(done, total int)
+	// SkipBusy restores every credential without an open rotation and leaves
+	// those with one (in grace, or needing attention) as they are, listing them
+	// in BackupInfo.Skipped. Without it such a credential refuses the restore.
+	SkipBusy bool
 }
 
 // MaxBackupSize bounds a backup file read into memory.
@@ -240,13 +248,41 @@ func (m *Manager) Restore(ctx context.Context, r io.Reader, opts RestoreOptions)
 				return err
 			}
 		}
-		for i, bc := range todo {
+		// Credentials with an open rotation cannot be replaced: name them all
+		// and the way forward, or skip them when asked to.
+		var busy []string
+		ready := todo[:0:0]
+		for _, bc := range todo {
 			id := bc.Credential.ID
-			if open, err := tx.OpenRotation(ctx, id); err == nil {
-				return fmt.Errorf("%w: %s has an open rotation (%d at %s); finish or resolve it before restoring", ErrRotationInProgress, id, open.ID, open.Step)
-			} else if !errors.Is(err, store.ErrNotFound) {
+			open, err := tx.OpenRotation(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				ready = append(ready, bc)
+				continue
+			}
+			if err != nil {
 				return err
 			}
+			busy = append(busy, busyReason(id, open))
+			info.Skipped = append(info.Skipped, id)
+		}
+		if len(busy) > 0 && !opts.SkipBusy {
+			info.Skipped = nil
+			shown := busy
+			if len(shown) > 10 {
+				shown = append(shown[:10:10], fmt.Sprintf("and %d more", len(busy)-10))
+			}
+			return fmt.Errorf("%w: %d credential(s) have an open rotation and cannot be replaced: %s; "+
+				"restore the others now with --skip-busy (then restore these with --only ID once their rotation ends)",
+				ErrRotationInProgress, len(busy), strings.Join(shown, "; "))
+		}
+		todo = ready
+		info.Credentials = len(todo)
+		info.Versions = 0
+		for _, bc := range todo {
+			info.Versions += len(bc.Versions)
+		}
+		for i, bc := range todo {
+			id := bc.Credential.ID
 			if err := tx.PurgeCredential(ctx, id); err != nil {
 				return err
 			}
@@ -291,6 +327,16 @@ func (m *Manager) Restore(ctx context.Context, r io.Reader, opts RestoreOptions)
 		return nil, err
 	}
 	return info, nil
+}
+
+// busyReason names a credential whose open rotation blocks a restore and
+// what ends that rotation.
+func busyReason(id string, open *store.Rotation) string {
+	if open.Step == "grace" && open.GraceEndsAt != nil {
+		return fmt.Sprintf("%s is in grace until %s (wait for it, with `nebula-credential serve` running, or run `nebula-credential rollback %s`)",
+			id, open.GraceEndsAt.UTC().Format(time.RFC3339), id)
+	}
+	return fmt.Sprintf("%s has rotation %d at step %s (run `nebula-credential doctor %s` for the way out)", id, open.ID, open.Step, id)
 }
 
 func actorOf(ctx context.Context) string {

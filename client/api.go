@@ -396,7 +396,17 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (*credential.BackupInf
 // Restore sends a backup file (needs admin on *); only, if set, restores one
 // credential.
 func (c *Client) Restore(ctx context.Context, r io.Reader, only string) (*credential.BackupInfo, error) {
+	return c.RestoreWith(ctx, r, credential.RestoreOptions{Only: only})
+}
+
+// RestoreWith sends a backup file with options (Only, SkipBusy; Progress is
+// not used remotely).
+func (c *Client) RestoreWith(ctx context.Context, r io.Reader, opts credential.RestoreOptions) (*credential.BackupInfo, error) {
+	only := opts.Only
 	q := url.Values{}
+	if opts.SkipBusy {
+		q.Set("skip_busy", "true")
+	}
 	if only != "" {
 		if err := credential.ValidateID(only); err != nil {
 			return nil, err
@@ -407,11 +417,12 @@ func (c *Client) Restore(ctx context.Context, r io.Reader, only string) (*creden
 		Credentials int       `json:"credentials"`
 		Versions    int       `json:"versions"`
 		CreatedAt   time.Time `json:"backup_created_at"`
+		Skipped     []string  `json:"skipped"`
 	}
 	if err := c.call(ctx, request{method: "POST", path: "/v1/restore", query: q, body: r}, &out); err != nil {
 		return nil, err
 	}
-	return &credential.BackupInfo{Credentials: out.Credentials, Versions: out.Versions, CreatedAt: out.CreatedAt}, nil
+	return &credential.BackupInfo{Credentials: out.Credentials, Versions: out.Versions, CreatedAt: out.CreatedAt, Skipped: out.Skipped}, nil
 }
 
 // Audit returns audit entries after seq and the seq to pass for the next

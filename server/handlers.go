@@ -323,6 +323,9 @@ func (s *Server) rotate(rq *request) error {
 	if err := rq.decode(&b, true); err != nil {
 		return err
 	}
+	if b.Now {
+		return s.rotateNow(rq, id, b)
+	}
 	opts := credential.RotateOptions{Reason: b.Reason, NoValidate: b.NoValidate, Wait: b.Wait, Actor: rq.tok.Actor()}
 	if b.Grace != nil {
 		d := time.Duration(*b.Grace)
@@ -431,6 +434,9 @@ func (s *Server) grace(rq *request) error {
 	var b graceBody
 	if err := rq.decode(&b, false); err != nil {
 		return err
+	}
+	if b.End {
+		return s.endGrace(rq, id, b)
 	}
 	if b.Extend <= 0 {
 		return invalidf(`"extend" must be a positive duration like "30m": grace is never shortened`)
@@ -686,7 +692,7 @@ func (s *Server) restore(rq *request) error {
 		rq.detail = "only " + only
 	}
 	body := http.MaxBytesReader(rq.w, rq.r.Body, s.cfg.MaxBackupBytes)
-	info, err := s.m.Restore(rq.ctx, body, credential.RestoreOptions{Only: only})
+	info, err := s.m.Restore(rq.ctx, body, credential.RestoreOptions{Only: only, SkipBusy: rq.query("skip_busy") == "true"})
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -694,7 +700,7 @@ func (s *Server) restore(rq *request) error {
 		}
 		return err
 	}
-	return rq.respond(http.StatusOK, map[string]any{"credentials": info.Credentials, "versions": info.Versions, "backup_created_at": info.CreatedAt})
+	return rq.respond(http.StatusOK, map[string]any{"credentials": info.Credentials, "versions": info.Versions, "backup_created_at": info.CreatedAt, "skipped": info.Skipped})
 }
 
 // auditList pages through the audit log. A store-wide admin sees every

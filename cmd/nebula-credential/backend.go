@@ -29,6 +29,8 @@ type backend interface {
 	Rotate(ctx context.Context, id string, opts rotation.RotateOptions) (*rotation.Info, error)
 	Rollback(ctx context.Context, id string, opts rotation.RollbackOptions) (*rotation.Info, error)
 	ExtendGrace(ctx context.Context, id string, by time.Duration) (*rotation.Info, error)
+	EndGrace(ctx context.Context, id, reason string) (*rotation.Info, error)
+	RotateNow(ctx context.Context, id string, opts rotation.EmergencyOptions) (*rotation.EmergencyInfo, error)
 	Resolve(ctx context.Context, id string, keep int, force bool) (*rotation.Info, error)
 	Retry(ctx context.Context, id string, rollback bool) (*rotation.Info, error)
 	Rotations(ctx context.Context, id string, openOnly bool, limit int) ([]rotation.Info, error)
@@ -37,7 +39,7 @@ type backend interface {
 	Doctor(ctx context.Context, id string) (*rotation.Report, error)
 
 	Backup(ctx context.Context, w io.Writer, progress func(done, total int)) (*credential.BackupInfo, error)
-	Restore(ctx context.Context, r io.Reader, only string, progress func(done, total int)) (*credential.BackupInfo, error)
+	Restore(ctx context.Context, r io.Reader, opts credential.RestoreOptions) (*credential.BackupInfo, error)
 	RotateKEK(ctx context.Context, progress func(done, total int)) (*credential.RotateKeyResult, error)
 	Keys(ctx context.Context) ([]credential.KeyInfo, error)
 	VerifyAudit(ctx context.Context, anchor []byte) (*client.AuditVerification, error)
@@ -178,8 +180,8 @@ func (l local) Backup(ctx context.Context, w io.Writer, progress func(int, int))
 	return l.m.Backup(ctx, w, progress)
 }
 
-func (l local) Restore(ctx context.Context, r io.Reader, only string, progress func(int, int)) (*credential.BackupInfo, error) {
-	return l.m.Restore(ctx, r, credential.RestoreOptions{Only: only, Progress: progress})
+func (l local) Restore(ctx context.Context, r io.Reader, opts credential.RestoreOptions) (*credential.BackupInfo, error) {
+	return l.m.Restore(ctx, r, opts)
 }
 
 func (l local) RotateKEK(ctx context.Context, progress func(int, int)) (*credential.RotateKeyResult, error) {
@@ -271,8 +273,8 @@ func (r remote) Backup(ctx context.Context, w io.Writer, _ func(int, int)) (*cre
 	return r.c.Backup(ctx, w)
 }
 
-func (r remote) Restore(ctx context.Context, rd io.Reader, only string, _ func(int, int)) (*credential.BackupInfo, error) {
-	return r.c.Restore(ctx, rd, only)
+func (r remote) Restore(ctx context.Context, rd io.Reader, opts credential.RestoreOptions) (*credential.BackupInfo, error) {
+	return r.c.RestoreWith(ctx, rd, opts)
 }
 
 func (r remote) RotateKEK(ctx context.Context, _ func(int, int)) (*credential.RotateKeyResult, error) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	credential "github.com/nebula-credential/nebula-credential"
 )
 
 func cmdBackup(g *globals) *cobra.Command {
@@ -66,15 +68,24 @@ The file is written to a temporary name and renamed into place when complete.`,
 }
 
 func cmdRestore(g *globals) *cobra.Command {
-	var only string
+	var (
+		only     string
+		skipBusy bool
+	)
 	c := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Restore credentials from a backup (all, or one with --only)",
 		Long: `Restore a backup written by 'backup'. The whole file is decrypted and checked
 before anything is written; a truncated or altered file is refused and the store
-is left exactly as it was. Each restored credential replaces the one in the store.`,
+is left exactly as it was. Each restored credential replaces the one in the store.
+
+A credential with an open rotation (in grace, or needing attention) cannot be
+replaced: restore names each one and what ends its rotation, and writes nothing.
+--skip-busy restores all the others and lists the ones it left; restore those
+later with --only ID.`,
 		Example: `  nebula-credential restore /backups/creds.ncb
   nebula-credential restore /backups/creds.ncb --only prod/db/orders
+  nebula-credential restore /backups/creds.ncb --skip-busy   # leave credentials in grace as they are
   nebula-credential init --store new.db --key-file old.key && nebula-credential restore creds.ncb --store new.db --key-file old.key`,
 		Args: exactArgs(1, "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -89,19 +100,27 @@ is left exactly as it was. Each restored credential replaces the one in the stor
 			}
 			defer m.Close()
 			bar, done := g.progress("restore")
-			info, err := m.Restore(cmd.Context(), f, only, bar)
+			info, err := m.Restore(cmd.Context(), f, credential.RestoreOptions{Only: only, SkipBusy: skipBusy, Progress: bar})
 			done()
 			if err != nil {
 				return err
 			}
 			if g.json {
-				return g.printJSON(map[string]any{"credentials": info.Credentials, "versions": info.Versions, "backup_created_at": info.CreatedAt})
+				skipped := info.Skipped
+				if skipped == nil {
+					skipped = []string{}
+				}
+				return g.printJSON(map[string]any{"credentials": info.Credentials, "versions": info.Versions, "backup_created_at": info.CreatedAt, "skipped": skipped})
 			}
 			g.printf("restored %d credentials, %d versions (backup of %s)\n", info.Credentials, info.Versions, info.CreatedAt.Format(time.RFC3339))
+			for _, id := range info.Skipped {
+				g.printf("skipped %s: it has an open rotation; once it ends run: nebula-credential restore %s --only %s\n", id, args[0], id)
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&only, "only", "", "restore only this credential ID")
+	c.Flags().BoolVar(&skipBusy, "skip-busy", false, "restore the credentials without an open rotation and list the others")
 	return c
 }
 

@@ -159,6 +159,9 @@ Types: postgres, mysql, redis, api_key, oauth2, certificate, generic.`,
 			if err := credential.ValidateType(credential.Type(typ)); err != nil {
 				return err
 			}
+			if isTerminal(g.stdin) {
+				fmt.Fprintln(g.stderr, `reading the credential as one JSON object from stdin, e.g. {"fields": {...}, "secret": {...}}; end with Ctrl-D (see: nebula-credential template `+typ+`)`)
+			}
 			in, err := parsePutInput(g.stdin)
 			if err != nil {
 				return err
@@ -317,12 +320,29 @@ func cmdList(g *globals) *cobra.Command {
 		Short: "List credentials",
 		Example: `  nebula-credential list
   nebula-credential list --prefix prod/ --type postgres --json
-  nebula-credential list --limit 100 --after prod/db/orders   # next page`,
+  nebula-credential list --limit 100 --after prod/db/orders   # next page
+  nebula-credential list --limit 50000 --json                 # everything, paged internally`,
 		Args: cobra.NoArgs,
 		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, _ []string, m backend) error {
-			items, next, err := m.List(cmd.Context(), credential.ListOptions{Prefix: prefix, Type: credential.Type(typ), After: after, Limit: limit, IncludeDeleted: deleted})
-			if err != nil {
-				return err
+			if limit < 1 {
+				return usagef("--limit must be at least 1")
+			}
+			// The store and the server return at most 1000 per call: page
+			// through until --limit credentials are listed.
+			var (
+				items []credential.Summary
+				next  = after
+			)
+			for {
+				page, nx, err := m.List(cmd.Context(), credential.ListOptions{Prefix: prefix, Type: credential.Type(typ), After: next, Limit: min(limit-len(items), 1000), IncludeDeleted: deleted})
+				if err != nil {
+					return err
+				}
+				items = append(items, page...)
+				next = nx
+				if next == "" || len(items) >= limit || len(page) == 0 {
+					break
+				}
 			}
 			if g.json {
 				if items == nil {
@@ -349,7 +369,7 @@ func cmdList(g *globals) *cobra.Command {
 	c.Flags().StringVar(&prefix, "prefix", "", "only IDs starting with this prefix")
 	c.Flags().StringVar(&typ, "type", "", "only this type")
 	c.Flags().StringVar(&after, "after", "", "page cursor: the last ID of the previous page")
-	c.Flags().IntVar(&limit, "limit", 100, "page size (max 1000)")
+	c.Flags().IntVar(&limit, "limit", 100, "how many credentials to list (fetched in pages of up to 1000)")
 	c.Flags().BoolVar(&deleted, "deleted", false, "include soft-deleted credentials")
 	return c
 }

@@ -118,5 +118,23 @@ func (g *globals) open(ctx context.Context, o openOpts) (*credential.Manager, er
 		}
 		return nil, err
 	}
+	g.warnIgnoredPassphrase(ctx, m)
 	return m, nil
+}
+
+// warnIgnoredPassphrase says so when $NEBULA_CREDENTIAL_PASSPHRASE is set but
+// the store uses a key file: the passphrase plays no part.
+func (g *globals) warnIgnoredPassphrase(ctx context.Context, m *credential.Manager) {
+	if passphrase().IsZero() {
+		return
+	}
+	var mode []byte
+	_ = m.Store().View(ctx, func(tx store.Tx) error {
+		var err error
+		mode, err = tx.GetMeta(ctx, "key_mode")
+		return err
+	})
+	if string(mode) == "key_file" {
+		g.warnf("NEBULA_CREDENTIAL_PASSPHRASE is set but store %s uses the key file %s; the passphrase is ignored (unset it)", displayLocation(g.storeLocation()), g.keyFileLocation())
+	}
 }

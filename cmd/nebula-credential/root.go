@@ -153,6 +153,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found,
 	for _, c := range extraCommands {
 		root.AddCommand(c(g))
 	}
+	finishRoot(root)
 	return root
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -47,7 +48,7 @@ func (t *Tx) queryRow(ctx context.Context, q query, args ...any) row {
 func (t *Tx) fail(err error, format string, args ...any) error {
 	step := fmt.Sprintf(format, args...)
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("%s: %s: %w", t.db.Dialect.Name, step, store.ErrNotFound)
+		return notFound(step)
 	}
 	if t.db.retryable(err) {
 		t.retry = true
@@ -721,4 +722,28 @@ func (t *Tx) ListEvents(ctx context.Context, afterSeq int64, n int) ([]Event, er
 		return nil, t.fail(err, "list events")
 	}
 	return es, nil
+}
+
+// notFoundError is store.ErrNotFound with a message for people: it names
+// the missing thing and never the database dialect or the query step.
+type notFoundError struct{ msg string }
+
+func (e notFoundError) Error() string { return e.msg }
+func (e notFoundError) Unwrap() error { return store.ErrNotFound }
+
+// notFound turns a step like `get credential "a/b"` into `credential "a/b"
+// not found`.
+func notFound(step string) error {
+	if rest, ok := strings.CutPrefix(step, "open rotation of "); ok {
+		return notFoundError{"no open rotation for " + rest}
+	}
+	for _, p := range []string{"get credential state ", "get "} {
+		if rest, ok := strings.CutPrefix(step, p); ok {
+			if p == "get credential state " {
+				rest = "credential " + rest
+			}
+			return notFoundError{rest + " not found"}
+		}
+	}
+	return notFoundError{step + ": not found"}
 }
