@@ -628,6 +628,9 @@ func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error
 		a.st.Versions[id] = v
 	}
 	a.saveState()
+	if firstErr == nil {
+		a.setHealth(func(h *health) { h.Status, h.Error, h.LastSync = "ok", "", time.Now() })
+	}
 	if a.opts.OnSync != nil && firstErr == nil {
 		vs := map[string]int{}
 		for id, v := range a.st.Versions {
