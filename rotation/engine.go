@@ -167,6 +167,9 @@ type RotateOptions struct {
 	// Wait keeps retrying in this process through backoff until the rotation
 	// commits or fails, instead of leaving retries to the scheduler.
 	Wait bool
+	// IfDueAt, if set, plans the rotation only while the credential's next
+	// due time is still this one, else fails with ErrNotDue (the scheduler).
+	IfDueAt *time.Time
 }
 
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
@@ -194,6 +197,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		}
 		if c.DeletedAt != nil {
 			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
+		}
+		if err := checkDue(c, opts.IfDueAt); err != nil {
+			return err
 		}
 		rot, err := e.reg.Lookup(c.Type)
 		if err != nil {
