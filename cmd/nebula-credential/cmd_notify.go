@@ -71,7 +71,9 @@ func (r remoteNotifier) add(ctx context.Context, a notify.AddRequest) (*notify.S
 	}
 	return r.c.NotifyAdd(ctx, req)
 }
-func (r remoteNotifier) remove(ctx context.Context, id string) error { return r.c.NotifyRemove(ctx, id) }
+func (r remoteNotifier) remove(ctx context.Context, id string) error {
+	return r.c.NotifyRemove(ctx, id)
+}
 func (r remoteNotifier) test(ctx context.Context, id string) (*notify.Delivery, error) {
 	return r.c.NotifyTest(ctx, id)
 }
