@@ -165,7 +165,9 @@ type RotateOptions struct {
 	Actor      string
 	NoValidate bool
 	// Wait keeps retrying in this process through backoff until the rotation
-	// commits or fails, instead of leaving retries to the scheduler.
+	// commits or fails, instead of leaving retries to the scheduler. A
+	// rotation asked for during a grace period waits for it to end and then
+	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
 }
 
@@ -173,6 +175,11 @@ type RotateOptions struct {
 // retirement) and returns the journal row. It fails with
 // store.ErrRotationInProgress when another rotation is open.
 func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	if opts.Wait {
+		if err := e.waitGrace(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	r, err := e.plan(ctx, id, KindRotate, 0, opts)
 	if err != nil {
 		return nil, err
@@ -336,6 +343,9 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 func inProgress(open *store.Rotation) error {
 	switch open.Step {
 	case StepGrace, StepCommitted:
+		if ig := inGrace(open); ig != nil {
+			return ig
+		}
 		until := ""
 		if open.GraceEndsAt != nil {
 			until = " until " + open.GraceEndsAt.Format(time.RFC3339)

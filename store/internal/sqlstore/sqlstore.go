@@ -90,7 +90,12 @@ type DB struct {
 	// MaxAttempts bounds how often Update runs fn when the transaction fails
 	// with a retryable error. Zero means 10.
 	MaxAttempts int
+	// GroupCommit lets concurrent Updates share one transaction and one
+	// commit (see group.go). For a single-writer backend (SQLite): retries
+	// (MaxAttempts) do not apply.
+	GroupCommit bool
 
+	group   group
 	queries [numQueries]string
 	wstmts  []*sql.Stmt
 	rstmts  []*sql.Stmt
@@ -215,6 +220,9 @@ func (db *DB) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error 
 }
 
 func (db *DB) updateLoop(ctx context.Context, fn func(store.Tx) error, relaxed bool) error {
+	if db.GroupCommit {
+		return db.groupUpdate(ctx, fn, relaxed)
+	}
 	attempts := db.MaxAttempts
 	if attempts <= 0 {
 		attempts = 10
