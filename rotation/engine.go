@@ -189,14 +189,24 @@ type RotateOptions struct {
 	Actor      string
 	NoValidate bool
 	// Wait keeps retrying in this process through backoff until the rotation
-	// commits or fails, instead of leaving retries to the scheduler.
+	// commits or fails, instead of leaving retries to the scheduler. A
+	// rotation asked for during a grace period waits for it to end and then
+	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
+	// IfDueAt, if set, plans the rotation only while the credential's next
+	// due time is still this one, else fails with ErrNotDue (the scheduler).
+	IfDueAt *time.Time
 }
 
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
 // retirement) and returns the journal row. It fails with
 // store.ErrRotationInProgress when another rotation is open.
 func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	if opts.Wait {
+		if err := e.waitGrace(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	r, err := e.plan(ctx, id, KindRotate, 0, opts)
 	if err != nil {
 		return nil, err
@@ -219,6 +229,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		if c.DeletedAt != nil {
 			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
 		}
+		if err := checkDue(c, opts.IfDueAt); err != nil {
+			return err
+		}
 		rot, err := e.reg.Lookup(c.Type)
 		if err != nil {
 			return err
@@ -238,6 +251,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		}
 		if kind == KindRestore && toVersion == cur {
 			return fmt.Errorf("%w: version %d is already current", ErrWrongStep, cur)
+		}
+		if err := e.Recheck(ctx, tx, id, ""); err != nil {
+			return err // the binding rule (binding.go): refused before staging
 		}
 		s, err := ParseSettings(c.Settings)
 		if err != nil {
@@ -283,7 +299,11 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 			// process: do it in the planning transaction and save a durable
 			// commit. If it fails, the row stays at planned and the stage step
 			// runs with its full error handling.
-			if n, ok := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now); ok {
+			n, ok, err := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now)
+			if err != nil {
+				return err
+			}
+			if ok {
 				r.Step, r.ToVersion = StepStaged, n
 				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
 			}
@@ -297,6 +317,7 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		return audit.Append(ctx, tx, entries...)
 	})
 	if err != nil {
+		e.refused(ctx, id, kind, actor, err)
 		return nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
 	}
 	e.emit(Event{Kind: EventStarted, CredentialID: id, Version: r.FromVersion, RotationID: r.ID})
@@ -309,43 +330,56 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 
 // stageInPlan generates and stores the pending version inside the planning
 // transaction (for rotators that do not mint). It reports false if staging
-// fails; the stage step then runs again with its full error handling.
-func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, bool) {
+// fails; the stage step then runs again with its full error handling. A
+// store error that may have ended the transaction (on PostgreSQL every
+// failed statement aborts it) is returned instead: the caller must not go on
+// writing in it.
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, bool, error) {
+	// Not found and conflicts are answers, not failed statements.
+	fatal := func(err error) error {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+			return nil
+		}
+		return err
+	}
 	sv, err := tx.GetVersion(ctx, id, cur)
 	if err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
 	from, err := e.vault.Open(typ, sv)
 	if err != nil {
-		return 0, false
+		return 0, false, nil
 	}
 	sctx, cancel := e.stepCtx(ctx)
-	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver()})
+	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver(id)})
 	cancel()
 	if err != nil || len(resp.Secret) == 0 {
-		return 0, false
+		return 0, false, nil
 	}
 	n, err := tx.MaxVersion(ctx, id)
 	if err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
 	n++
 	pending, err := e.vault.Seal(from.Next(n, resp.Fields, resp.Secret, resp.ExpiresAt, now))
 	if err != nil {
-		return 0, false
+		return 0, false, nil
 	}
 	if err := tx.InsertVersion(ctx, pending); err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
 	if err := tx.SetLabel(ctx, id, "pending", n); err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
-	return n, true
+	return n, true, nil
 }
 
 func inProgress(open *store.Rotation) error {
 	switch open.Step {
 	case StepGrace, StepCommitted:
+		if ig := inGrace(open); ig != nil {
+			return ig
+		}
 		until := ""
 		if open.GraceEndsAt != nil {
 			until = " until " + open.GraceEndsAt.Format(time.RFC3339)

@@ -29,7 +29,7 @@ func (e *Engine) heal(ctx context.Context, j *job) (bool, error) {
 		probe = j.to
 	}
 	sctx, cancel := e.stepCtx(ctx)
-	_, perr := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: probe, Resolver: e.resolver()})
+	_, perr := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: probe, Resolver: e.resolver(j.r.CredentialID)})
 	cancel()
 	now := e.now()
 	if perr != nil && unreachable(perr) {
@@ -47,7 +47,7 @@ func (e *Engine) heal(ctx context.Context, j *job) (bool, error) {
 	case j.r.ToVersion > 0 && !j.d.nothingApplied():
 		// Promote the new version if it logs in (the apply took effect).
 		sctx, cancel := e.stepCtx(ctx)
-		_, verr := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.to, Resolver: e.resolver()})
+		_, verr := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.to, Resolver: e.resolver(j.r.CredentialID)})
 		cancel()
 		if verr == nil {
 			step = StepApplied

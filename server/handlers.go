@@ -41,6 +41,7 @@ func (s *Server) table() []*route {
 		{method: "POST", path: "/v1/resolve/{id...}", op: "rotation.resolve", audited: true, timeout: longTimeout, handle: s.resolve},
 		{method: "POST", path: "/v1/retry/{id...}", op: "rotation.retry", audited: true, timeout: longTimeout, handle: s.retry},
 		{method: "GET", path: "/v1/rotations", op: "rotation.list", audited: true, handle: s.rotations},
+		{method: "POST", path: "/v1/approve/{id...}", op: "binding.approve", audited: true, handle: s.approve},
 
 		{method: "GET", path: "/v1/tokens", op: "token.list", audited: true, handle: s.listTokens},
 		{method: "POST", path: "/v1/tokens", op: "token.create", audited: true, handle: s.createToken},
@@ -303,6 +304,9 @@ func (rq *request) rotationResult(r *store.Rotation, err error) error {
 				ae.retryAfter = r.DueAt.Sub(rq.s.clock())
 			}
 		}
+		if ae.graceEndsAt != nil {
+			ae.retryAfter = max(ae.graceEndsAt.Sub(rq.s.clock()), time.Second)
+		}
 		return ae
 	}
 	if r != nil {
@@ -322,6 +326,9 @@ func (s *Server) rotate(rq *request) error {
 	var b rotateBody
 	if err := rq.decode(&b, true); err != nil {
 		return err
+	}
+	if b.Now {
+		return s.rotateNow(rq, id, b)
 	}
 	opts := credential.RotateOptions{Reason: b.Reason, NoValidate: b.NoValidate, Wait: b.Wait, Actor: rq.tok.Actor()}
 	if b.Grace != nil {
@@ -431,6 +438,9 @@ func (s *Server) grace(rq *request) error {
 	var b graceBody
 	if err := rq.decode(&b, false); err != nil {
 		return err
+	}
+	if b.End {
+		return s.endGrace(rq, id, b)
 	}
 	if b.Extend <= 0 {
 		return invalidf(`"extend" must be a positive duration like "30m": grace is never shortened`)
