@@ -442,10 +442,21 @@ func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 		if !e.acquire(id) {
 			return
 		}
+		// Add to the wait group under the lock Close takes to close: no Add
+		// races Close's Wait.
+		e.mu.Lock()
+		select {
+		case <-e.closed:
+			e.mu.Unlock()
+			e.release(id)
+			return
+		default:
+		}
+		e.wg.Add(1)
+		e.mu.Unlock()
 		mu.Lock()
 		started++
 		mu.Unlock()
-		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
 			defer e.release(id)
