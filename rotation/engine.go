@@ -169,6 +169,9 @@ type RotateOptions struct {
 	// rotation asked for during a grace period waits for it to end and then
 	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
+	// IfDueAt, if set, plans the rotation only while the credential's next
+	// due time is still this one, else fails with ErrNotDue (the scheduler).
+	IfDueAt *time.Time
 }
 
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
@@ -201,6 +204,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		}
 		if c.DeletedAt != nil {
 			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
+		}
+		if err := checkDue(c, opts.IfDueAt); err != nil {
+			return err
 		}
 		rot, err := e.reg.Lookup(c.Type)
 		if err != nil {

@@ -239,7 +239,7 @@ func New(cfg Config) (*Server, error) {
 	s.met = newMetrics(s)
 	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
-	for _, rt := range s.table() {
+	for _, rt := range append(s.table(), s.notifyRoutes()...) {
 		s.register(rt)
 	}
 	ui, err := s.newConsole()
