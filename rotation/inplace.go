@@ -45,7 +45,7 @@ func (e *Engine) verifyCommitted(ctx context.Context, j *job) error {
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	if _, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.to, Resolver: e.resolver()}); err != nil {
+	if _, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.to, Resolver: e.resolver(j.r.CredentialID)}); err != nil {
 		return stepError(StepApplied, err)
 	}
 	j.d.VerifyPending = false
