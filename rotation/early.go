@@ -24,6 +24,8 @@ type EndGraceRequest struct {
 	MinGrace time.Duration
 	// Detail says why (e.g. "3 consumers confirmed version 5"); never secret.
 	Detail string
+	// Action is the audit action recorded (default "grace.end_early").
+	Action string
 }
 
 // CommittedAt is when the rotation r moved current (nil before its commit or
@@ -64,10 +66,14 @@ func (e *Engine) EndGraceEarly(ctx context.Context, id string, req EndGraceReque
 		return j.r, fmt.Errorf("end grace of %s: %w", id, err)
 	}
 	now := e.now()
+	action := req.Action
+	if action == "" {
+		action = "grace.end_early"
+	}
 	if j.r.GraceEndsAt.After(now) {
 		if err := e.advance(ctx, j, StepGrace, func(tx store.Tx, r *store.Rotation) error {
 			r.GraceEndsAt, r.DueAt = &now, now
-			return audit.Append(ctx, tx, audit.Entry{At: now, Action: "grace.end_early", CredentialID: id, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "ok", Detail: req.Detail})
+			return audit.Append(ctx, tx, audit.Entry{At: now, Action: action, CredentialID: id, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "ok", Detail: req.Detail})
 		}); err != nil {
 			return j.r, err
 		}

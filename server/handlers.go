@@ -323,6 +323,9 @@ func (s *Server) rotate(rq *request) error {
 	if err := rq.decode(&b, true); err != nil {
 		return err
 	}
+	if b.Now {
+		return s.rotateNow(rq, id, b)
+	}
 	opts := credential.RotateOptions{Reason: b.Reason, NoValidate: b.NoValidate, Wait: b.Wait, Actor: rq.tok.Actor()}
 	if b.Grace != nil {
 		d := time.Duration(*b.Grace)
@@ -431,6 +434,9 @@ func (s *Server) grace(rq *request) error {
 	var b graceBody
 	if err := rq.decode(&b, false); err != nil {
 		return err
+	}
+	if b.End {
+		return s.endGrace(rq, id, b)
 	}
 	if b.Extend <= 0 {
 		return invalidf(`"extend" must be a positive duration like "30m": grace is never shortened`)

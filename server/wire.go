@@ -32,6 +32,8 @@ type rotateBody struct {
 	Reason     string             `json:"reason,omitempty"`
 	NoValidate bool               `json:"no_validate,omitempty"`
 	Wait       bool               `json:"wait,omitempty"`
+	// Now asks for an emergency rotation (see rotateNow).
+	Now bool `json:"now,omitempty"`
 }
 
 // rollbackBody is the body of POST /v1/rollback/{id}.
@@ -44,6 +46,9 @@ type rollbackBody struct {
 // graceBody is the body of POST /v1/grace/{id}.
 type graceBody struct {
 	Extend rotation.Duration `json:"extend"`
+	// End ends the grace period at once (see endGrace).
+	End    bool   `json:"end,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // resolveBody is the body of POST /v1/resolve/{id}.

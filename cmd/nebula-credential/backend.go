@@ -29,6 +29,8 @@ type backend interface {
 	Rotate(ctx context.Context, id string, opts rotation.RotateOptions) (*rotation.Info, error)
 	Rollback(ctx context.Context, id string, opts rotation.RollbackOptions) (*rotation.Info, error)
 	ExtendGrace(ctx context.Context, id string, by time.Duration) (*rotation.Info, error)
+	EndGrace(ctx context.Context, id, reason string) (*rotation.Info, error)
+	RotateNow(ctx context.Context, id string, opts rotation.EmergencyOptions) (*rotation.EmergencyInfo, error)
 	Resolve(ctx context.Context, id string, keep int, force bool) (*rotation.Info, error)
 	Retry(ctx context.Context, id string, rollback bool) (*rotation.Info, error)
 	Rotations(ctx context.Context, id string, openOnly bool, limit int) ([]rotation.Info, error)

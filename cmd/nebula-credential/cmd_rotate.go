@@ -71,6 +71,7 @@ func cmdRotate(g *globals) *cobra.Command {
 		prefix     string
 		typ        string
 		workers    int
+		now        bool
 	)
 	c := &cobra.Command{
 		Use:   "rotate ID | rotate --all [--prefix P] [--type T]",
@@ -79,11 +80,18 @@ func cmdRotate(g *globals) *cobra.Command {
 encrypted before the target changes, applied, verified with a real login, and
 committed; the previous version stays valid for the grace period (default 5m),
 after which the scheduler ('serve') retires it. A failed apply or verify rolls
-back automatically. --grace 0 retires the old version at once (with a warning).`,
+back automatically. --grace 0 retires the old version at once (with a warning).
+
+--now is the emergency rotation for a leaked secret: it ends any running grace
+period at once (retiring the previous version on the target), rotates with zero
+grace so that the leaked version stops working as soon as the new one is
+verified, reports what was revoked, and is audited as rotate.emergency. See
+docs/rotation.md#emergency-rotation.`,
 		Example: `  nebula-credential rotate prod/db/orders
   nebula-credential rotate prod/db/orders --grace 30m --reason "leaked in CI log"
   nebula-credential rotate prod/signing-key --grace 0 --wait --json
-  nebula-credential rotate --all --prefix prod/db/ --reason "quarterly" --concurrency 8`,
+  nebula-credential rotate --all --prefix prod/db/ --reason "quarterly" --concurrency 8
+  nebula-credential rotate prod/db/orders --now --reason "password pasted in a ticket"`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if all {
 				if len(args) != 0 {
@@ -112,6 +120,12 @@ back automatically. --grace 0 retires the old version at once (with a warning).`
 				g.warnf("--no-validate: the new secret is committed without a test login")
 			}
 			opts.Actor, _ = audit.ActorOf(cmd.Context())
+			if now {
+				if all || grace != "" {
+					return usagef("--now rotates one credential with zero grace: drop --all and --grace")
+				}
+				return rotateNow(cmd, g, args[0], rotation.EmergencyOptions{Reason: reason, NoValidate: noValidate, Wait: wait})
+			}
 			if all {
 				return rotateAll(cmd, g, prefix, typ, workers, opts)
 			}
@@ -132,6 +146,7 @@ back automatically. --grace 0 retires the old version at once (with a warning).`
 	c.Flags().StringVar(&reason, "reason", "", "why (recorded in history and audit)")
 	c.Flags().BoolVar(&noValidate, "no-validate", false, "skip the verification login (not recommended)")
 	c.Flags().BoolVar(&wait, "wait", false, "keep retrying here through backoff instead of leaving retries to the scheduler")
+	c.Flags().BoolVar(&now, "now", false, "emergency: end any grace at once and rotate with zero grace (a leaked secret)")
 	return c
 }
 
@@ -480,7 +495,7 @@ func cmdGrace(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	gr.AddCommand(ext)
+	gr.AddCommand(ext, cmdGraceEnd(g))
 	return gr
 }
 
