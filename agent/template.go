@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -60,6 +61,10 @@ func (r *renderer) secrets() []string {
 func (r *renderer) scrub(err error) error {
 	if err == nil {
 		return nil
+	}
+	var ue *unreachableError
+	if errors.As(err, &ue) {
+		return ue // a client error: never secret
 	}
 	msg := err.Error()
 	for _, s := range r.secrets() {

@@ -50,9 +50,74 @@ func ActorOf(ctx context.Context) (actor, requestID string) {
 	return "local", ""
 }
 
+// queuer is implemented by the transactions of stores that chain audit
+// entries after commit, from a single appender (store/postgres): the entry
+// is written in the transaction, so the operation still fails closed, but
+// the transaction never reads the chain's head, which every concurrent
+// writer would otherwise conflict on. QueueAudit reports false when the
+// store chains in the transaction instead.
+type queuer interface {
+	QueueAudit(ctx context.Context, at time.Time, payload []byte) (bool, error)
+}
+
+// sealer is implemented by stores with queued entries: SealAudit chains every
+// entry committed so far, so a reader that calls it first sees them all.
+type sealer interface {
+	SealAudit(ctx context.Context) error
+}
+
+// Seal chains the entries the store has queued, if it queues any. Verify and
+// List call it first.
+func Seal(ctx context.Context, st store.Store) error {
+	if s, ok := st.(sealer); ok {
+		if err := s.SealAudit(ctx); err != nil {
+			return fmt.Errorf("audit: seal: %w", err)
+		}
+	}
+	return nil
+}
+
+// encode fills in the defaults of e and returns its payload.
+func encode(e Entry, actor, request string) (Entry, []byte, error) {
+	if e.Actor == "" {
+		e.Actor = actor
+	}
+	if e.RequestID == "" {
+		e.RequestID = request
+	}
+	e.At = e.At.UTC()
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return e, nil, fmt.Errorf("audit: %w", err)
+	}
+	return e, payload, nil
+}
+
 // Append adds entries to the log inside tx, in order. Actor and request ID
 // default to those of ctx.
 func Append(ctx context.Context, tx store.Tx, entries ...Entry) error {
+	actor, request := ActorOf(ctx)
+	if q, ok := tx.(queuer); ok && len(entries) > 0 {
+		for i, e := range entries {
+			e, payload, err := encode(e, actor, request)
+			if err != nil {
+				return err
+			}
+			queued, err := q.QueueAudit(ctx, e.At, payload)
+			if err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			if !queued {
+				if i > 0 {
+					return errors.New("audit: the store queued some entries of a batch and not others")
+				}
+				break
+			}
+			if i == len(entries)-1 {
+				return nil
+			}
+		}
+	}
 	var prev []byte
 	var seq int64
 	last, err := tx.LastAudit(ctx)
@@ -63,18 +128,10 @@ func Append(ctx context.Context, tx store.Tx, entries ...Entry) error {
 	default:
 		prev, seq = last.Hash, last.Seq
 	}
-	actor, request := ActorOf(ctx)
 	for _, e := range entries {
-		if e.Actor == "" {
-			e.Actor = actor
-		}
-		if e.RequestID == "" {
-			e.RequestID = request
-		}
-		e.At = e.At.UTC()
-		payload, err := json.Marshal(e)
+		e, payload, err := encode(e, actor, request)
 		if err != nil {
-			return fmt.Errorf("audit: %w", err)
+			return err
 		}
 		rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: prev, Hash: Hash(seq+1, prev, payload)}
 		if err := tx.AppendAudit(ctx, rec); err != nil {
@@ -115,6 +172,9 @@ func Verify(ctx context.Context, st store.Store, anchor []byte) (int64, error) {
 		prev     []byte
 		expected int64 = 1
 	)
+	if err := Seal(ctx, st); err != nil {
+		return 0, err
+	}
 	for {
 		var page []store.AuditRecord
 		if err := st.View(ctx, func(tx store.Tx) error {
@@ -149,6 +209,9 @@ func Verify(ctx context.Context, st store.Store, anchor []byte) (int64, error) {
 
 // List returns entries after seq, decoded.
 func List(ctx context.Context, st store.Store, afterSeq int64, limit int) ([]Record, error) {
+	if err := Seal(ctx, st); err != nil {
+		return nil, err
+	}
 	var page []store.AuditRecord
 	if err := st.View(ctx, func(tx store.Tx) error {
 		var err error

@@ -259,7 +259,11 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 			// process: do it in the planning transaction and save a durable
 			// commit. If it fails, the row stays at planned and the stage step
 			// runs with its full error handling.
-			if n, ok := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now); ok {
+			n, ok, err := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now)
+			if err != nil {
+				return err
+			}
+			if ok {
 				r.Step, r.ToVersion = StepStaged, n
 				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
 			}
@@ -285,38 +289,48 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 
 // stageInPlan generates and stores the pending version inside the planning
 // transaction (for rotators that do not mint). It reports false if staging
-// fails; the stage step then runs again with its full error handling.
-func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, bool) {
+// fails; the stage step then runs again with its full error handling. A
+// store error that may have ended the transaction (on PostgreSQL every
+// failed statement aborts it) is returned instead: the caller must not go on
+// writing in it.
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, bool, error) {
+	// Not found and conflicts are answers, not failed statements.
+	fatal := func(err error) error {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+			return nil
+		}
+		return err
+	}
 	sv, err := tx.GetVersion(ctx, id, cur)
 	if err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
 	from, err := e.vault.Open(typ, sv)
 	if err != nil {
-		return 0, false
+		return 0, false, nil
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver()})
 	cancel()
 	if err != nil || len(resp.Secret) == 0 {
-		return 0, false
+		return 0, false, nil
 	}
 	n, err := tx.MaxVersion(ctx, id)
 	if err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
 	n++
 	pending, err := e.vault.Seal(from.Next(n, resp.Fields, resp.Secret, resp.ExpiresAt, now))
 	if err != nil {
-		return 0, false
+		return 0, false, nil
 	}
 	if err := tx.InsertVersion(ctx, pending); err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
 	if err := tx.SetLabel(ctx, id, "pending", n); err != nil {
-		return 0, false
+		return 0, false, fatal(err)
 	}
-	return n, true
+	return n, true, nil
 }
 
 func inProgress(open *store.Rotation) error {

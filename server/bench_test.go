@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,4 +64,59 @@ func BenchmarkGetCredential(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkPutGetPairs is the embedded store's key-value path through the
+// server's handler, without the network: each op is a PUT of a generic
+// credential (one of 1,000 keys, durable) followed by a revealed GET of it,
+// from n concurrent clients. Concurrent PUTs share one SQLite commit (group
+// commit in store/sqlite); pairs/s is the figure of issue 15.
+//
+//	go test -run '^$' -bench PutGetPairs -benchtime 2000x -count 3 ./server
+func BenchmarkPutGetPairs(b *testing.B) {
+	for _, n := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			e := newEnv(b)
+			var wg sync.WaitGroup
+			var next atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						key := fmt.Sprintf("/v1/credentials/kv/key%03d", i%1000)
+						rec := httptest.NewRecorder()
+						req := httptest.NewRequest("PUT", key, strings.NewReader(fmt.Sprintf(`{"type":"generic","secret":{"value":"v-%d"}}`, i)))
+						req.Header.Set("Authorization", "Bearer "+e.admin)
+						e.srv.ServeHTTP(rec, req)
+						if rec.Code != 200 {
+							b.Error(rec.Code, rec.Body)
+							return
+						}
+						rec = httptest.NewRecorder()
+						req = httptest.NewRequest("GET", key+"?reveal=true", nil)
+						req.Header.Set("Authorization", "Bearer "+e.admin)
+						e.srv.ServeHTTP(rec, req)
+						if rec.Code != 200 {
+							b.Error(rec.Code, rec.Body)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pairs/s")
+			if gs, ok := e.m.Store().(interface{ GroupStats() (int64, int64) }); ok {
+				if c, u := gs.GroupStats(); c > 0 {
+					b.ReportMetric(float64(u)/float64(c), "updates/commit")
+				}
+			}
+		})
+	}
 }

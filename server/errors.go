@@ -92,6 +92,8 @@ func classify(err error) *apiError {
 	case errors.As(err, &mbe):
 		e.status, e.code = http.StatusRequestEntityTooLarge, CodeTooLarge
 		e.msg = fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
+	case errors.Is(err, store.ErrBusy):
+		e.status, e.code, e.retryAfter = http.StatusServiceUnavailable, CodeUnavailable, time.Second
 	case errors.Is(err, context.DeadlineExceeded):
 		e.status, e.code = http.StatusServiceUnavailable, CodeTimeout
 		e.msg = "the request ran out of time; for a rotation, check its state with GET /v1/rotations?id=...: it continues in the background"

@@ -67,6 +67,9 @@ func newMetrics(s *Server) *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.rotations, m.rotDur,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.cfg.Notify != nil {
+		m.reg.MustRegister(s.cfg.Notify)
+	}
 	m.wg.Add(1)
 	go m.run()
 	return m

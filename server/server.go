@@ -57,6 +57,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/notify"
 	"github.com/nebula-credential/nebula-credential/server/console"
 )
 
@@ -105,6 +106,9 @@ type Config struct {
 	// credential. By default /metrics needs a token, and per-credential
 	// series cover only the credentials the token's grants cover.
 	PublicMetrics bool
+	// Notify, if set, is the webhook dispatcher this process runs: its
+	// metrics join /metrics.
+	Notify *notify.Dispatcher
 	// MetricsMaxCredentials bounds the per-credential series of one scrape
 	// (default 1000); MetricsMaxScan bounds the credentials read per
 	// refresh (default 10000); MetricsCacheTTL is how long a refresh is

@@ -29,6 +29,9 @@ var (
 	// ErrFenced: a journal write carried a fencing token that is no longer current:
 	// another process has taken over the rotation.
 	ErrFenced = errors.New("fenced: rotation lease lost")
+	// ErrBusy: Update gave up after its bounded retries of transactions that
+	// lost to concurrent ones; nothing was written. Try again shortly.
+	ErrBusy = errors.New("store busy: too many concurrent conflicting writes")
 )
 
 // Store is a transactional credential store.

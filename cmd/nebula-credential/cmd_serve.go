@@ -19,6 +19,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/client"
+	"github.com/nebula-credential/nebula-credential/notify"
 	"github.com/nebula-credential/nebula-credential/server"
 	"github.com/nebula-credential/nebula-credential/store"
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
@@ -38,6 +39,7 @@ func cmdServe(g *globals) *cobra.Command {
 		rateLimit                                 float64
 		publicMetrics                             bool
 		consumers                                 server.ConsumerConfig
+		notifyCfg                                 notify.DispatcherConfig
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -88,7 +90,7 @@ upper bound, and a consumer silent for --consumer-timeout stops counting.`,
 			return serve(cmd.Context(), g, logger, serveOptions{
 				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
 				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
-				consumers: consumers,
+				consumers: consumers, notify: notifyCfg,
 			})
 		},
 	}
@@ -103,6 +105,7 @@ upper bound, and a consumer silent for --consumer-timeout stops counting.`,
 	c.Flags().BoolVar(&consumers.EarlyRetire, "early-retire", false, "end grace once every live consumer confirmed the new version")
 	c.Flags().DurationVar(&consumers.EarlyRetireMin, "early-retire-min", 30*time.Second, "with --early-retire, the shortest grace after a commit")
 	c.Flags().DurationVar(&consumers.Timeout, "consumer-timeout", 90*time.Second, "a consumer silent this long no longer counts as live")
+	notifyFlags(c, &notifyCfg)
 	c.AddCommand(cmdServeCheck(g))
 	return c
 }
@@ -113,6 +116,7 @@ type serveOptions struct {
 	rateLimit                       float64
 	publicMetrics                   bool
 	consumers                       server.ConsumerConfig
+	notify                          notify.DispatcherConfig
 }
 
 func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
@@ -139,7 +143,11 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	if o.rateLimit == 0 {
 		limit = rate.Inf
 	}
-	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers})
+	disp, err := newDispatcher(m, logger, o.notify)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers, Notify: disp})
 	if err != nil {
 		return err
 	}
@@ -151,6 +159,7 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	defer stopSched()
 	schedDone := make(chan error, 1)
 	go func() { schedDone <- m.Engine().Run(schedCtx) }()
+	notifyDone := runDispatcher(schedCtx, m, disp)
 
 	err = server.ListenAndServe(ctx, srv, server.ServeConfig{
 		Addr: o.addr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, ShutdownTimeout: o.shutdown, Logger: logger,
@@ -171,6 +180,7 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 		logger.Info("shutting down: HTTP server drained, stopping the scheduler")
 	}
 	stopSched()
+	<-notifyDone
 	if serr := <-schedDone; serr != nil {
 		logger.Error("scheduler", "err", serr)
 	}

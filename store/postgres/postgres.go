@@ -11,7 +11,11 @@
 //
 // Update runs SERIALIZABLE transactions and runs fn again when PostgreSQL
 // reports a serialization failure (40001) or a deadlock (40P01), a bounded
-// number of times. View runs REPEATABLE READ, READ ONLY transactions: one
+// number of times; after two lost conflicts an attempt first waits its turn
+// on an advisory lock shared by every server, so the retries of contending
+// writers end. When they run out, Update fails with store.ErrBusy. Shared
+// counters have no hot row: events take their numbers from a sequence, and
+// audit entries are chained after commit by one appender (see audit.go). View runs REPEATABLE READ, READ ONLY transactions: one
 // consistent snapshot, never blocked by writers. Leases on journaled
 // rotations are claimed with conditional updates, so two servers never both
 // hold one.
@@ -23,6 +27,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,10 +54,18 @@ const MaxAttempts = 10
 const migrateLock = `SELECT pg_advisory_xact_lock(hashtext('nebula-credential schema ' || current_schema()))`
 
 var dialect = &sqlstore.Dialect{
-	Name:     "postgres",
-	RelaxTx:  "SET LOCAL synchronous_commit TO OFF",
-	Numbered: true,
-	TimeArg:  func(t time.Time) any { return t.UTC().Truncate(time.Microsecond) },
+	Name:        "postgres",
+	EventLock:   `SELECT pg_advisory_xact_lock(hashtext('nebula-credential events ' || current_schema()))`,
+	AppendEvent: `INSERT INTO events (seq, at, kind, credential_id, version, detail) VALUES (nextval('events_seq'), $1, $2, $3, $4, $5) RETURNING seq`,
+	QueueAudit:  `INSERT INTO audit_pending (at, payload) VALUES ($1, $2)`,
+	// After two lost conflicts, an Update waits its turn among the writers
+	// that lost (across every server on the schema) before it begins.
+	SerialLock:   `SELECT pg_advisory_lock(hashtext('nebula-credential writers ' || current_schema()))`,
+	SerialUnlock: `SELECT pg_advisory_unlock(hashtext('nebula-credential writers ' || current_schema()))`,
+	SerialAfter:  2,
+	RelaxTx:      "SET LOCAL synchronous_commit TO OFF",
+	Numbered:     true,
+	TimeArg:      func(t time.Time) any { return t.UTC().Truncate(time.Microsecond) },
 	IsUniqueViolation: func(err error) bool {
 		return pgCode(err) == "23505"
 	},
@@ -77,6 +90,10 @@ func pgCode(err error) string {
 type Store struct {
 	pool *sql.DB
 	db   sqlstore.DB
+
+	seal     chan struct{} // wakes the audit appender
+	stop     context.CancelFunc
+	appender sync.WaitGroup
 }
 
 // Open connects to the database named by dsn, and creates or migrates the
@@ -91,11 +108,14 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	pool.SetMaxOpenConns(16)
 	pool.SetMaxIdleConns(4)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, seal: make(chan struct{}, 1)}
 	if err := s.open(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
+	actx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = stop
+	s.appender.Go(func() { s.appendLoop(actx) })
 	return s, nil
 }
 
@@ -137,12 +157,28 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 // loses a serialization conflict with a concurrent one, so it must have no
 // side effects outside the Tx.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	return s.db.Update(ctx, fn)
+	return s.update(ctx, fn, s.db.Update)
 }
 
 // UpdateRelaxed implements store.RelaxedUpdater.
 func (s *Store) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error {
-	return s.db.UpdateRelaxed(ctx, fn)
+	return s.update(ctx, fn, s.db.UpdateRelaxed)
+}
+
+func (s *Store) update(ctx context.Context, fn func(store.Tx) error, run func(context.Context, func(store.Tx) error) error) error {
+	queued := false
+	err := run(ctx, func(tx store.Tx) error {
+		err := fn(tx)
+		queued = tx.(*sqlstore.Tx).QueuedAudit()
+		return err
+	})
+	if err == nil && queued {
+		select {
+		case s.seal <- struct{}{}:
+		default: // the appender is already due to run
+		}
+	}
+	return err
 }
 
 // Ping checks that the server answers.
@@ -155,6 +191,8 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close closes the connections. Transactions in progress fail.
 func (s *Store) Close() error {
+	s.stop()
+	s.appender.Wait()
 	s.db.Close()
 	if err := s.pool.Close(); err != nil {
 		return fmt.Errorf("postgres: close: %w", err)

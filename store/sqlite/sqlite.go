@@ -175,6 +175,7 @@ func (s *Store) open(ctx context.Context) error {
 		MaxReaders:    max(4, runtime.GOMAXPROCS(0)),
 		Prepare:       true,
 		MaxAttempts:   1, // one writer: nothing to retry
+		GroupCommit:   true,
 	}
 	return s.db.Init(ctx)
 }
@@ -197,6 +198,10 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 func (s *Store) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error {
 	return s.db.UpdateRelaxed(ctx, fn)
 }
+
+// GroupStats reports how many commits the store made for Updates and how
+// many Updates they held: concurrent Updates share one commit (group commit).
+func (s *Store) GroupStats() (commits, updates int64) { return s.db.GroupStats() }
 
 // Ping checks that the database can be read.
 func (s *Store) Ping(ctx context.Context) error {

@@ -58,9 +58,16 @@ type sqlRunner struct {
 	tx      *sql.Tx
 	stmts   []*sql.Stmt // nil: run the query text
 	queries *[numQueries]string
+	// detach runs statements without the caller's cancellation: in a shared
+	// (group-committed) transaction an interrupted statement could roll back
+	// the writes of every member, not only the caller's.
+	detach bool
 }
 
 func (r *sqlRunner) exec(ctx context.Context, q query, args []any) (int64, error) {
+	if r.detach {
+		ctx = context.WithoutCancel(ctx)
+	}
 	var (
 		res sql.Result
 		err error
@@ -77,6 +84,9 @@ func (r *sqlRunner) exec(ctx context.Context, q query, args []any) (int64, error
 }
 
 func (r *sqlRunner) query(ctx context.Context, q query, args []any) (rowSet, error) {
+	if r.detach {
+		ctx = context.WithoutCancel(ctx)
+	}
 	if r.stmts != nil {
 		return r.tx.StmtContext(ctx, r.stmts[q]).QueryContext(ctx, args...)
 	}

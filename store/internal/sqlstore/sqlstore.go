@@ -44,6 +44,30 @@ type Dialect struct {
 	// (PostgreSQL: SET LOCAL synchronous_commit). Both empty: UpdateRelaxed is
 	// Update.
 	RelaxConn, RelaxConnRestore, RelaxTx string
+	// EventLock and AppendEvent, when both set, replace numbering events
+	// MAX(seq)+1, which makes every two concurrent writers of events conflict
+	// on the tail of the table. EventLock (PostgreSQL: a transaction-level
+	// advisory lock) runs before each event insert and is held until the
+	// transaction ends, so writers of events commit in the order of the seq
+	// AppendEvent takes from a sequence, and a watcher paging by seq still
+	// misses nothing. AppendEvent has the arguments of the portable insert
+	// (at, kind, credential ID, version, detail) and returns seq. Both are
+	// raw SQL in the dialect's placeholders.
+	EventLock, AppendEvent string
+	// QueueAudit, when set, makes Tx.QueueAudit insert (at, payload) into a
+	// queue of audit entries that the backend chains after commit, in one
+	// order, from a single appender: writers of audit entries then never
+	// read the chain's head, the one row every one of them would conflict
+	// on. Raw SQL in the dialect's placeholders.
+	QueueAudit string
+	// SerialLock and SerialUnlock, when set, are a session-level lock taken
+	// on the writer connection before the transaction begins, and its
+	// release, for every attempt of an Update after the first SerialAfter
+	// ones failed: transactions that lost a serialization conflict then run
+	// one at a time, each with a snapshot taken after the previous one
+	// committed, so they stop losing to each other and the retries end.
+	SerialLock, SerialUnlock string
+	SerialAfter              int
 }
 
 // DB runs View and Update transactions for a backend.
@@ -66,7 +90,12 @@ type DB struct {
 	// MaxAttempts bounds how often Update runs fn when the transaction fails
 	// with a retryable error. Zero means 10.
 	MaxAttempts int
+	// GroupCommit lets concurrent Updates share one transaction and one
+	// commit (see group.go). For a single-writer backend (SQLite): retries
+	// (MaxAttempts) do not apply.
+	GroupCommit bool
 
+	group   group
 	queries [numQueries]string
 	wstmts  []*sql.Stmt
 	rstmts  []*sql.Stmt
@@ -191,18 +220,22 @@ func (db *DB) UpdateRelaxed(ctx context.Context, fn func(store.Tx) error) error 
 }
 
 func (db *DB) updateLoop(ctx context.Context, fn func(store.Tx) error, relaxed bool) error {
+	if db.GroupCommit {
+		return db.groupUpdate(ctx, fn, relaxed)
+	}
 	attempts := db.MaxAttempts
 	if attempts <= 0 {
 		attempts = 10
 	}
 	backoff := time.Millisecond
 	for attempt := 1; ; attempt++ {
-		retry, err := db.update(ctx, fn, relaxed)
+		serial := db.Dialect.SerialLock != "" && attempt > db.Dialect.SerialAfter
+		retry, err := db.update(ctx, fn, relaxed, serial)
 		if err == nil || !retry {
 			return err
 		}
 		if attempt >= attempts {
-			return fmt.Errorf("%s: update: gave up after %d attempts: %w", db.Dialect.Name, attempt, err)
+			return fmt.Errorf("%s: update: gave up after %d attempts: %w (%w)", db.Dialect.Name, attempt, store.ErrBusy, err)
 		}
 		sleep := backoff/2 + rand.N(backoff)
 		if backoff < 50*time.Millisecond {
@@ -217,21 +250,36 @@ func (db *DB) updateLoop(ctx context.Context, fn func(store.Tx) error, relaxed b
 }
 
 // update runs one attempt of Update and reports whether a failure is worth retrying.
-func (db *DB) update(ctx context.Context, fn func(store.Tx) error, relaxed bool) (retry bool, err error) {
+func (db *DB) update(ctx context.Context, fn func(store.Tx) error, relaxed, serial bool) (retry bool, err error) {
 	var begin interface {
 		BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
 	} = db.Writer
-	if relaxed && db.Dialect.RelaxConn != "" {
-		// Hold the writer connection so the setting covers this transaction only.
+	relaxConn := relaxed && db.Dialect.RelaxConn != ""
+	if relaxConn || serial {
+		// Hold the writer connection so the setting or the lock covers this
+		// transaction only.
 		conn, err := db.Writer.Conn(ctx)
 		if err != nil {
 			return db.retryable(err), fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err)
 		}
 		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, db.Dialect.RelaxConn); err != nil {
-			return false, fmt.Errorf("%s: relax commit: %w", db.Dialect.Name, err)
+		if serial {
+			if _, err := conn.ExecContext(ctx, db.Dialect.SerialLock); err != nil {
+				return false, fmt.Errorf("%s: begin update: wait for the writers' lock: %w", db.Dialect.Name, err)
+			}
+			defer func() {
+				if _, err := conn.ExecContext(context.WithoutCancel(ctx), db.Dialect.SerialUnlock); err != nil {
+					// Closing the connection releases the lock.
+					conn.Raw(func(any) error { return driver.ErrBadConn })
+				}
+			}()
 		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), db.Dialect.RelaxConnRestore)
+		if relaxConn {
+			if _, err := conn.ExecContext(ctx, db.Dialect.RelaxConn); err != nil {
+				return false, fmt.Errorf("%s: relax commit: %w", db.Dialect.Name, err)
+			}
+			defer conn.ExecContext(context.WithoutCancel(ctx), db.Dialect.RelaxConnRestore)
+		}
 		begin = conn
 	}
 	sqlTx, err := begin.BeginTx(ctx, db.WriteOptions)

@@ -26,6 +26,19 @@ type Tx struct {
 	// retry records that a statement failed with a retryable error: the
 	// transaction is spoiled even if fn swallows the error.
 	retry bool
+	// queuedAudit records that QueueAudit queued an entry.
+	queuedAudit bool
+}
+
+// execRaw runs dialect SQL (not one of the prepared queries) in a write
+// transaction.
+func (t *Tx) execRaw(ctx context.Context, q string, args ...any) error {
+	r, ok := t.r.(*sqlRunner)
+	if !ok {
+		return errReadOnly
+	}
+	_, err := r.tx.ExecContext(ctx, q, args...)
+	return err
 }
 
 // Statement helpers.
@@ -622,6 +635,27 @@ func (t *Tx) AppendAudit(ctx context.Context, a *AuditRecord) error {
 	return nil
 }
 
+// QueueAudit queues an audit entry to be chained after the transaction
+// commits, when the dialect does that (Dialect.QueueAudit); it reports false,
+// queuing nothing, when the caller must chain the entry itself with
+// LastAudit and AppendAudit.
+func (t *Tx) QueueAudit(ctx context.Context, at time.Time, payload []byte) (bool, error) {
+	if t.db.Dialect.QueueAudit == "" {
+		return false, nil
+	}
+	if err := t.writable("queue audit"); err != nil {
+		return false, err
+	}
+	if err := t.execRaw(ctx, t.db.Dialect.QueueAudit, t.time(at), blob(payload)); err != nil {
+		return false, t.fail(err, "queue audit")
+	}
+	t.queuedAudit = true
+	return true, nil
+}
+
+// QueuedAudit reports whether QueueAudit queued an entry in this transaction.
+func (t *Tx) QueuedAudit() bool { return t.queuedAudit }
+
 func (t *Tx) LastAudit(ctx context.Context) (*AuditRecord, error) {
 	a := new(AuditRecord)
 	if err := scanAudit(t.queryRow(ctx, qLastAudit), a); err != nil {
@@ -694,14 +728,24 @@ func (t *Tx) DeleteToken(ctx context.Context, id string) error {
 
 // Events.
 
-// AppendEvent sets e.Seq to the last Seq + 1 and inserts e. Seq therefore
-// increases in commit order, so a watcher paging with ListEvents misses nothing.
+// AppendEvent sets e.Seq to the last Seq + 1 (or, with Dialect.EventLock, the
+// next value of a sequence under a lock held to commit) and inserts e. Seq
+// therefore increases in commit order, so a watcher paging with ListEvents
+// misses nothing.
 func (t *Tx) AppendEvent(ctx context.Context, e *Event) error {
 	if err := t.writable("append event"); err != nil {
 		return err
 	}
 	var seq int64
-	err := t.queryRow(ctx, qAppendEvent, t.time(e.At), e.Kind, e.CredentialID, e.Version, blob(e.Detail)).Scan(&seq)
+	var err error
+	if d := t.db.Dialect; d.EventLock != "" && d.AppendEvent != "" {
+		if err := t.execRaw(ctx, d.EventLock); err != nil {
+			return t.fail(err, "append event: lock")
+		}
+		err = t.r.(*sqlRunner).tx.QueryRowContext(ctx, d.AppendEvent, t.time(e.At), e.Kind, e.CredentialID, e.Version, blob(e.Detail)).Scan(&seq)
+	} else {
+		err = t.queryRow(ctx, qAppendEvent, t.time(e.At), e.Kind, e.CredentialID, e.Version, blob(e.Detail)).Scan(&seq)
+	}
 	if err != nil {
 		if t.db.Dialect.IsUniqueViolation(err) {
 			t.retry = true

@@ -1,0 +1,305 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
+	"github.com/nebula-credential/nebula-credential/secret"
+	"github.com/nebula-credential/nebula-credential/server"
+	"github.com/nebula-credential/nebula-credential/store/sqlite"
+)
+
+// srv is a real server on a real store, in process.
+type srv struct {
+	m     *credential.Manager
+	s     *server.Server
+	ts    *httptest.Server
+	token string
+}
+
+func newSrv(t testing.TB, cc server.ConsumerConfig) *srv {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := rotator.NewRegistry()
+	reg.Register(string(credential.Postgres), rotatortest.NewTarget("").Rotator())
+	m, err := credential.Open(ctx, credential.Config{Store: st, CloseStore: true, KeyFile: filepath.Join(dir, "c.key"), Create: true, Rotators: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(server.Config{Manager: m, WatchPollInterval: 20 * time.Millisecond, RateLimit: 100000, Consumers: cc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	_, tok, err := server.CreateToken(ctx, st, server.TokenRequest{Name: "agent", Grants: []acl.Grant{{Permission: acl.Admin}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+		s.Close()
+		m.Close()
+	})
+	return &srv{m: m, s: s, ts: ts, token: tok.Reveal()}
+}
+
+func (s *srv) put(t testing.TB, id, pw string) *credential.Credential {
+	t.Helper()
+	c, err := s.m.Put(context.Background(), id, credential.PutRequest{Type: credential.Postgres,
+		Fields: map[string]any{"host": "127.0.0.1", "port": 5432, "database": "orders", "username": "app"},
+		Secret: secret.FromStrings(map[string]string{"password": pw})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// syncBuffer is a log sink safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// started is a running agent.
+type started struct {
+	a      *Agent
+	cancel context.CancelFunc
+	done   chan error
+	syncs  chan SyncInfo
+	log    *syncBuffer
+}
+
+func startAgent(t testing.TB, cfg *Config, token string) *started {
+	t.Helper()
+	st := &started{done: make(chan error, 1), syncs: make(chan SyncInfo, 1000), log: &syncBuffer{}}
+	a, err := New(cfg, Options{Token: token, Logger: slog.New(slog.NewTextHandler(st.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Stderr: st.log, Stdout: st.log, OnSync: func(si SyncInfo) { st.syncs <- si }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st.a, st.cancel = a, cancel
+	go func() { st.done <- a.Run(ctx) }()
+	t.Cleanup(func() { st.stop(t) })
+	return st
+}
+
+func (st *started) stop(t testing.TB) error {
+	st.cancel()
+	select {
+	case err := <-st.done:
+		st.done <- err
+		return err
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the agent did not stop")
+		return nil
+	}
+}
+
+// waitVersion waits for a pass that delivered version v of id.
+func (st *started) waitVersion(t testing.TB, id string, v int) SyncInfo {
+	t.Helper()
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case si := <-st.syncs:
+			if si.Versions[id] >= v {
+				return si
+			}
+		case err := <-st.done:
+			t.Fatalf("the agent stopped: %v\n%s", err, st.log)
+		case <-deadline:
+			t.Fatalf("version %d of %s never delivered\n%s", v, id, st.log)
+		}
+	}
+}
+
+func loadCfg(t testing.TB, dir, text string) *Config {
+	t.Helper()
+	p := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func lines(t testing.TB, p string) []string {
+	b, err := os.ReadFile(p)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
+}
+
+func TestAgentDeliversAndActsOncePerChange(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "prod/db", "first-secret-1111")
+	dir := t.TempDir()
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+name: test-agent
+servers: [%s]
+full_check: 1h
+templates:
+  - contents: '{{ pgpass "prod/db" }}'
+    destination: pgpass
+    action: {command: [sh, -c, 'echo "$NEBULA_CREDENTIAL_ID@$NEBULA_CREDENTIAL_VERSION:$*" >> actions', sh, "$NEBULA_CREDENTIAL_VERSIONS"]}
+  - contents: '{{ secret "prod/db" "password" | env "DB_PASSWORD" }}'
+    destination: app.env
+    mode: "0640"
+    action: {command: [sh, -c, 'echo "$NEBULA_CREDENTIAL_ID@$NEBULA_CREDENTIAL_VERSION:$*" >> actions', sh, "$NEBULA_CREDENTIAL_VERSIONS"]}
+`, s.ts.URL))
+	// commands run in the agent's working folder; point them at dir
+	for i := range cfg.Templates {
+		cfg.Templates[i].Action.Command[2] = strings.ReplaceAll(cfg.Templates[i].Action.Command[2], ">> actions", ">> "+filepath.Join(dir, "actions"))
+	}
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "prod/db", 1)
+	if got := lines(t, filepath.Join(dir, "pgpass")); len(got) != 1 || got[0] != "127.0.0.1:5432:orders:app:first-secret-1111" {
+		t.Errorf("pgpass = %q", got)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "app.env")); fi.Mode().Perm() != 0o640 {
+		t.Errorf("app.env mode %v", fi.Mode())
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "pgpass")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("pgpass mode %v", fi.Mode())
+	}
+	s.put(t, "prod/db", "second-secret-2222")
+	si := st.waitVersion(t, "prod/db", 2)
+	if len(si.Written) != 2 || si.Actions != 1 {
+		t.Errorf("pass = %+v, want 2 files and 1 action", si)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "app.env")); string(b) != "DB_PASSWORD='second-secret-2222'\n" {
+		t.Errorf("app.env = %q", b)
+	}
+	// one action per change: the first delivery and the second
+	if got := lines(t, filepath.Join(dir, "actions")); len(got) != 2 || got[0] != "prod/db@1:$NEBULA_CREDENTIAL_VERSIONS" || got[1] != "prod/db@2:$NEBULA_CREDENTIAL_VERSIONS" {
+		t.Errorf("actions = %q (argv holds nothing from the environment)", got)
+	}
+	// the consumer report reached the server
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		cs, err := server.ListConsumers(context.Background(), s.m.Store(), "prod/db", time.Now(), time.Minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 1 && cs[0].Version == 2 && cs[0].ActionOK && cs[0].Name == "test-agent" && cs[0].Kind == "agent" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumers = %+v", cs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// a restart reaches current without an action
+	st.stop(t)
+	st2 := startAgent(t, cfg, s.token)
+	st2.waitVersion(t, "prod/db", 2)
+	s.put(t, "prod/db", "third-secret-3333")
+	st2.waitVersion(t, "prod/db", 3)
+	if got := lines(t, filepath.Join(dir, "actions")); len(got) != 3 || got[2] != "prod/db@3:$NEBULA_CREDENTIAL_VERSIONS" {
+		t.Errorf("after restart actions = %q", got)
+	}
+	var state map[string]any
+	b, _ := os.ReadFile(filepath.Join(dir, "agent.state.json"))
+	if err := json.Unmarshal(b, &state); err != nil || state["last_seq"].(float64) == 0 {
+		t.Errorf("state = %s (%v)", b, err)
+	}
+	for _, pw := range []string{"first-secret-1111", "second-secret-2222", "third-secret-3333"} {
+		for _, where := range []string{st.log.String(), st2.log.String(), string(b)} {
+			if strings.Contains(where, pw) {
+				t.Errorf("secret %q in the log or state:\n%s", pw, where)
+			}
+		}
+	}
+}
+
+func TestAgentKeepsFilesWhenServerUnreachable(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "prod/db", "kept-secret-1111")
+	// a second address that refuses connections comes first: failover
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	dir := t.TempDir()
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+servers: [%s, %s]
+health_addr: 127.0.0.1:0
+retry_max: 1s
+full_check: 1s
+templates:
+  - contents: '{{ secret "prod/db" "password" }}'
+    destination: pw
+`, deadURL, s.ts.URL))
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "prod/db", 1)
+	health := func() (int, map[string]any) {
+		res, err := http.Get("http://" + st.a.HealthAddr() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var h map[string]any
+		json.NewDecoder(res.Body).Decode(&h)
+		return res.StatusCode, h
+	}
+	if code, h := health(); code != 200 || h["status"] != "ok" {
+		t.Errorf("health = %d %v", code, h)
+	}
+	s.ts.CloseClientConnections()
+	s.ts.Close()
+	// the periodic pass fails: the file stays, health says so
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		code, h := health()
+		if code == 503 && h["status"] == "unreachable" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health never said unreachable: %d %v\n%s", code, h, st.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "pw")); err != nil || string(b) != "kept-secret-1111" {
+		t.Errorf("file = %q %v", b, err)
+	}
+	if !strings.Contains(st.log.String(), "server unreachable") || strings.Contains(st.log.String(), "kept-secret-1111") {
+		t.Errorf("log:\n%s", st.log)
+	}
+}
