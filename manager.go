@@ -486,7 +486,8 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 	}
 	out := &Credential{
 		ID: id, Type: Type(cs.Type), Version: v.Number, Labels: labelsOf(cs.Labels, v.Number),
-		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, NextDueAt: cs.NextDueAt,
+		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt,
+		NextDueAt: rotation.NextShown(cs.NextDueAt, cs.Open, m.clock().UTC()),
 	}
 	out.State, out.GraceEndsAt = m.state(cs.DeletedAt, cs.Open, v.ExpiresAt)
 	return out, nil
@@ -550,7 +551,7 @@ func (m *Manager) List(ctx context.Context, opts ListOptions) ([]Summary, string
 				return err
 			}
 			st, _ := m.state(c.DeletedAt, state.Open, nil)
-			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: state.Labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: c.NextDueAt})
+			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: state.Labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: rotation.NextShown(c.NextDueAt, state.Open, m.clock().UTC())})
 		}
 		return nil
 	})

@@ -165,14 +165,24 @@ type RotateOptions struct {
 	Actor      string
 	NoValidate bool
 	// Wait keeps retrying in this process through backoff until the rotation
-	// commits or fails, instead of leaving retries to the scheduler.
+	// commits or fails, instead of leaving retries to the scheduler. A
+	// rotation asked for during a grace period waits for it to end and then
+	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
+	// IfDueAt, if set, plans the rotation only while the credential's next
+	// due time is still this one, else fails with ErrNotDue (the scheduler).
+	IfDueAt *time.Time
 }
 
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
 // retirement) and returns the journal row. It fails with
 // store.ErrRotationInProgress when another rotation is open.
 func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	if opts.Wait {
+		if err := e.waitGrace(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	r, err := e.plan(ctx, id, KindRotate, 0, opts)
 	if err != nil {
 		return nil, err
@@ -194,6 +204,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		}
 		if c.DeletedAt != nil {
 			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
+		}
+		if err := checkDue(c, opts.IfDueAt); err != nil {
+			return err
 		}
 		rot, err := e.reg.Lookup(c.Type)
 		if err != nil {
@@ -336,6 +349,9 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 func inProgress(open *store.Rotation) error {
 	switch open.Step {
 	case StepGrace, StepCommitted:
+		if ig := inGrace(open); ig != nil {
+			return ig
+		}
 		until := ""
 		if open.GraceEndsAt != nil {
 			until = " until " + open.GraceEndsAt.Format(time.RFC3339)

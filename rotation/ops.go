@@ -454,9 +454,9 @@ func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 			})
 			continue
 		}
-		id := c.ID
+		id, due := c.ID, c.NextDueAt
 		launch(id, func(ctx context.Context) {
-			if _, err := e.Rotate(ctx, id, RotateOptions{Actor: "scheduler", Reason: "policy"}); err != nil && !isExpectedEnd(err) && !errors.Is(err, store.ErrRotationInProgress) {
+			if _, err := e.Rotate(ctx, id, RotateOptions{Actor: "scheduler", Reason: scheduledReason(due), IfDueAt: due}); err != nil && !isExpectedEnd(err) && !errors.Is(err, store.ErrRotationInProgress) && !errors.Is(err, ErrNotDue) {
 				e.log.Error("scheduled rotation", "credential", id, "err", err)
 			}
 		})

@@ -304,6 +304,9 @@ func (rq *request) rotationResult(r *store.Rotation, err error) error {
 				ae.retryAfter = r.DueAt.Sub(rq.s.clock())
 			}
 		}
+		if ae.graceEndsAt != nil {
+			ae.retryAfter = max(ae.graceEndsAt.Sub(rq.s.clock()), time.Second)
+		}
 		return ae
 	}
 	if r != nil {

@@ -239,7 +239,7 @@ func New(cfg Config) (*Server, error) {
 	s.met = newMetrics(s)
 	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
-	for _, rt := range s.table() {
+	for _, rt := range append(s.table(), s.notifyRoutes()...) {
 		s.register(rt)
 	}
 	ui, err := s.newConsole()
@@ -617,7 +617,7 @@ func (s *Server) writeError(w http.ResponseWriter, reqID string, ae *apiError) {
 	if ae.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, RequestID: reqID, Rotation: ae.rotation}})
+	writeJSON(w, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, RequestID: reqID, Rotation: ae.rotation, GraceEndsAt: ae.graceEndsAt}})
 }
 
 // authorize checks perm on credential id from the grants alone: the answer
