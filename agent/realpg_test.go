@@ -23,7 +23,12 @@ import (
 	"github.com/nebula-credential/nebula-credential/server"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	if p := os.Getenv("NC_AGENT_CHILD_CONFIG"); p != "" {
+		os.Exit(childMain(p))
+	}
+	testenv.Main(m)
+}
 
 // rotations is how many rotations the real proofs run (100; 10 with -short).
 func rotations() int {
