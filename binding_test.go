@@ -3,6 +3,7 @@ package credential_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	mysqlrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
@@ -17,6 +19,7 @@ import (
 	redisrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/store"
+	pgstore "github.com/nebula-credential/nebula-credential/store/postgres"
 )
 
 // as returns ctx carrying an API principal with grants.
@@ -155,8 +158,31 @@ func TestBindingSharedAccount(t *testing.T) {
 // retried every tick; ApproveBindings (`admin approve`) with use on the admin
 // restores it.
 func TestBindingRecheckedAtRotation(t *testing.T) {
-	clk := newClock()
-	m := openAt(t, t.TempDir(), true, func(c *credential.Config) { withRotators(c); c.Clock = clk.Now })
+	t.Run("sqlite", func(t *testing.T) {
+		clk := newClock()
+		testBindingRechecked(t, clk, openAt(t, t.TempDir(), true, func(c *credential.Config) { withRotators(c); c.Clock = clk.Now }))
+	})
+	// On PostgreSQL a failed statement ends the transaction: the checks
+	// must only ask questions whose "no" is an answer.
+	t.Run("postgres", func(t *testing.T) {
+		clk := newClock()
+		st, err := pgstore.Open(context.Background(), testenv.PGStoreDB(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := credential.Config{Store: st, CloseStore: true, KeyFile: filepath.Join(t.TempDir(), "creds.key"), Create: true, Clock: clk.Now}
+		withRotators(&cfg)
+		m, err := credential.Open(context.Background(), cfg)
+		if err != nil {
+			st.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		testBindingRechecked(t, clk, m)
+	})
+}
+
+func testBindingRechecked(t *testing.T, clk *clock, m *credential.Manager) {
 	ctx := context.Background()
 	putToken := func(id string, grants ...string) {
 		t.Helper()
