@@ -347,3 +347,48 @@ func TestBindingUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestBindingResolverRefusesMidRotation: the scope is rechecked at every
+// resolve of the admin, not only when a rotation is planned: narrowing the
+// admin's scope between planning and apply (here from the engine's step
+// hook, against a real PostgreSQL) makes the apply fail with a permission
+// error before the admin is used, and the application still logs in.
+func TestBindingResolverRefusesMidRotation(t *testing.T) {
+	tg := pgTarget(t)
+	dir := setupReal(t, tg)
+	cfg := realConfig(dir, false)
+	var m *credential.Manager
+	narrowed := false
+	cfg.Engine.AfterStep = func(_, step string) {
+		if step != rotation.StepStaged || narrowed {
+			return
+		}
+		narrowed = true
+		adm := tg.admin
+		f := map[string]any{}
+		for k, v := range adm.Fields {
+			f[k] = v
+		}
+		f["manages"] = []any{"billing_*"}
+		adm.Fields = f
+		if _, err := m.Put(context.Background(), "admin/db", adm); err != nil {
+			t.Errorf("narrow the scope: %v", err)
+		}
+	}
+	var err error
+	if m, err = credential.Open(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	before, _ := m.Get(ctx, "app/db", credential.GetOptions{})
+	_, err = m.Rotate(ctx, "app/db", credential.RotateOptions{})
+	// The apply and the revert both refuse to use the admin: the rotation
+	// stops for a person (nothing was changed on the target).
+	if !narrowed || err == nil || !strings.Contains(err.Error(), "(permission)") || !strings.Contains(err.Error(), "does not manage account") {
+		t.Fatalf("narrowed %v; rotate: %v", narrowed, err)
+	}
+	if err := tg.login(ctx, before); err != nil {
+		t.Fatalf("the application no longer logs in: %v", err)
+	}
+}
