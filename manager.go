@@ -387,6 +387,11 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		}
 		c.Settings = b
 	}
+	// A credential naming an admin credential is bound to it: the writer
+	// needs use on the admin and the admin's scope must cover it.
+	if err := m.engine.Bind(ctx, tx, id, string(req.Type), req.Fields); err != nil {
+		return nil, err
+	}
 	settings, err := rotation.ParseSettings(c.Settings)
 	if err != nil {
 		return nil, err
@@ -486,7 +491,8 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 	}
 	out := &Credential{
 		ID: id, Type: Type(cs.Type), Version: v.Number, Labels: labelsOf(cs.Labels, v.Number),
-		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, NextDueAt: cs.NextDueAt,
+		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt,
+		NextDueAt: rotation.NextShown(cs.NextDueAt, cs.Open, m.clock().UTC()),
 	}
 	out.State, out.GraceEndsAt = m.state(cs.DeletedAt, cs.Open, v.ExpiresAt)
 	return out, nil
@@ -550,7 +556,7 @@ func (m *Manager) List(ctx context.Context, opts ListOptions) ([]Summary, string
 				return err
 			}
 			st, _ := m.state(c.DeletedAt, state.Open, nil)
-			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: state.Labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: c.NextDueAt})
+			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: state.Labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: rotation.NextShown(c.NextDueAt, state.Open, m.clock().UTC())})
 		}
 		return nil
 	})

@@ -16,6 +16,12 @@
 // database admin, an API management key, a CA): "use:platform/pg-admin" lets
 // a token name platform/pg-admin as the admin_credential of what it writes.
 // It reveals nothing: not the admin's secret, not even its metadata.
+//
+// Notify is the permission to manage webhook subscriptions (package notify)
+// whose prefix it covers: "notify:prod" may subscribe to events of prod/...;
+// a subscription to every credential needs "notify:*". Like any grant it
+// makes the credentials it covers visible, since notifications carry their
+// metadata.
 package acl
 
 import (
@@ -37,11 +43,12 @@ const (
 	Delete   Permission = "delete"   // purge for good
 	Admin    Permission = "admin"    // everything on the prefix; store-wide operations on ""
 	Use      Permission = "use"      // bind other credentials to an admin credential under the prefix
+	Notify   Permission = "notify"   // manage webhook subscriptions to events under the prefix
 )
 
 // Permissions lists every permission.
 func Permissions() []Permission {
-	return []Permission{Read, Write, Rotate, Rollback, Delete, Admin, Use}
+	return []Permission{Read, Write, Rotate, Rollback, Delete, Admin, Use, Notify}
 }
 
 // ErrInvalid: a grant or permission does not parse.
@@ -58,7 +65,7 @@ func ParsePermission(s string) (Permission, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: unknown permission %q (want read, write, rotate, rollback, delete, admin or use)", ErrInvalid, s)
+	return "", fmt.Errorf("%w: unknown permission %q (want read, write, rotate, rollback, delete, admin, use or notify)", ErrInvalid, s)
 }
 
 // Grant is a permission on a credential path prefix.

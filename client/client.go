@@ -138,6 +138,9 @@ type Error struct {
 	RequestID  string
 	// Rotation is the journal row of a failed rotate-like request.
 	Rotation *Rotation
+	// GraceEndsAt is set on a rotation refused during a grace period
+	// (code rotation_in_progress): when a new rotation can run.
+	GraceEndsAt *time.Time
 }
 
 func (e *Error) Error() string {
@@ -186,15 +189,16 @@ func asError(res *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	var b struct {
 		Error struct {
-			Code      string    `json:"code"`
-			Message   string    `json:"message"`
-			RequestID string    `json:"request_id"`
-			Rotation  *Rotation `json:"rotation"`
+			Code      string     `json:"code"`
+			Message   string     `json:"message"`
+			RequestID string     `json:"request_id"`
+			Rotation  *Rotation  `json:"rotation"`
+			GraceEnds *time.Time `json:"grace_ends_at"`
 		} `json:"error"`
 	}
 	e := &Error{StatusCode: res.StatusCode, RequestID: res.Header.Get("X-Request-ID")}
 	if json.Unmarshal(body, &b) == nil && b.Error.Code != "" {
-		e.Code, e.Message, e.Rotation = b.Error.Code, b.Error.Message, b.Error.Rotation
+		e.Code, e.Message, e.Rotation, e.GraceEndsAt = b.Error.Code, b.Error.Message, b.Error.Rotation, b.Error.GraceEnds
 		if b.Error.RequestID != "" {
 			e.RequestID = b.Error.RequestID
 		}

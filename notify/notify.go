@@ -28,6 +28,8 @@ import (
 	"errors"
 	"slices"
 	"time"
+
+	"github.com/nebula-credential/nebula-credential/store"
 )
 
 // Kinds of notification. The strings are part of the stable payload schema.
@@ -60,8 +62,8 @@ const (
 var (
 	// ErrInvalid: a subscription or request does not validate.
 	ErrInvalid = errors.New("invalid notification subscription")
-	// ErrNotFound: no such subscription or delivery.
-	ErrNotFound = errors.New("not found")
+	// ErrNotFound: no such subscription or delivery (it is store.ErrNotFound).
+	ErrNotFound = store.ErrNotFound
 	// ErrBadSignature: Verify rejected a request.
 	ErrBadSignature = errors.New("webhook signature does not verify")
 )

@@ -165,14 +165,24 @@ type RotateOptions struct {
 	Actor      string
 	NoValidate bool
 	// Wait keeps retrying in this process through backoff until the rotation
-	// commits or fails, instead of leaving retries to the scheduler.
+	// commits or fails, instead of leaving retries to the scheduler. A
+	// rotation asked for during a grace period waits for it to end and then
+	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
+	// IfDueAt, if set, plans the rotation only while the credential's next
+	// due time is still this one, else fails with ErrNotDue (the scheduler).
+	IfDueAt *time.Time
 }
 
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
 // retirement) and returns the journal row. It fails with
 // store.ErrRotationInProgress when another rotation is open.
 func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	if opts.Wait {
+		if err := e.waitGrace(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	r, err := e.plan(ctx, id, KindRotate, 0, opts)
 	if err != nil {
 		return nil, err
@@ -195,6 +205,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		if c.DeletedAt != nil {
 			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
 		}
+		if err := checkDue(c, opts.IfDueAt); err != nil {
+			return err
+		}
 		rot, err := e.reg.Lookup(c.Type)
 		if err != nil {
 			return err
@@ -214,6 +227,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		}
 		if kind == KindRestore && toVersion == cur {
 			return fmt.Errorf("%w: version %d is already current", ErrWrongStep, cur)
+		}
+		if err := e.Recheck(ctx, tx, id, ""); err != nil {
+			return err // the binding rule (binding.go): refused before staging
 		}
 		s, err := ParseSettings(c.Settings)
 		if err != nil {
@@ -277,6 +293,7 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		return audit.Append(ctx, tx, entries...)
 	})
 	if err != nil {
+		e.refused(ctx, id, kind, actor, err)
 		return nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
 	}
 	e.emit(Event{Kind: EventStarted, CredentialID: id, Version: r.FromVersion, RotationID: r.ID})
@@ -310,7 +327,7 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 		return 0, false, nil
 	}
 	sctx, cancel := e.stepCtx(ctx)
-	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver()})
+	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver(id)})
 	cancel()
 	if err != nil || len(resp.Secret) == 0 {
 		return 0, false, nil
@@ -336,6 +353,9 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 func inProgress(open *store.Rotation) error {
 	switch open.Step {
 	case StepGrace, StepCommitted:
+		if ig := inGrace(open); ig != nil {
+			return ig
+		}
 		until := ""
 		if open.GraceEndsAt != nil {
 			until = " until " + open.GraceEndsAt.Format(time.RFC3339)

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nebula-credential/nebula-credential/audit"
 )
@@ -58,5 +61,35 @@ func TestGraceEndAndRotateNow(t *testing.T) {
 	}
 	if ended != 2 || emergency != 2 {
 		t.Errorf("audit: %d grace.end (want 2), %d rotate.emergency (want 2)", ended, emergency)
+	}
+}
+
+func TestRotateDuringGraceAnswersRetryAfter(t *testing.T) {
+	e := newEnv(t)
+	a := e.admin
+	e.must(200, "PUT", "/v1/credentials/prod/signing", a, genericBody("k1"))
+	r := e.must(200, "POST", "/v1/rotate/prod/signing", a, `{"grace":"30m"}`)
+	end, err := time.Parse(time.RFC3339Nano, r.json(t)["grace_ends_at"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{``, `{"wait":true}`} {
+		// Without wait: refused. With wait: the grace outlasts the request's
+		// deadline, so it is refused at once instead of timing out.
+		r = e.must(409, "POST", "/v1/rotate/prod/signing", a, body)
+		if r.code() != CodeRotationInProgress {
+			t.Errorf("%s: code %q", body, r.code())
+		}
+		ra, err := strconv.Atoi(r.header.Get("Retry-After"))
+		if err != nil || ra < 1700 || ra > 1800 {
+			t.Errorf("%s: Retry-After %q", body, r.header.Get("Retry-After"))
+		}
+		got, _ := r.json(t)["error"].(map[string]any)["grace_ends_at"].(string)
+		if gt, err := time.Parse(time.RFC3339Nano, got); err != nil || gt.Sub(end).Abs() > time.Millisecond {
+			t.Errorf("%s: grace_ends_at %v, want %s", body, got, end)
+		}
+	}
+	if !strings.Contains(string(r.body), "deadline") {
+		t.Errorf("wait past the deadline: %s", r.body)
 	}
 }

@@ -49,6 +49,8 @@ type apiError struct {
 	rotation   *Rotation
 	retryAfter time.Duration
 	cause      error
+	// graceEndsAt: a rotation refused during a grace period can run then.
+	graceEndsAt *time.Time
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -72,6 +74,9 @@ type errorDetail struct {
 	Message   string    `json:"message"`
 	RequestID string    `json:"request_id,omitempty"`
 	Rotation  *Rotation `json:"rotation,omitempty"`
+	// GraceEndsAt: a rotation refused during a grace period can run then
+	// (Retry-After says the same in seconds).
+	GraceEndsAt *time.Time `json:"grace_ends_at,omitempty"`
 }
 
 // classify maps an error from the Manager (or the server) to its API error.
@@ -83,8 +88,12 @@ func classify(err error) *apiError {
 	}
 	var re *rotation.RotationError
 	var mbe *http.MaxBytesError
+	var ig *rotation.InGraceError
 	e := &apiError{msg: err.Error(), cause: err}
 	switch {
+	case errors.As(err, &ig):
+		e.status, e.code = http.StatusConflict, CodeRotationInProgress
+		e.graceEndsAt = &ig.GraceEndsAt
 	case errors.As(err, &re):
 		e.status, e.code = http.StatusBadGateway, CodeRotationFailed
 	case errors.Is(err, rotation.ErrRetryScheduled):

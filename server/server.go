@@ -241,7 +241,7 @@ func New(cfg Config) (*Server, error) {
 	s.met = newMetrics(s)
 	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
-	for _, rt := range s.table() {
+	for _, rt := range append(s.table(), s.notifyRoutes()...) {
 		s.register(rt)
 	}
 	ui, err := s.newConsole()
@@ -477,7 +477,9 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 			_ = rc.SetReadDeadline(time.Time{})
 		}()
 	}
-	rq.ctx = ctx
+	// Every request carries a principal, an empty one until authentication:
+	// only code outside the API (the local operator) runs without one.
+	rq.ctx = acl.WithPrincipal(ctx, acl.Principal{})
 
 	if !rt.public || (rt.path == "/metrics" && !s.cfg.PublicMetrics) {
 		tok, err := s.authenticate(ctx, r, info)
@@ -491,7 +493,7 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 			s.finish(rq, errorf(http.StatusTooManyRequests, CodeRateLimited, "token %s is over its rate limit of %v requests/s: slow down", tok.ID, s.cfg.RateLimit))
 			return
 		}
-		rq.ctx = audit.WithActor(ctx, tok.Actor(), info.requestID)
+		rq.ctx = acl.WithPrincipal(audit.WithActor(ctx, tok.Actor(), info.requestID), acl.Principal{Actor: tok.Actor(), Grants: tok.Grants})
 	}
 	// A malformed query (a bad %-escape, a ';') is refused: dropping the
 	// parameter would answer a wider question than the one asked.
@@ -619,7 +621,7 @@ func (s *Server) writeError(w http.ResponseWriter, reqID string, ae *apiError) {
 	if ae.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, RequestID: reqID, Rotation: ae.rotation}})
+	writeJSON(w, ae.status, errorBody{Error: errorDetail{Code: ae.code, Message: ae.msg, RequestID: reqID, Rotation: ae.rotation, GraceEndsAt: ae.graceEndsAt}})
 }
 
 // authorize checks perm on credential id from the grants alone: the answer

@@ -82,6 +82,10 @@ committed; the previous version stays valid for the grace period (default 5m),
 after which the scheduler ('serve') retires it. A failed apply or verify rolls
 back automatically. --grace 0 retires the old version at once (with a warning).
 
+Asked for while the previous rotation is in its grace period, rotate is refused
+and says when the grace ends; with --wait it waits for the grace to end (retiring
+the previous version then) and rotates.
+
 --now is the emergency rotation for a leaked secret: it ends any running grace
 period at once (retiring the previous version on the target), rotates with zero
 grace so that the leaked version stops working as soon as the new one is
@@ -145,7 +149,7 @@ docs/rotation.md#emergency-rotation.`,
 	c.Flags().StringVar(&grace, "grace", "", "grace period for the previous version (default: the credential's, 5m)")
 	c.Flags().StringVar(&reason, "reason", "", "why (recorded in history and audit)")
 	c.Flags().BoolVar(&noValidate, "no-validate", false, "skip the verification login (not recommended)")
-	c.Flags().BoolVar(&wait, "wait", false, "keep retrying here through backoff instead of leaving retries to the scheduler")
+	c.Flags().BoolVar(&wait, "wait", false, "keep retrying here through backoff instead of leaving retries to the scheduler; during a grace period, wait for it to end, then rotate")
 	c.Flags().BoolVar(&now, "now", false, "emergency: end any grace at once and rotate with zero grace (a leaked secret)")
 	return c
 }

@@ -38,6 +38,7 @@ func cmdServe(g *globals) *cobra.Command {
 		shutdown                                  time.Duration
 		rateLimit                                 float64
 		publicMetrics                             bool
+		leaseTTL                                  time.Duration
 		consumers                                 server.ConsumerConfig
 		notifyCfg                                 notify.DispatcherConfig
 	)
@@ -65,12 +66,19 @@ Consumers (agents, pools) report the version they delivered (see
 'nebula-credential consumers'). With --early-retire, a grace period ends as
 soon as every live consumer of the credential confirmed the new version, but
 not before --early-retire-min after the commit; the grace length stays the
-upper bound, and a consumer silent for --consumer-timeout stops counting.`,
+upper bound, and a consumer silent for --consumer-timeout stops counting.
+
+Several serve processes may share one postgres:// store (see docs/ha.md):
+all answer the API and all run the scheduler; each due rotation and retire
+job is taken by exactly one of them. A rotation step holds a lease of
+--lease-ttl, renewed at every step; when its server dies, another takes the
+work over once the lease runs out. Each rotator call is bounded by half of it.`,
 		Example: `  nebula-credential serve
   nebula-credential serve --early-retire --early-retire-min 1m --consumer-timeout 90s
   nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
   nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt &   # pick a free port
-  nebula-credential serve check --addr-file addr.txt --wait 10s`,
+  nebula-credential serve check --addr-file addr.txt --wait 10s
+  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (tlsCert == "") != (tlsKey == "") {
@@ -86,11 +94,14 @@ upper bound, and a consumer silent for --consumer-timeout stops counting.`,
 			if rateLimit < 0 {
 				return usagef("--rate-limit must not be negative")
 			}
+			if leaseTTL < 2*time.Second {
+				return usagef("--lease-ttl must be at least 2s (each rotator call may take half of it)")
+			}
 			logger := slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			return serve(cmd.Context(), g, logger, serveOptions{
 				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
 				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
-				consumers: consumers, notify: notifyCfg,
+				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL,
 			})
 		},
 	}
@@ -105,6 +116,7 @@ upper bound, and a consumer silent for --consumer-timeout stops counting.`,
 	c.Flags().BoolVar(&consumers.EarlyRetire, "early-retire", false, "end grace once every live consumer confirmed the new version")
 	c.Flags().DurationVar(&consumers.EarlyRetireMin, "early-retire-min", 30*time.Second, "with --early-retire, the shortest grace after a commit")
 	c.Flags().DurationVar(&consumers.Timeout, "consumer-timeout", 90*time.Second, "a consumer silent this long no longer counts as live")
+	c.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a rotation step's lease lasts: a dead server's work moves to another after this")
 	notifyFlags(c, &notifyCfg)
 	c.AddCommand(cmdServeCheck(g))
 	return c
@@ -117,15 +129,16 @@ type serveOptions struct {
 	publicMetrics                   bool
 	consumers                       server.ConsumerConfig
 	notify                          notify.DispatcherConfig
+	leaseTTL                        time.Duration
 }
 
 func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
 	loc := g.storeLocation()
-	m, err := g.open(ctx, openOpts{logger: logger})
+	m, err := g.open(ctx, openOpts{logger: logger, leaseTTL: o.leaseTTL})
 	firstRun := false
 	if errors.Is(err, store.ErrNotFound) && (isPostgres(loc) || !sqlite.Exists(loc)) {
 		firstRun = true
-		m, err = g.open(ctx, openOpts{create: true, logger: logger})
+		m, err = g.open(ctx, openOpts{create: true, logger: logger, leaseTTL: o.leaseTTL})
 	}
 	if err != nil {
 		return err
@@ -260,7 +273,8 @@ With --addr-file, the address comes only from that file (written by
 nothing is probed, and check fails when --wait runs out.`,
 		Example: `  nebula-credential serve check
   nebula-credential serve check --addr https://creds.internal:8270 --ca-cert ca.pem
-  nebula-credential serve check --addr-file addr.txt --wait 10s`,
+  nebula-credential serve check --addr-file addr.txt --wait 10s
+  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()

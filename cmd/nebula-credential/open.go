@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/store"
 	"github.com/nebula-credential/nebula-credential/store/postgres"
@@ -89,6 +91,7 @@ type openOpts struct {
 	create    bool
 	noRecover bool
 	logger    *slog.Logger
+	leaseTTL  time.Duration // 0: the engine's default
 }
 
 // open opens the manager on the configured store.
@@ -110,6 +113,7 @@ func (g *globals) open(ctx context.Context, o openOpts) (*credential.Manager, er
 		Rotators:   rotators(),
 		Logger:     logger,
 		NoRecover:  o.noRecover,
+		Engine:     rotation.Config{LeaseTTL: o.leaseTTL},
 	})
 	if err != nil {
 		st.Close()

@@ -156,6 +156,7 @@ func readSnapshot(ctx context.Context, st store.Store, now time.Time) (*snapshot
 	}
 	for i := range s.rows {
 		c := &s.rows[i]
+		c.NextDueAt = rotation.NextShown(c.NextDueAt, c.Open, now)
 		if c.Open == nil && c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
 			c.State = credential.StateExpired
 		}
