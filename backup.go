@@ -318,6 +318,13 @@ func (m *Manager) Restore(ctx context.Context, r io.Reader, opts RestoreOptions)
 				opts.Progress(i+1, len(todo))
 			}
 		}
+		// Bindings are checked once every restored credential is in place
+		// (an admin may come after the credentials that name it).
+		for _, bc := range todo {
+			if err := m.rebind(ctx, tx, bc.Credential.ID); err != nil {
+				return err
+			}
+		}
 		return audit.Append(ctx, tx, audit.Entry{At: now, Action: "restore", CredentialID: opts.Only, Outcome: "ok", Detail: fmt.Sprintf("%d credentials, %d versions from backup of %s", info.Credentials, info.Versions, hdr.CreatedAt.Format(time.RFC3339))})
 	})
 	if err != nil {

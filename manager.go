@@ -390,6 +390,11 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		}
 		c.Settings = b
 	}
+	// A credential naming an admin credential is bound to it: the writer
+	// needs use on the admin and the admin's scope must cover it.
+	if err := m.engine.Bind(ctx, tx, id, string(req.Type), req.Fields); err != nil {
+		return nil, err
+	}
 	settings, err := rotation.ParseSettings(c.Settings)
 	if err != nil {
 		return nil, err

@@ -476,7 +476,7 @@ func putRabbitUser(t *testing.T, m *credential.Manager, id string) *credential.C
 		t.Fatalf("create user %s: status %d", user, code)
 	}
 	t.Cleanup(func() { rabbitDo(t, "DELETE", "/api/users/"+user, "guest", "guest", "") })
-	if _, err := m.Put(ctx, "rabbitmq/admin", credential.PutRequest{Type: credential.Generic, Fields: map[string]any{"username": "guest"}, Secret: secret.Map{"password": secret.New("guest")}}); err != nil {
+	if _, err := m.Put(ctx, "rabbitmq/admin", credential.PutRequest{Type: credential.Generic, Fields: map[string]any{"username": "guest", "target": rabbitMgmt, "manages": []any{id}}, Secret: secret.Map{"password": secret.New("guest")}}); err != nil {
 		t.Fatal(err)
 	}
 	f := map[string]any{

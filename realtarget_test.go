@@ -71,7 +71,7 @@ func pgTarget(t testing.TB) realTarget {
 	}
 	return realTarget{
 		typ:   credential.Postgres,
-		admin: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin}), Secret: secret.Map{"password": secret.New(adminPW)}},
+		admin: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin, "manages": []any{a, b}}), Secret: secret.Map{"password": secret.New(adminPW)}},
 		app: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": a, "strategy_users": []any{a, b}, "owner_role": owner, "admin_credential": "admin/db"}),
 			Secret: secret.Map{"password": secret.New(pw)}},
 		login: func(ctx context.Context, c *credential.Credential) error {
@@ -105,7 +105,7 @@ func mariaTarget(t testing.TB) realTarget {
 	}
 	return realTarget{
 		typ:   credential.MySQL,
-		admin: credential.PutRequest{Type: credential.MySQL, Fields: f(admin, nil), Secret: secret.Map{"password": secret.New(adminPW)}},
+		admin: credential.PutRequest{Type: credential.MySQL, Fields: f(admin, map[string]any{"manages": []any{u}}), Secret: secret.Map{"password": secret.New(adminPW)}},
 		app:   credential.PutRequest{Type: credential.MySQL, Fields: f(u, map[string]any{"admin_credential": "admin/db"}), Secret: secret.Map{"password": secret.New(pw)}},
 		login: func(ctx context.Context, c *credential.Credential) error {
 			cfg := mysql.NewConfig()
@@ -128,7 +128,7 @@ func redisTarget(t testing.TB) realTarget {
 	srv.Do(t, "ACL", "SETUSER", "app", "reset", "on", ">"+pw, "~*", "&*", "+@all")
 	return realTarget{
 		typ:   credential.Redis,
-		admin: credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": srv.AdminUser}, Secret: secret.Map{"password": secret.New(srv.AdminPassword)}},
+		admin: credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": srv.AdminUser, "manages": "app"}, Secret: secret.Map{"password": secret.New(srv.AdminPassword)}},
 		app:   credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": "app", "admin_credential": "admin/db"}, Secret: secret.Map{"password": secret.New(pw)}},
 		login: func(ctx context.Context, c *credential.Credential) error {
 			cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),

@@ -34,6 +34,11 @@ type srv struct {
 
 func newSrv(t testing.TB, cc server.ConsumerConfig) *srv {
 	t.Helper()
+	return newSrvWith(t, cc, rotatortest.NewTarget("").Rotator())
+}
+
+func newSrvWith(t testing.TB, cc server.ConsumerConfig, pgRotator rotator.Rotator) *srv {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "c.db"))
@@ -41,7 +46,7 @@ func newSrv(t testing.TB, cc server.ConsumerConfig) *srv {
 		t.Fatal(err)
 	}
 	reg := rotator.NewRegistry()
-	reg.Register(string(credential.Postgres), rotatortest.NewTarget("").Rotator())
+	reg.Register(string(credential.Postgres), pgRotator)
 	m, err := credential.Open(ctx, credential.Config{Store: st, CloseStore: true, KeyFile: filepath.Join(dir, "c.key"), Create: true, Rotators: reg})
 	if err != nil {
 		t.Fatal(err)

@@ -251,6 +251,31 @@ func (r *renderer) pgpass(id string) (string, error) {
 	return e(d.host) + ":" + e(d.port) + ":" + e(d.database) + ":" + e(d.user) + ":" + e(d.password) + "\n", nil
 }
 
+// pgService: a pg_service.conf section (use with PGSERVICEFILE and
+// "service=NAME"): user and password in one file, so a rotation that changes
+// the user (alternating strategy) is read in one piece.
+func (r *renderer) pgService(name, id string) (string, error) {
+	d, err := r.db(id, "5432")
+	if err != nil {
+		return "", err
+	}
+	if d.database == "" {
+		d.database = "postgres"
+	}
+	var b strings.Builder
+	b.WriteString("[" + name + "]\n")
+	for _, kv := range [][2]string{{"host", d.host}, {"port", d.port}, {"dbname", d.database}, {"user", d.user}, {"password", d.password}, {"sslmode", d.sslmode}} {
+		if kv[1] == "" {
+			continue
+		}
+		if strings.ContainsAny(kv[1], "\r\n") || strings.TrimSpace(kv[1]) != kv[1] {
+			return "", fmt.Errorf("credential %s: a pg_service.conf value cannot hold a line break or start or end with a space (field %s)", id, kv[0])
+		}
+		b.WriteString(kv[0] + "=" + kv[1] + "\n")
+	}
+	return b.String(), nil
+}
+
 // mysqlDSN: the go-sql-driver/mysql DSN user:password@tcp(host:port)/db.
 func (r *renderer) mysqlDSN(id string) (string, error) {
 	d, err := r.db(id, "3306")
@@ -385,6 +410,7 @@ func (r *renderer) funcs() template.FuncMap {
 		"pgurl":        r.pgURL,
 		"pgdsn":        r.pgDSN,
 		"pgpass":       r.pgpass,
+		"pgservice":    r.pgService,
 		"mysqldsn":     r.mysqlDSN,
 		"mycnf":        r.myCnf,
 		"jdbcurl":      r.jdbcURL,

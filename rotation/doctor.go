@@ -123,7 +123,7 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 			continue
 		}
 		sctx, cancel := e.stepCtx(ctx)
-		resp, verr := rot.Verify(sctx, rotator.VerifyRequest{Credential: toRotator(v), Resolver: e.resolver()})
+		resp, verr := rot.Verify(sctx, rotator.VerifyRequest{Credential: toRotator(v), Resolver: e.resolver(id)})
 		cancel()
 		chk := Check{Version: n, Label: label, OK: verr == nil, Detail: resp.Detail}
 		if verr != nil {
@@ -135,7 +135,7 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 	if ch, isChecker := rotator.Unwrap(rot).(rotator.Checker); isChecker {
 		if v, err := e.vault.Open(c.Type, vers[labels["current"]]); err == nil {
 			sctx, cancel := e.stepCtx(ctx)
-			resp, err := ch.Check(sctx, rotator.CheckRequest{Credential: toRotator(v), Resolver: e.resolver()})
+			resp, err := ch.Check(sctx, rotator.CheckRequest{Credential: toRotator(v), Resolver: e.resolver(id)})
 			cancel()
 			if err == nil {
 				for _, w := range resp.Warnings {
@@ -145,6 +145,9 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 		}
 	}
 
+	if f := e.bindingFinding(ctx, id); f != nil {
+		rep.Findings = append(rep.Findings, *f)
+	}
 	now := e.now()
 	cur, prev := labels["current"], labels["previous"]
 	switch {

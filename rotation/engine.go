@@ -228,6 +228,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		if kind == KindRestore && toVersion == cur {
 			return fmt.Errorf("%w: version %d is already current", ErrWrongStep, cur)
 		}
+		if err := e.Recheck(ctx, tx, id, ""); err != nil {
+			return err // the binding rule (binding.go): refused before staging
+		}
 		s, err := ParseSettings(c.Settings)
 		if err != nil {
 			return err
@@ -290,6 +293,7 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		return audit.Append(ctx, tx, entries...)
 	})
 	if err != nil {
+		e.refused(ctx, id, kind, actor, err)
 		return nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
 	}
 	e.emit(Event{Kind: EventStarted, CredentialID: id, Version: r.FromVersion, RotationID: r.ID})
@@ -323,7 +327,7 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 		return 0, false, nil
 	}
 	sctx, cancel := e.stepCtx(ctx)
-	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver()})
+	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver(id)})
 	cancel()
 	if err != nil || len(resp.Secret) == 0 {
 		return 0, false, nil

@@ -150,7 +150,7 @@ func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (
 	end := j.r.GraceEndsAt.Add(by)
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	if _, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: end.Add(2 * e.cfg.StepTimeout), Resolver: e.resolver()}); err != nil {
+	if _, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: end.Add(2 * e.cfg.StepTimeout), Resolver: e.resolver(j.r.CredentialID)}); err != nil {
 		return nil, fmt.Errorf("extend grace of %s on the target: %w", id, err)
 	}
 	j.d.GraceSeconds += by.Seconds()
@@ -228,7 +228,7 @@ func (e *Engine) Resolve(ctx context.Context, id string, keep int, force bool) (
 	}
 	if !force && r.Step != StepReauthRequired {
 		sctx, cancel := e.stepCtx(ctx)
-		_, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: kept, Resolver: e.resolver()})
+		_, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: kept, Resolver: e.resolver(j.r.CredentialID)})
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("resolve %s: version %d does not authenticate, so it cannot be kept: %w", id, keep, err)
@@ -293,6 +293,13 @@ func (e *Engine) SetSettings(ctx context.Context, id string, s Settings) error {
 		v, err := tx.GetVersion(ctx, id, labels["current"])
 		if err != nil {
 			return err
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(v.Fields, &fields); err != nil {
+			return err
+		}
+		if err := e.Bind(ctx, tx, id, c.Type, fields); err != nil {
+			return err // a settings change rebinds: binding.go
 		}
 		now := e.now()
 		c.NextDueAt = s.NextDue(DueInput{ID: id, LastRotatedAt: v.CreatedAt, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Now: now})

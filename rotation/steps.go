@@ -130,9 +130,15 @@ func (e *Engine) stepCtx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, e.cfg.StepTimeout)
 }
 
-func (e *Engine) resolver() rotator.Resolver { return resolver{e} }
+// resolver returns the resolver for rotating credential from: it gives only
+// the admin credentials from names, and only while the binding rule allows it
+// (Recheck).
+func (e *Engine) resolver(from string) rotator.Resolver { return resolver{e, from} }
 
-type resolver struct{ e *Engine }
+type resolver struct {
+	e    *Engine
+	from string
+}
 
 func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, error) {
 	var (
@@ -140,6 +146,9 @@ func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, 
 		sv *store.Version
 	)
 	err := rv.e.st.View(ctx, func(tx store.Tx) error {
+		if err := rv.e.Recheck(ctx, tx, rv.from, id); err != nil {
+			return err
+		}
 		var err error
 		if c, err = tx.GetCredential(ctx, id); err != nil {
 			return err
@@ -151,6 +160,10 @@ func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, 
 		sv, err = tx.GetVersion(ctx, id, labels["current"])
 		return err
 	})
+	var be *BindingError
+	if errors.As(err, &be) {
+		return rotator.Credential{}, be
+	}
 	if err != nil {
 		return rotator.Credential{}, rotator.Wrap(rotator.ClassConfig, "resolve "+id, err)
 	}
@@ -233,7 +246,7 @@ func (e *Engine) stage(ctx context.Context, j *job) error {
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
 	resp, err := j.rot.Stage(sctx, rotator.StageRequest{Current: j.from, Strategy: rotator.Strategy(j.r.Strategy), RotationID: j.r.ID,
-		IdempotencyKey: fmt.Sprintf("%s-%d", e.cfg.StoreID, j.r.ID), Resolver: e.resolver()})
+		IdempotencyKey: fmt.Sprintf("%s-%d", e.cfg.StoreID, j.r.ID), Resolver: e.resolver(j.r.CredentialID)})
 	if err != nil {
 		return stepError(StepPlanned, err)
 	}
@@ -284,7 +297,7 @@ func (e *Engine) cleanup(ctx context.Context, j *job, keep ...rotator.Credential
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	resp, err := c.Cleanup(sctx, rotator.CleanupRequest{Current: keep[len(keep)-1], Keep: keep, Resolver: e.resolver()})
+	resp, err := c.Cleanup(sctx, rotator.CleanupRequest{Current: keep[len(keep)-1], Keep: keep, Resolver: e.resolver(j.r.CredentialID)})
 	if err != nil {
 		e.log.Warn("revoking orphaned secrets", "credential", j.r.CredentialID, "rotation", j.r.ID, "err", err)
 		return
@@ -320,7 +333,7 @@ func (e *Engine) apply(ctx context.Context, j *job) error {
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
 	first := j.r.Fence == 1 && j.r.Attempt == 0 && j.r.Step == StepStaged && j.r.Kind == KindRotate
-	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(), FirstAttempt: first})
+	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(j.r.CredentialID), FirstAttempt: first})
 	if err != nil {
 		return stepError(StepStaged, err)
 	}
@@ -334,7 +347,7 @@ func (e *Engine) verify(ctx context.Context, j *job) error {
 	if j.d.Validate {
 		sctx, cancel := e.stepCtx(ctx)
 		defer cancel()
-		if _, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.to, Resolver: e.resolver()}); err != nil {
+		if _, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.to, Resolver: e.resolver(j.r.CredentialID)}); err != nil {
 			return stepError(StepApplied, err)
 		}
 	}
@@ -408,7 +421,7 @@ func (e *Engine) retire(ctx context.Context, j *job) error {
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	if _, err := j.rot.Retire(sctx, rotator.RetireRequest{Old: j.from, Current: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver()}); err != nil {
+	if _, err := j.rot.Retire(sctx, rotator.RetireRequest{Old: j.from, Current: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver(j.r.CredentialID)}); err != nil {
 		return stepError(StepGrace, err)
 	}
 	if j.r.Fence > 1 || j.r.Attempt > 0 || j.d.Regenerated > 0 {
@@ -442,7 +455,7 @@ func (e *Engine) revert(ctx context.Context, j *job) error {
 		}
 		sctx, cancel := e.stepCtx(ctx)
 		defer cancel()
-		if _, err := j.rot.Revert(sctx, rotator.RevertRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver()}); err != nil {
+		if _, err := j.rot.Revert(sctx, rotator.RevertRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver(j.r.CredentialID)}); err != nil {
 			return stepError(StepRollingBack, err)
 		}
 	}
@@ -483,7 +496,7 @@ func (e *Engine) rollbackFromGrace(ctx context.Context, j *job) error {
 	}
 	if labels["current"] != j.r.FromVersion {
 		sctx, cancel := e.stepCtx(ctx)
-		_, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.from, Resolver: e.resolver()})
+		_, err := j.rot.Verify(sctx, rotator.VerifyRequest{Credential: j.from, Resolver: e.resolver(j.r.CredentialID)})
 		cancel()
 		if err != nil {
 			return stepError(StepRollingBack, fmt.Errorf("previous version %d no longer authenticates: %w", j.r.FromVersion, err))
@@ -503,7 +516,7 @@ func (e *Engine) rollbackFromGrace(ctx context.Context, j *job) error {
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
-	if _, err := j.rot.Retire(sctx, rotator.RetireRequest{Old: j.to, Current: j.from, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver()}); err != nil {
+	if _, err := j.rot.Retire(sctx, rotator.RetireRequest{Old: j.to, Current: j.from, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver(j.r.CredentialID)}); err != nil {
 		return stepError(StepRollingBack, err)
 	}
 	err := e.advance(ctx, j, StepRolledBack, func(tx store.Tx, r *store.Rotation) error {
@@ -598,7 +611,7 @@ func (e *Engine) fail(ctx context.Context, j *job, err error) error {
 		// The target refused the new secret itself: revert (idempotent), discard
 		// it and generate another instead of replaying it.
 		sctx, cancel := e.stepCtx(ctx)
-		_, rerr := j.rot.Revert(sctx, rotator.RevertRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver()})
+		_, rerr := j.rot.Revert(sctx, rotator.RevertRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), Resolver: e.resolver(j.r.CredentialID)})
 		cancel()
 		if rerr == nil {
 			j.d.Regenerated++

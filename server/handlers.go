@@ -41,6 +41,7 @@ func (s *Server) table() []*route {
 		{method: "POST", path: "/v1/resolve/{id...}", op: "rotation.resolve", audited: true, timeout: longTimeout, handle: s.resolve},
 		{method: "POST", path: "/v1/retry/{id...}", op: "rotation.retry", audited: true, timeout: longTimeout, handle: s.retry},
 		{method: "GET", path: "/v1/rotations", op: "rotation.list", audited: true, handle: s.rotations},
+		{method: "POST", path: "/v1/approve/{id...}", op: "binding.approve", audited: true, handle: s.approve},
 
 		{method: "GET", path: "/v1/tokens", op: "token.list", audited: true, handle: s.listTokens},
 		{method: "POST", path: "/v1/tokens", op: "token.create", audited: true, handle: s.createToken},

@@ -479,7 +479,9 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 			_ = rc.SetReadDeadline(time.Time{})
 		}()
 	}
-	rq.ctx = ctx
+	// Every request carries a principal, an empty one until authentication:
+	// only code outside the API (the local operator) runs without one.
+	rq.ctx = acl.WithPrincipal(ctx, acl.Principal{})
 
 	if !rt.public || (rt.path == "/metrics" && !s.cfg.PublicMetrics) {
 		tok, err := s.authenticate(ctx, r, info)
@@ -493,7 +495,7 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 			s.finish(rq, errorf(http.StatusTooManyRequests, CodeRateLimited, "token %s is over its rate limit of %v requests/s: slow down", tok.ID, s.cfg.RateLimit))
 			return
 		}
-		rq.ctx = audit.WithActor(ctx, tok.Actor(), info.requestID)
+		rq.ctx = acl.WithPrincipal(audit.WithActor(ctx, tok.Actor(), info.requestID), acl.Principal{Actor: tok.Actor(), Grants: tok.Grants})
 	}
 	// A malformed query (a bad %-escape, a ';') is refused: dropping the
 	// parameter would answer a wider question than the one asked.

@@ -164,7 +164,8 @@ func run(ctx context.Context, o options) (err error) {
 	defer m.Close()
 	const adminID, appID = "demo/admin", "demo/app"
 	if _, err := m.Put(ctx, adminID, credential.PutRequest{Type: credential.Postgres,
-		Fields: map[string]any{"host": u.Hostname(), "port": port, "database": database, "username": admin},
+		Fields: map[string]any{"host": u.Hostname(), "port": port, "database": database, "username": admin,
+			"manages": []any{userA, userB}}, // the accounts this admin may rotate (docs/admin-credentials.md)
 		Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
 		return err
 	}

@@ -49,19 +49,27 @@ func (t target) other(op string) (string, error) {
 	return t.StrategyUsers.Other(op, t.Username, "user")
 }
 
-// admin resolves admin_credential, defaulting its host and port to the target's.
+// admin resolves admin_credential, which names its own host, port and tls.
 func admin(ctx context.Context, res rotator.Resolver, t target, op string) (target, bool, error) {
 	var f fields
 	c, ok, err := dbrot.Admin(ctx, res, op, t.Fields, &f, spec)
 	if !ok || err != nil {
 		return target{}, false, err
 	}
-	if f.TLS == "" {
-		f.TLS = t.TLS
-	}
 	if !slices.Contains(tlsModes, f.TLS) {
 		return target{}, false, rotator.Errorf(rotator.ClassConfig, op, "admin credential %s: tls %q is not valid", c.ID, f.TLS)
 	}
 	f.Database = "" // the admin needs no database
 	return target{fields: f, Password: c.Secret["password"]}, true, nil
+}
+
+// Binding reports the admin_credential c names, its server and the users a
+// rotation changes (rotator.Binder).
+func (r *Rotator) Binding(c rotator.Credential) (rotator.Binding, error) {
+	return dbrot.BindingOf(c, spec)
+}
+
+// Scope reads the scope an admin credential declares (rotator.Binder).
+func (r *Rotator) Scope(field string, admin rotator.Credential) (rotator.Scope, error) {
+	return dbrot.AdminScope(admin, spec)
 }

@@ -52,8 +52,9 @@ func (t target) other(op string) (string, error) {
 	return t.StrategyUsers.Other(op, t.Username, "role")
 }
 
-// admin resolves the admin_credential, defaulting its host, port, database and
-// sslmode to the target's.
+// admin resolves the admin_credential. The admin names its own host, port and
+// sslmode (sslmode defaults to disable, as for any credential); only the
+// database it connects to defaults to the target's.
 func admin(ctx context.Context, res rotator.Resolver, t target, op string) (target, bool, error) {
 	var f fields
 	c, ok, err := dbrot.Admin(ctx, res, op, t.Fields, &f, spec)
@@ -64,10 +65,21 @@ func admin(ctx context.Context, res rotator.Resolver, t target, op string) (targ
 		f.Database = t.Database
 	}
 	if f.SSLMode == "" {
-		f.SSLMode = t.SSLMode
+		f.SSLMode = "disable"
 	}
 	if !slices.Contains(sslModes, f.SSLMode) {
 		return target{}, false, rotator.Errorf(rotator.ClassConfig, op, "admin credential %s: sslmode %q is not valid", c.ID, f.SSLMode)
 	}
 	return target{fields: f, Password: c.Secret["password"]}, true, nil
+}
+
+// Binding reports the admin_credential c names, its server and the roles a
+// rotation changes (rotator.Binder).
+func (r *Rotator) Binding(c rotator.Credential) (rotator.Binding, error) {
+	return dbrot.BindingOf(c, spec)
+}
+
+// Scope reads the scope an admin credential declares (rotator.Binder).
+func (r *Rotator) Scope(field string, admin rotator.Credential) (rotator.Scope, error) {
+	return dbrot.AdminScope(admin, spec)
 }

@@ -63,7 +63,7 @@ func TestPermissionDenied(t *testing.T) {
 	rot := rrot.New(rrot.Config{})
 	adminPW := testenv.UniqueName("rotadmin-")
 	e.srv.Do(t, "ACL", "SETUSER", "rotadmin", "on", ">"+adminPW, "+ping", "+acl|getuser", "+acl|setuser", "+acl|save", "+config|get")
-	res := dbrottest.Resolver{"rotadmin": {ID: "rotadmin", Fields: map[string]any{"username": "rotadmin"}, Secret: secret.Map{"password": secret.New(adminPW)}}}
+	res := dbrottest.Resolver{"rotadmin": {ID: "rotadmin", Fields: map[string]any{"host": e.srv.Host, "port": e.srv.Port, "username": "rotadmin"}, Secret: secret.Map{"password": secret.New(adminPW)}}}
 	cur := e.user(t, "app", false)
 	cur.Fields["admin_credential"] = "rotadmin"
 	if _, err := rot.Check(ctx(t), rotator.CheckRequest{Credential: cur, Resolver: res}); err != nil {

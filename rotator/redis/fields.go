@@ -34,7 +34,7 @@ func parse(c rotator.Credential, op string) (target, error) {
 	return target{Fields: f, probe: probe, Password: c.Secret["password"]}, nil
 }
 
-// admin resolves admin_credential, defaulting its host and port to the target's.
+// admin resolves admin_credential, which names its own host and port.
 func admin(ctx context.Context, res rotator.Resolver, t target, op string) (target, bool, error) {
 	var f dbrot.Fields
 	c, ok, err := dbrot.Admin(ctx, res, op, t.Fields, &f, spec)
@@ -42,4 +42,15 @@ func admin(ctx context.Context, res rotator.Resolver, t target, op string) (targ
 		return target{}, false, err
 	}
 	return target{Fields: f, Password: c.Secret["password"]}, true, nil
+}
+
+// Binding reports the admin_credential c names, its server and the ACL users
+// a rotation changes (rotator.Binder).
+func (r *Rotator) Binding(c rotator.Credential) (rotator.Binding, error) {
+	return dbrot.BindingOf(c, spec)
+}
+
+// Scope reads the scope an admin credential declares (rotator.Binder).
+func (r *Rotator) Scope(field string, admin rotator.Credential) (rotator.Scope, error) {
+	return dbrot.AdminScope(admin, spec)
 }

@@ -120,7 +120,7 @@ func PostgresCredential(t testing.TB, m *credential.Manager, opts PGOptions) *PG
 	})
 	p.AdminID = "admin/" + testenv.UniqueName("pg-")
 	if _, err := m.Put(ctx, p.AdminID, credential.PutRequest{Type: credential.Postgres,
-		Fields: map[string]any{"host": pg.Host, "port": pg.Port, "username": admin},
+		Fields: map[string]any{"host": pg.Host, "port": pg.Port, "username": admin, "manages": []any{p.Users[0], p.Users[1]}},
 		Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func MySQLCredential(t testing.TB, m *credential.Manager) *MySQL {
 	db.CreateUser(t, my.User, "%", pw, "GRANT SELECT ON `"+my.Database+"`.* TO ?@?")
 	adminID := "admin/" + testenv.UniqueName("my-")
 	if _, err := m.Put(ctx, adminID, credential.PutRequest{Type: credential.MySQL,
-		Fields: map[string]any{"host": db.Host, "port": db.Port, "username": admin},
+		Fields: map[string]any{"host": db.Host, "port": db.Port, "username": admin, "manages": []any{my.User}},
 		Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
 		t.Fatal(err)
 	}

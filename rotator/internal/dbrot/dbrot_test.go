@@ -143,19 +143,25 @@ func TestAdmin(t *testing.T) {
 	}
 	pw := secret.New("admin-password")
 	res := resolver{"adm": {ID: "adm", Fields: map[string]any{"username": "root", "database": "d"}, Secret: secret.Map{"password": pw}}}
+	// An admin never takes the referring credential's host: a writer of the
+	// referring credential would choose where the admin's password goes.
+	if f, _, ok, err := admin(res, base, s); ok || rotator.ClassOf(err) != rotator.ClassConfig || !strings.Contains(err.Error(), "host is required on the admin itself") || f.Host == "db.example" {
+		t.Fatalf("admin without host: %+v ok %v err %v", f, ok, err)
+	}
+	res["adm"] = rotator.Credential{ID: "adm", Fields: map[string]any{"host": "adm.example", "port": 7000, "username": "root", "database": "d"}, Secret: secret.Map{"password": pw}}
 	f, c, ok, err := admin(res, base, s)
-	if err != nil || !ok || f.Host != "db.example" || f.Port != 6000 || f.Username != "root" || f.Database != "d" || !c.Secret["password"].Equal(pw) {
-		t.Fatalf("inherited host and port: %+v ok %v err %v", f, ok, err)
+	if err != nil || !ok || f.Host != "adm.example" || f.Port != 7000 || f.Username != "root" || f.Database != "d" || !c.Secret["password"].Equal(pw) {
+		t.Fatalf("own host and port: %+v ok %v err %v", f, ok, err)
 	}
 	res["adm"] = rotator.Credential{ID: "adm", Fields: map[string]any{"host": "other.example", "username": "root"}}
 	if f, _, _, err := admin(res, base, s); err != nil || f.Host != "other.example" || f.Port != 5432 {
 		t.Fatalf("own host, default port: %+v, %v", f, err)
 	}
-	res["adm"] = rotator.Credential{ID: "adm", Fields: map[string]any{}}
+	res["adm"] = rotator.Credential{ID: "adm", Fields: map[string]any{"host": "adm.example"}}
 	if _, _, _, err := admin(res, base, s); rotator.ClassOf(err) != rotator.ClassConfig {
 		t.Fatalf("admin without username: %v", err)
 	}
-	if f, _, _, err := admin(res, base, Spec{AdminUsername: "default"}); err != nil || f.Username != "default" {
+	if f, _, _, err := admin(res, base, Spec{Port: 6379, AdminUsername: "default"}); err != nil || f.Username != "default" {
 		t.Fatalf("default admin username: %+v, %v", f, err)
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -166,12 +168,14 @@ func Invalid(op, id, format string, args ...any) error {
 }
 
 // Admin resolves the admin_credential that base names and decodes its fields
-// into f. An admin without a host takes base's host and port; the port then
-// defaults to s.Port, the username to s.AdminUsername (or is required). The
-// rotator defaults and checks its own fields after, and takes the password
-// from the returned credential. ok is false, with no error, when base names no
-// admin. A credential the resolver cannot give keeps the resolver's class
-// (ClassConfig if it has none); every other error is ClassConfig.
+// into f. The admin names its own target: a missing host is an error, never
+// taken from base (a writer of base must not choose where the admin logs in).
+// The port defaults to s.Port, the username to s.AdminUsername (or is
+// required). The rotator defaults and checks its own fields after, and takes
+// the password from the returned credential. ok is false, with no error, when
+// base names no admin. A credential the resolver cannot give keeps the
+// resolver's class (ClassConfig if it has none); every other error is
+// ClassConfig.
 func Admin(ctx context.Context, res rotator.Resolver, op string, base Fields, f Embedder, s Spec) (c rotator.Credential, ok bool, err error) {
 	if base.AdminCredential == "" {
 		return rotator.Credential{}, false, nil
@@ -187,26 +191,80 @@ func Admin(ctx context.Context, res rotator.Resolver, op string, base Fields, f 
 		}
 		return rotator.Credential{}, false, &rotator.Error{Class: cl, Op: op, Err: fmt.Errorf("resolve admin_credential %q: %w", base.AdminCredential, err)}
 	}
+	if err := adminFields(c, op, f, s); err != nil {
+		return rotator.Credential{}, false, err
+	}
+	return c, true, nil
+}
+
+// adminFields decodes an admin credential's fields into f and applies the
+// admin defaults: host required, port s.Port, username s.AdminUsername.
+func adminFields(c rotator.Credential, op string, f Embedder, s Spec) error {
 	if err := c.Decode(f); err != nil {
-		return rotator.Credential{}, false, &rotator.Error{Class: rotator.ClassConfig, Op: op, Err: fmt.Errorf("admin credential %s fields: %v", c.ID, err)}
+		return &rotator.Error{Class: rotator.ClassConfig, Op: op, Err: fmt.Errorf("admin credential %s fields: %v", c.ID, err)}
 	}
 	af := f.common()
 	if af.Host == "" {
-		af.Host = base.Host
-		if af.Port == 0 {
-			af.Port = base.Port
-		}
+		return rotator.Errorf(rotator.ClassConfig, op, "admin credential %s: field host is required on the admin itself (an admin never takes the host of the credential that refers to it)", c.ID)
 	}
 	if af.Port == 0 {
 		af.Port = s.Port
 	}
+	if af.Port < 1 || af.Port > 65535 {
+		return Invalid(op, c.ID, "port %d out of range", af.Port)
+	}
 	if af.Username == "" {
 		if s.AdminUsername == "" {
-			return rotator.Credential{}, false, rotator.Errorf(rotator.ClassConfig, op, "admin credential %s: field username is required", c.ID)
+			return rotator.Errorf(rotator.ClassConfig, op, "admin credential %s: field username is required", c.ID)
 		}
 		af.Username = s.AdminUsername
 	}
-	return c, true, nil
+	return nil
+}
+
+// Target is the form of a server address a Binding and a Scope compare.
+func Target(host string, port Port) string {
+	return net.JoinHostPort(strings.ToLower(host), strconv.Itoa(int(port)))
+}
+
+// BindingOf reports what credential c asks of its admin: the reference, the
+// server (host:port after defaults) and the accounts a rotation changes (the
+// username and strategy_users).
+func BindingOf(c rotator.Credential, s Spec) (rotator.Binding, error) {
+	var f struct {
+		Fields
+		StrategyUsers Users `json:"strategy_users"`
+	}
+	if err := Parse(c, "binding", &f, s); err != nil {
+		return rotator.Binding{}, err
+	}
+	b := rotator.Binding{Target: Target(f.Host, f.Port), Accounts: []string{f.Username}}
+	for _, u := range f.StrategyUsers {
+		if u != "" && !slices.Contains(b.Accounts, u) {
+			b.Accounts = append(b.Accounts, u)
+		}
+	}
+	if f.AdminCredential != "" {
+		b.Refs = []rotator.Ref{{Field: "admin_credential", ID: f.AdminCredential}}
+	}
+	return b, nil
+}
+
+// AdminScope reads the scope a database admin credential declares: its own
+// host and port (required on the admin), its login, and the generic scope
+// fields (rotator.ScopeFields).
+func AdminScope(admin rotator.Credential, s Spec) (rotator.Scope, error) {
+	var f Fields
+	if err := adminFields(admin, "admin scope", &f, s); err != nil {
+		return rotator.Scope{}, err
+	}
+	sc, err := rotator.ScopeFields(admin)
+	if err != nil {
+		return rotator.Scope{}, err
+	}
+	sc.Target = Target(f.Host, f.Port)
+	sc.Own = []string{f.Username}
+	return sc, nil
 }
 
 // PrintablePolicy accepts what secret.PasswordPolicy accepts, restricted to

@@ -1,0 +1,228 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	pgrot "github.com/nebula-credential/nebula-credential/rotator/postgres"
+	"github.com/nebula-credential/nebula-credential/secret"
+	"github.com/nebula-credential/nebula-credential/server"
+)
+
+func TestMain(m *testing.M) {
+	if p := os.Getenv("NC_AGENT_CHILD_CONFIG"); p != "" {
+		os.Exit(childMain(p))
+	}
+	testenv.Main(m)
+}
+
+// rotations is how many rotations the real proofs run (100; 10 with -short).
+func rotations() int {
+	if testing.Short() {
+		return 10
+	}
+	return 100
+}
+
+// realPG is a real scram-sha-256 PostgreSQL with an alternating credential
+// app/db served by an in-process server that ends grace early once every
+// live consumer confirmed, but never before min after the commit.
+func realPG(t *testing.T, min time.Duration) (*srv, *testenv.PG) {
+	t.Helper()
+	if _, err := exec.LookPath("psql"); err != nil {
+		if testenv.CI() {
+			t.Fatal("psql is not installed")
+		}
+		t.Skip("psql is not installed")
+	}
+	pg := testenv.Postgres(t)
+	s := newSrvWith(t, server.ConsumerConfig{EarlyRetire: true, EarlyRetireMin: min, CheckInterval: 20 * time.Millisecond, Timeout: 30 * time.Second}, pgrot.New(pgrot.Config{}))
+	adminPW := testenv.UniqueName("admin-pw-")
+	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
+	owner := pg.CreateRole(t, testenv.UniqueName("own_"), "", "NOLOGIN")
+	pw := testenv.UniqueName("pw-a-")
+	a := pg.CreateRole(t, testenv.UniqueName("a_"), pw, "LOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
+	b := pg.CreateRole(t, testenv.UniqueName("b_"), "", "NOLOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
+	ctx := context.Background()
+	base := map[string]any{"host": pg.Host, "port": pg.Port, "database": "postgres"}
+	with := func(extra map[string]any) map[string]any {
+		out := map[string]any{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
+	}
+	if _, err := s.m.Put(ctx, "admin/db", credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin}), Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.m.Put(ctx, "app/db", credential.PutRequest{Type: credential.Postgres,
+		Fields: with(map[string]any{"username": a, "strategy_users": []any{a, b}, "owner_role": owner, "admin_credential": "admin/db"}),
+		Secret: secret.Map{"password": secret.New(pw)}}); err != nil {
+		t.Fatal(err)
+	}
+	return s, pg
+}
+
+// rotateAll rotates app/db n times, each time waiting until the agents
+// confirmed and the server ended grace early. It returns the passwords seen.
+func rotateAll(t *testing.T, s *srv, n int, each func(i int, committed time.Time)) []string {
+	t.Helper()
+	ctx := context.Background()
+	grace := 2 * time.Minute
+	var pws []string
+	for i := range n {
+		r, err := s.m.Rotate(ctx, "app/db", credential.RotateOptions{Grace: &grace, Reason: "agent proof"})
+		if err != nil {
+			t.Fatalf("rotation %d: %v", i, err)
+		}
+		committed := time.Now()
+		_ = r
+		cur, err := s.m.Get(ctx, "app/db", credential.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pws = append(pws, cur.Secret["password"].Reveal())
+		if each != nil {
+			each(i, committed)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			open, err := s.m.Rotations(ctx, "app/db", true, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(open) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rotation %d: grace never ended early: %+v", i, open[0])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return pws
+}
+
+// psqlLoop runs psql, a new process and connection per query, until stop.
+type psqlLoop struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
+	l := &psqlLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			cmd := exec.Command("psql", append([]string{"-w", "-X", "-A", "-t", "-c", "select 1"}, args...)...)
+			cmd.Env = append(os.Environ(), env...)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil || strings.TrimSpace(out.String()) != "1" {
+				l.failed.Add(1)
+				l.mu.Lock()
+				l.errs = append(l.errs, strings.TrimSpace(out.String()))
+				l.mu.Unlock()
+				continue
+			}
+			l.ok.Add(1)
+		}
+	}()
+	return l
+}
+
+func (l *psqlLoop) end() { close(l.stop); <-l.done }
+
+// TestPsqlThroughAgentRotations: a real psql, a new connection per query,
+// reads user and password from the pg_service.conf the agent renders, while
+// the alternating credential is rotated 100 times: no login fails.
+func TestPsqlThroughAgentRotations(t *testing.T) {
+	s, _ := realPG(t, time.Second)
+	dir := t.TempDir()
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+name: psql-proof
+servers: [%s]
+templates:
+  - contents: '{{ pgservice "app" "app/db" }}'
+    destination: pg_service.conf
+`, s.ts.URL))
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "app/db", 1)
+	l := startPsql(t, []string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGCONNECT_TIMEOUT=10"}, "service=app")
+	pws := rotateAll(t, s, rotations(), nil)
+	l.end()
+	if l.failed.Load() != 0 || l.ok.Load() < int64(rotations()) {
+		t.Fatalf("psql: %d ok, %d failed: %q", l.ok.Load(), l.failed.Load(), l.errs[:min(5, len(l.errs))])
+	}
+	t.Logf("%d rotations, %d psql logins, 0 failed", rotations(), l.ok.Load())
+	for _, pw := range pws {
+		if strings.Contains(st.log.String(), pw) {
+			t.Fatal("a password is in the agent's log")
+		}
+	}
+}
+
+// TestPsqlThroughRunRestarts: the same with `run`: the child is a shell loop
+// of psql with PGUSER and PGPASSWORD from run's --env, restarted on each
+// rotation.
+func TestPsqlThroughRunRestarts(t *testing.T) {
+	s, pg := realPG(t, time.Second)
+	dir := t.TempDir()
+	results := filepath.Join(dir, "results")
+	script := `while :; do if out=$(psql -w -X -A -t -c 'select 1' 2>&1) && [ "$out" = 1 ]; then echo ok >> "$RESULTS"; else echo "FAIL $out" >> "$RESULTS"; fi; done`
+	cfg := &Config{Servers: []string{s.ts.URL},
+		Env:  []EnvVar{{Name: "PGUSER", ID: "app/db", Field: "username"}, {Name: "PGPASSWORD", ID: "app/db", Field: "password"}},
+		Exec: &Exec{Command: []string{"sh", "-c", script}, KillTimeout: Duration(10 * time.Second)}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	os.Setenv("RESULTS", results)
+	t.Setenv("RESULTS", results)
+	t.Setenv("PGHOST", pg.Host)
+	t.Setenv("PGPORT", strconv.Itoa(pg.Port))
+	t.Setenv("PGDATABASE", "postgres")
+	t.Setenv("PGCONNECT_TIMEOUT", "10")
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "app/db", 1)
+	var restarts int
+	rotateAll(t, s, rotations(), func(i int, _ time.Time) {
+		st.waitVersion(t, "app/db", i+2)
+		restarts++
+	})
+	st.stop(t)
+	b, _ := os.ReadFile(results)
+	ok, failed := strings.Count(string(b), "ok\n"), strings.Count(string(b), "FAIL")
+	if failed != 0 || ok < rotations() {
+		i := strings.Index(string(b), "FAIL")
+		t.Fatalf("psql under run: %d ok, %d failed: %.300s", ok, failed, string(b)[max(i, 0):])
+	}
+	if n := strings.Count(st.log.String(), "started the child"); n != rotations()+1 {
+		t.Errorf("the child started %d times, want %d", n, rotations()+1)
+	}
+	t.Logf("%d rotations, %d restarts, %d psql logins, 0 failed", rotations(), restarts, ok)
+}
