@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,7 +48,10 @@ func newPGEnvs(t *testing.T, n int, opts ...envOpt) []*env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := Config{Manager: m, Logger: logger, RateLimit: rate.Inf, WatchPollInterval: 50 * time.Millisecond}
+		// Generous request timeouts: under -race on a loaded machine, 128
+		// conflicting writers queue for a while; the test is about errors.
+		cfg := Config{Manager: m, Logger: logger, RateLimit: rate.Inf, WatchPollInterval: 50 * time.Millisecond,
+			RequestTimeout: 5 * time.Minute, LongRequestTimeout: 5 * time.Minute}
 		for _, o := range opts {
 			o(&cfg)
 		}
@@ -118,6 +122,15 @@ func TestPostgresConcurrency(t *testing.T) {
 				t.Logf("round %d: statuses %v", round, statuses)
 				for _, b := range bad {
 					t.Error(b)
+				}
+				if len(bad) > 0 {
+					for _, ei := range envs {
+						for _, line := range strings.Split(ei.logs.String(), "\n") {
+							if strings.Contains(line, `"level":"ERROR"`) {
+								t.Log(line)
+							}
+						}
+					}
 				}
 			}
 			if n, err := audit.Verify(t.Context(), e.m.Store(), nil); err != nil {
