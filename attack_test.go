@@ -18,6 +18,7 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/server"
 )
 
@@ -166,5 +167,59 @@ func TestRealAdminAttackRefused(t *testing.T) {
 				t.Fatalf("the legitimate rotation: %v", err)
 			}
 		})
+	}
+}
+
+// TestApproveOverHTTP: POST /v1/approve/{id} needs write on the credential
+// and use on the admin; it records the token as the binder.
+func TestApproveOverHTTP(t *testing.T) {
+	m := openAt(t, t.TempDir(), true, withRotators)
+	ctx := context.Background()
+	if _, err := m.Put(ctx, "platform/pg-admin", credential.PutRequest{Type: credential.Postgres,
+		Fields: map[string]any{"host": "127.0.0.1", "port": 1, "username": "platform_admin", "manages": []any{"app_*"}}, Secret: secret.Map{"password": secret.New("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Put(ctx, "az/app", credential.PutRequest{Type: credential.Postgres,
+		Fields: map[string]any{"host": "127.0.0.1", "port": 1, "username": "app_orders", "admin_credential": "platform/pg-admin"}, Secret: secret.Map{"password": secret.New("p")}}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Manager: m, RateLimit: rate.Inf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer func() { ts.Close(); srv.Close() }()
+	approve := func(grants ...string) (int, map[string]any) {
+		var gs []acl.Grant
+		for _, g := range grants {
+			gr, _ := acl.ParseGrant(g)
+			gs = append(gs, gr)
+		}
+		tok, v, err := server.CreateToken(ctx, m.Store(), server.TokenRequest{Name: "t", Grants: gs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", ts.URL+"/v1/approve/az/app", nil)
+		req.Header.Set("Authorization", "Bearer "+v.Reveal())
+		res, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		out["token"] = tok.ID
+		return res.StatusCode, out
+	}
+	if code, out := approve("use:platform/"); code != 403 || !strings.Contains(fmt.Sprint(out), "no write grant covering az/app") {
+		t.Fatalf("without write: %d %v", code, out)
+	}
+	if code, out := approve("write:az/"); code != 403 || !strings.Contains(fmt.Sprint(out), "has no use grant on platform/pg-admin") {
+		t.Fatalf("without use: %d %v", code, out)
+	}
+	code, out := approve("write:az/", "use:platform/pg-admin")
+	bs, _ := out["bindings"].([]any)
+	if code != 200 || len(bs) != 1 || bs[0].(map[string]any)["by"] != "token:"+out["token"].(string) {
+		t.Fatalf("approve: %d %v", code, out)
 	}
 }

@@ -3,6 +3,7 @@ package credential_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	mysqlrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
@@ -17,6 +19,7 @@ import (
 	redisrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/store"
+	pgstore "github.com/nebula-credential/nebula-credential/store/postgres"
 )
 
 // as returns ctx carrying an API principal with grants.
@@ -155,8 +158,31 @@ func TestBindingSharedAccount(t *testing.T) {
 // retried every tick; ApproveBindings (`admin approve`) with use on the admin
 // restores it.
 func TestBindingRecheckedAtRotation(t *testing.T) {
-	clk := newClock()
-	m := openAt(t, t.TempDir(), true, func(c *credential.Config) { withRotators(c); c.Clock = clk.Now })
+	t.Run("sqlite", func(t *testing.T) {
+		clk := newClock()
+		testBindingRechecked(t, clk, openAt(t, t.TempDir(), true, func(c *credential.Config) { withRotators(c); c.Clock = clk.Now }))
+	})
+	// On PostgreSQL a failed statement ends the transaction: the checks
+	// must only ask questions whose "no" is an answer.
+	t.Run("postgres", func(t *testing.T) {
+		clk := newClock()
+		st, err := pgstore.Open(context.Background(), testenv.PGStoreDB(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := credential.Config{Store: st, CloseStore: true, KeyFile: filepath.Join(t.TempDir(), "creds.key"), Create: true, Clock: clk.Now}
+		withRotators(&cfg)
+		m, err := credential.Open(context.Background(), cfg)
+		if err != nil {
+			st.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		testBindingRechecked(t, clk, m)
+	})
+}
+
+func testBindingRechecked(t *testing.T, clk *clock, m *credential.Manager) {
 	ctx := context.Background()
 	putToken := func(id string, grants ...string) {
 		t.Helper()
@@ -319,5 +345,50 @@ func TestBindingUpgrade(t *testing.T) {
 		if strings.Contains(f.Title, "not allowed to use admin") {
 			t.Fatalf("after approve: %+v", f)
 		}
+	}
+}
+
+// TestBindingResolverRefusesMidRotation: the scope is rechecked at every
+// resolve of the admin, not only when a rotation is planned: narrowing the
+// admin's scope between planning and apply (here from the engine's step
+// hook, against a real PostgreSQL) makes the apply fail with a permission
+// error before the admin is used, and the application still logs in.
+func TestBindingResolverRefusesMidRotation(t *testing.T) {
+	tg := pgTarget(t)
+	dir := setupReal(t, tg)
+	cfg := realConfig(dir, false)
+	var m *credential.Manager
+	narrowed := false
+	cfg.Engine.AfterStep = func(_, step string) {
+		if step != rotation.StepStaged || narrowed {
+			return
+		}
+		narrowed = true
+		adm := tg.admin
+		f := map[string]any{}
+		for k, v := range adm.Fields {
+			f[k] = v
+		}
+		f["manages"] = []any{"billing_*"}
+		adm.Fields = f
+		if _, err := m.Put(context.Background(), "admin/db", adm); err != nil {
+			t.Errorf("narrow the scope: %v", err)
+		}
+	}
+	var err error
+	if m, err = credential.Open(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	before, _ := m.Get(ctx, "app/db", credential.GetOptions{})
+	_, err = m.Rotate(ctx, "app/db", credential.RotateOptions{})
+	// The apply and the revert both refuse to use the admin: the rotation
+	// stops for a person (nothing was changed on the target).
+	if !narrowed || err == nil || !strings.Contains(err.Error(), "(permission)") || !strings.Contains(err.Error(), "does not manage account") {
+		t.Fatalf("narrowed %v; rotate: %v", narrowed, err)
+	}
+	if err := tg.login(ctx, before); err != nil {
+		t.Fatalf("the application no longer logs in: %v", err)
 	}
 }

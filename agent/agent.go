@@ -55,6 +55,9 @@ type SyncInfo struct {
 	Written  []string       // destinations rewritten
 	Actions  int            // actions run
 	Err      error          // the first action error
+	// WrittenAt is when the last file was renamed into place; DoneAt when
+	// the actions finished.
+	WrittenAt, DoneAt time.Time
 }
 
 // ExitError is returned by Run when the exec child exited on its own.
@@ -611,9 +614,11 @@ func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error
 		a.delivered[o.i] = o.used
 	}
 	a.env, a.envDeps = env, envUsed
+	writtenAt := time.Now()
 
 	// actions, each once
 	n, actErr := a.runActions(ctx, envChanged)
+	doneAt := time.Now()
 	// a credential counts as delivered at the oldest version any of its
 	// destinations holds
 	vs := map[string]int{}
@@ -636,7 +641,7 @@ func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error
 		for id, v := range a.st.Versions {
 			vs[id] = v
 		}
-		a.opts.OnSync(SyncInfo{Versions: vs, Written: written, Actions: n, Err: actErr})
+		a.opts.OnSync(SyncInfo{Versions: vs, Written: written, Actions: n, Err: actErr, WrittenAt: writtenAt, DoneAt: doneAt})
 	}
 	return firstErr
 }

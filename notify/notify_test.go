@@ -237,7 +237,7 @@ func TestReceiverDownThenBack(t *testing.T) {
 	rcv := newReceiver(t)
 	e.subscribe(rcv.url("/hook"), nil)
 	rcv.stop()
-	e.dispatcher(func(c *notify.DispatcherConfig) { c.MaxAttempts = 1000 })
+	d := e.dispatcher(func(c *notify.DispatcherConfig) { c.MaxAttempts = 1000 })
 	commits(t, e, "app/down", 10)
 	// Attempts fail while it is down.
 	deadline := time.Now().Add(waitLimit)
@@ -260,6 +260,15 @@ func TestReceiverDownThenBack(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if v := metric(t, d, "nebula_credential_notify_queue_depth"); v != 10 {
+		t.Errorf("queue depth %v while the receiver is down, want 10", v)
+	}
+	if v := metric(t, d, "nebula_credential_notify_oldest_undelivered_age_seconds"); v <= 0 {
+		t.Errorf("oldest undelivered age %v while the receiver is down", v)
+	}
+	if v := metric(t, d, `nebula_credential_notify_deliveries_total{kind="rotation_committed",result="failed"}`); v < 20 {
+		t.Errorf("failed attempts %v, want at least 20", v)
+	}
 	rcv.start()
 	got := rcv.waitFor("10 notifications", func(ds []delivery) bool { return len(delivered(ds)) == 10 })
 	waitDrained(t, e)
@@ -267,6 +276,15 @@ func TestReceiverDownThenBack(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s delivered %d times", id, n)
 		}
+	}
+	if v := metric(t, d, "nebula_credential_notify_queue_depth"); v != 0 {
+		t.Errorf("queue depth %v after delivery", v)
+	}
+	if v := metric(t, d, "nebula_credential_notify_oldest_undelivered_age_seconds"); v != 0 {
+		t.Errorf("oldest undelivered age %v with nothing undelivered", v)
+	}
+	if v := metric(t, d, `nebula_credential_notify_deliveries_total{kind="rotation_committed",result="delivered"}`); v != 10 {
+		t.Errorf("delivered %v, want 10", v)
 	}
 }
 
@@ -277,7 +295,7 @@ func TestDeadLetterAfterExactlyNAttemptsThenReplay(t *testing.T) {
 	rcv.status.Store(500)
 	sub, _ := e.subscribe(rcv.url("/hook"), nil)
 	const n = 4
-	e.dispatcher(func(c *notify.DispatcherConfig) { c.MaxAttempts = n })
+	disp := e.dispatcher(func(c *notify.DispatcherConfig) { c.MaxAttempts = n })
 	commits(t, e, "app/dead", 1)
 	var dead []notify.Delivery
 	deadline := time.Now().Add(waitLimit)
@@ -303,6 +321,12 @@ func TestDeadLetterAfterExactlyNAttemptsThenReplay(t *testing.T) {
 		if d.header.Get(notify.HeaderIdempotencyKey) != dead[0].EventID {
 			t.Errorf("Idempotency-Key %q, want %q", d.header.Get(notify.HeaderIdempotencyKey), dead[0].EventID)
 		}
+	}
+	if v := metric(t, disp, "nebula_credential_notify_dead_letters "); v != 1 {
+		t.Errorf("dead letters gauge %v, want 1", v)
+	}
+	if v := metric(t, disp, "nebula_credential_notify_dead_letters_total"); v != 1 {
+		t.Errorf("dead letters counter %v, want 1", v)
 	}
 	// Replaying a pending or unknown delivery is refused.
 	if _, err := e.svc.Replay(e.ctx, "", []int64{dead[0].ID + 1000}); err == nil {
