@@ -81,8 +81,10 @@ type Config struct {
 	// MaxBackupBytes bounds the body of POST /v1/restore (default 1 GiB).
 	MaxBackupBytes int64
 
-	// RateLimit is each token's sustained request rate (default 100/s);
-	// rate.Inf disables the limit. RateBurst is its burst (default 2×, at least 10).
+	// RateLimit is each token's sustained request rate (default
+	// DefaultRateLimit, 1,000/s: enough for an application that fetches its
+	// credential on every new connection, see docs/performance.md); rate.Inf
+	// disables the limit. RateBurst is its burst (default 2×, at least 10).
 	RateLimit rate.Limit
 	RateBurst int
 	// AuthFailureLimit bounds the rate of audited authentication failures
@@ -158,7 +160,7 @@ func (c *Config) setDefaults() {
 		c.MaxBackupBytes = 1 << 30
 	}
 	if c.RateLimit == 0 {
-		c.RateLimit = 100
+		c.RateLimit = DefaultRateLimit
 	}
 	if c.RateBurst == 0 {
 		c.RateBurst = max(10, int(2*float64(min(c.RateLimit, 1e6))))
