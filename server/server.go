@@ -208,13 +208,15 @@ type Server struct {
 
 	tokMu    sync.Mutex
 	tokCache map[[32]byte]cachedToken
+	tokGen   uint64 // bumped by dropTokens: a lookup begun before is not cached
 	limiters map[string]*rate.Limiter
 	authFail *rate.Limiter
 
-	stopOnce  sync.Once
-	stop      chan struct{} // closed by Shutdown/Close: streams end
-	closeOnce sync.Once
-	unsub     func()
+	stopOnce   sync.Once
+	stop       chan struct{} // closed by Shutdown/Close: streams end
+	closeOnce  sync.Once
+	unsub      func()
+	unsubStore func()
 }
 
 type cachedToken struct {
@@ -241,6 +243,7 @@ func New(cfg Config) (*Server, error) {
 	s.met = newMetrics(s)
 	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
+	s.unsubStore = s.followStore()
 	for _, rt := range append(s.table(), s.notifyRoutes()...) {
 		s.register(rt)
 	}
@@ -266,6 +269,7 @@ func (s *Server) Close() error {
 	s.Shutdown()
 	s.closeOnce.Do(func() {
 		s.unsub()
+		s.unsubStore()
 		s.met.close()
 		s.ui.Close()
 		s.cons.close()
@@ -708,6 +712,9 @@ func (s *Server) lookupToken(ctx context.Context, value string) (*Token, error) 
 			return c.tok, nil
 		}
 	}
+	s.tokMu.Lock()
+	gen := s.tokGen
+	s.tokMu.Unlock()
 	tok, err := Authenticate(ctx, s.m.Store(), value, now)
 	if err != nil {
 		return nil, err
@@ -717,7 +724,9 @@ func (s *Server) lookupToken(ctx context.Context, value string) (*Token, error) 
 		if len(s.tokCache) > 10000 {
 			clear(s.tokCache)
 		}
-		s.tokCache[key] = cachedToken{tok: tok, fetched: now}
+		if gen == s.tokGen {
+			s.tokCache[key] = cachedToken{tok: tok, fetched: now}
+		}
 		s.tokMu.Unlock()
 	}
 	return tok, nil
