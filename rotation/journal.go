@@ -64,6 +64,9 @@ type data struct {
 	GraceWarned bool `json:"grace_warned,omitempty"`
 	// CommittedAt is when current moved.
 	CommittedAt *time.Time `json:"committed_at,omitempty"`
+	// VerifyPending: an in_place rotation committed before its verify (see
+	// earlyCommit); verify runs at committed, and its failure reverts.
+	VerifyPending bool `json:"verify_pending,omitempty"`
 }
 
 func decodeData(r *store.Rotation) data {
