@@ -3,6 +3,7 @@ package credential_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -345,5 +346,83 @@ func TestBindingUpgrade(t *testing.T) {
 		if strings.Contains(f.Title, "not allowed to use admin") {
 			t.Fatalf("after approve: %+v", f)
 		}
+	}
+}
+
+// TestBindingResolverRefusesMidRotation: the scope is rechecked at every
+// resolve of the admin, not only when a rotation is planned: narrowing the
+// admin's scope between planning and apply (here from the engine's step
+// hook, against a real PostgreSQL) makes the apply fail with a permission
+// error before the admin is used, and the application still logs in.
+func TestBindingResolverRefusesMidRotation(t *testing.T) {
+	tg := pgTarget(t)
+	dir := setupReal(t, tg)
+	cfg := realConfig(dir, false)
+	var m *credential.Manager
+	narrowed := false
+	cfg.Engine.AfterStep = func(_, step string) {
+		if step != rotation.StepStaged || narrowed {
+			return
+		}
+		narrowed = true
+		adm := tg.admin
+		f := map[string]any{}
+		for k, v := range adm.Fields {
+			f[k] = v
+		}
+		f["manages"] = []any{"billing_*"}
+		adm.Fields = f
+		if _, err := m.Put(context.Background(), "admin/db", adm); err != nil {
+			t.Errorf("narrow the scope: %v", err)
+		}
+	}
+	var err error
+	if m, err = credential.Open(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	before, _ := m.Get(ctx, "app/db", credential.GetOptions{})
+	_, err = m.Rotate(ctx, "app/db", credential.RotateOptions{})
+	// The apply and the revert both refuse to use the admin: the rotation
+	// stops for a person (nothing was changed on the target).
+	if !narrowed || err == nil || !strings.Contains(err.Error(), "(permission)") || !strings.Contains(err.Error(), "does not manage account") {
+		t.Fatalf("narrowed %v; rotate: %v", narrowed, err)
+	}
+	if err := tg.login(ctx, before); err != nil {
+		t.Fatalf("the application no longer logs in: %v", err)
+	}
+}
+
+// BenchmarkPutBinding compares a put that binds to an admin (use grant,
+// scope, and the scan for an account another credential manages) with one
+// that binds nothing, in a store of 1,000 other PostgreSQL credentials:
+//
+//	go test -run '^$' -bench BenchmarkPutBinding -benchtime 200x .
+func BenchmarkPutBinding(b *testing.B) {
+	m := openAt(b, b.TempDir(), true, withRotators)
+	ctx := context.Background()
+	if _, err := m.Put(ctx, "platform/pg-admin", credential.PutRequest{Type: credential.Postgres,
+		Fields: map[string]any{"host": "db", "username": "platform_admin", "manages": []any{"app_*"}}, Secret: secret.Map{"password": secret.New("a")}}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 1000 {
+		if _, err := m.Put(ctx, fmt.Sprintf("other/%04d", i), credential.PutRequest{Type: credential.Postgres,
+			Fields: map[string]any{"host": "db", "username": fmt.Sprintf("other_%d", i)}, Secret: secret.Map{"password": secret.New("p")}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, bound := range []bool{false, true} {
+		b.Run(map[bool]string{false: "unbound", true: "bound"}[bound], func(b *testing.B) {
+			f := map[string]any{"host": "db", "username": "app_orders"}
+			if bound {
+				f["admin_credential"] = "platform/pg-admin"
+			}
+			for b.Loop() {
+				if _, err := m.Put(ctx, "az/app", credential.PutRequest{Type: credential.Postgres, Fields: f, Secret: secret.Map{"password": secret.New("p")}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -97,6 +97,11 @@ func (m *Manager) RotateKEK(ctx context.Context, progress func(done, total int))
 	}
 	res := &RotateKeyResult{NewKEK: id}
 	res.Rewrapped, err = m.rewrapAll(ctx, total, progress)
+	if err == nil {
+		var n int
+		n, err = m.rewrapSubscriptions(ctx)
+		res.Rewrapped += n
+	}
 	if err != nil {
 		return res, fmt.Errorf("key rotate: rewrap (run `nebula-credential key rotate` again to finish): %w", err)
 	}

@@ -69,6 +69,7 @@ type Manager struct {
 	log    *slog.Logger
 
 	reloadMu sync.Mutex
+	unfollow func()
 }
 
 // ErrNotInitialised: the store has no keys yet.
@@ -118,6 +119,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.unfollow = m.followStore()
 	if !cfg.NoRecover {
 		if err := m.engine.Recover(ctx); err != nil {
 			m.log.Warn("recovering unfinished rotations", "err", err)
@@ -129,6 +131,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 // Close releases the manager (and the store if Config.CloseStore).
 func (m *Manager) Close() error {
 	m.engine.Close()
+	m.unfollow()
 	if m.cfg.CloseStore {
 		return m.st.Close()
 	}

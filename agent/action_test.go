@@ -97,3 +97,66 @@ templates:
 		}
 	}
 }
+
+// TestExecChildSignalAndRestart: with on_change signal the child gets HUP
+// and keeps running; with restart a child that ignores TERM is killed after
+// kill_timeout and started again with the new environment.
+func TestExecChildSignalAndRestart(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "app/x", "exec-secret-1")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	t.Setenv("OUT", out)
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+servers: [%s]
+templates:
+  - contents: '{{ secret "app/x" "password" }}'
+    destination: pw
+exec:
+  command: [sh, -c, 'echo "start $$" >> "$OUT"; trap "echo hup >> \"$OUT\"" HUP; while :; do sleep 0.05; done']
+  on_change: signal
+`, s.ts.URL))
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "app/x", 1)
+	waitLines := func(want string, n int) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			b, _ := os.ReadFile(out)
+			if strings.Count(string(b), want) >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("want %d %q in %q\n%s", n, want, b, st.log)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitLines("start", 1)
+	s.put(t, "app/x", "exec-secret-2")
+	st.waitVersion(t, "app/x", 2)
+	waitLines("hup", 1)
+	if b, _ := os.ReadFile(out); strings.Count(string(b), "start") != 1 {
+		t.Errorf("on_change signal restarted the child: %q", b)
+	}
+	st.stop(t)
+
+	// restart, a child that ignores TERM, the new value in its env
+	os.Remove(out)
+	cfg2 := &Config{Servers: []string{s.ts.URL}, Env: []EnvVar{{Name: "PW", ID: "app/x", Field: "password"}},
+		Exec: &Exec{Command: []string{"sh", "-c", `trap "" TERM; echo "start $PW" >> "$OUT"; while :; do sleep 0.05; done`}, KillTimeout: Duration(500 * time.Millisecond)}}
+	if err := cfg2.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	st2 := startAgent(t, cfg2, s.token)
+	st2.waitVersion(t, "app/x", 2)
+	waitLines("start exec-secret-2", 1)
+	s.put(t, "app/x", "exec-secret-3")
+	st2.waitVersion(t, "app/x", 3)
+	waitLines("start exec-secret-3", 1)
+	if !strings.Contains(st2.log.String(), "killing it") {
+		t.Errorf("the child ignoring TERM was not killed:\n%s", st2.log)
+	}
+	if strings.Contains(st2.log.String(), "exec-secret") {
+		t.Error("a secret is in the log")
+	}
+}

@@ -69,7 +69,7 @@ func realPG(t *testing.T, min time.Duration) (*srv, *testenv.PG) {
 		}
 		return out
 	}
-	if _, err := s.m.Put(ctx, "admin/db", credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin}), Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
+	if _, err := s.m.Put(ctx, "admin/db", credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin, "manages": []any{a, b}}), Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.m.Put(ctx, "app/db", credential.PutRequest{Type: credential.Postgres,
@@ -201,7 +201,6 @@ func TestPsqlThroughRunRestarts(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	os.Setenv("RESULTS", results)
 	t.Setenv("RESULTS", results)
 	t.Setenv("PGHOST", pg.Host)
 	t.Setenv("PGPORT", strconv.Itoa(pg.Port))

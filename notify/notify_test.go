@@ -480,3 +480,29 @@ func TestAddValidates(t *testing.T) {
 		t.Errorf("invalid requests stored subscriptions: %+v", subs)
 	}
 }
+
+// TestKeyRotateRewrapsSubscriptions: `key rotate` re-wraps subscriptions,
+// drops the old key, and the subscription still opens and delivers.
+func TestKeyRotateRewrapsSubscriptions(t *testing.T) {
+	e := newEnv(t)
+	e.realTime()
+	rcv := newReceiver(t)
+	sub, key := e.subscribe(rcv.url("/hook"), nil)
+	res, err := e.m.RotateKEK(e.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Dropped) != 1 {
+		t.Fatalf("key rotate kept the old key: %+v", res)
+	}
+	e.dispatcher(nil)
+	d, err := e.svc.Test(e.ctx, sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(d.ID, store.DeliveryDelivered)
+	got := rcv.deliveries()
+	if len(got) != 1 || notify.Verify(key, got[0].header.Get(notify.HeaderSignature), got[0].body, time.Now(), 0) != nil {
+		t.Errorf("after key rotate: %d deliveries", len(got))
+	}
+}

@@ -72,7 +72,11 @@ type sealed struct {
 	Secret string `json:"secret"`
 }
 
-func subAAD(id string) []byte { return []byte("nebula-credential notify subscription v1\x00" + id) }
+// SealAAD is the associated data that binds a subscription's sealed part
+// to its ID (what Keys.Seal and Keys.Open get).
+func SealAAD(id string) []byte { return []byte("nebula-credential notify subscription v1\x00" + id) }
+
+func subAAD(id string) []byte { return SealAAD(id) }
 
 func (s *Service) now() time.Time {
 	if s.Clock != nil {

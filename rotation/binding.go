@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -215,11 +216,22 @@ func (e *Engine) checkShared(ctx context.Context, tx store.Tx, id, typ string, b
 		if o.ID == id || o.ID == admin || o.DeletedAt != nil {
 			continue
 		}
-		_, oc, err := currentFields(ctx, tx, o.ID)
+		// One statement per credential (row, labels and current version).
+		cs, err := tx.GetCredentialState(ctx, o.ID, "current", 0)
 		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			return err
+		}
+		if cs.Version == nil || !mayName(cs.Version.Fields, b.Accounts) {
 			continue
 		}
-		ob, err := binder.Binding(oc)
+		var fields map[string]any
+		if json.Unmarshal(cs.Version.Fields, &fields) != nil {
+			continue
+		}
+		ob, err := binder.Binding(rotator.Credential{ID: o.ID, Type: typ, Fields: fields})
 		if err != nil || ob.Target != b.Target {
 			continue
 		}
@@ -395,4 +407,21 @@ func (e *Engine) RebindCurrent(ctx context.Context, tx store.Tx, id string) erro
 // refused until someone approves them.
 func (e *Engine) Unbind(ctx context.Context, tx store.Tx, id string) error {
 	return e.setBindings(ctx, tx, id, []BindingRecord{})
+}
+
+// mayName reports whether fields (raw JSON) may name one of accounts: an
+// account JSON writes as it is that does not occur in the bytes cannot be
+// one the fields name, so the credential need not be decoded.
+func mayName(fields []byte, accounts []string) bool {
+	for _, a := range accounts {
+		if bytes.Contains(fields, []byte(a)) {
+			return true
+		}
+		for _, r := range a {
+			if r < 0x20 || r > 0x7e || strings.ContainsRune(`"\\<>&`, r) {
+				return true // JSON may escape it: decode to be sure
+			}
+		}
+	}
+	return false
 }

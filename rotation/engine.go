@@ -282,7 +282,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 		if grace < 0 {
 			return fmt.Errorf("%w: grace must not be negative", ErrBadRequest)
 		}
-		if grace == 0 {
+		if strategy == rotator.InPlace {
+			grace = 0 // see inPlaceNote: the old secret stops working at apply
+		} else if grace == 0 {
 			e.log.Warn("rotation with zero grace: consumers holding the previous version will fail at once", "credential", id)
 		}
 		now := e.now()

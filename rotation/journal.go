@@ -75,6 +75,9 @@ type data struct {
 	// Heal is set on a rotation parked in needs_attention because its target
 	// did not answer: the scheduler probes it and finishes it (heal.go).
 	Heal bool `json:"heal,omitempty"`
+	// VerifyPending: an in_place rotation committed before its verify (see
+	// earlyCommit); verify runs at committed, and its failure reverts.
+	VerifyPending bool `json:"verify_pending,omitempty"`
 }
 
 func decodeData(r *store.Rotation) data {

@@ -303,6 +303,9 @@ func (e *Engine) SetSettings(ctx context.Context, id string, s Settings) error {
 		if c.DeletedAt != nil {
 			return fmt.Errorf("%w: credential is deleted", store.ErrNotFound)
 		}
+		if err := e.checkPolicy(ctx, tx, c, s); err != nil {
+			return err
+		}
 		c.Settings = b
 		// The last rotation time: the current version's creation.
 		labels, err := tx.Labels(ctx, id)

@@ -94,6 +94,10 @@ type Settings struct {
 	Policies []Policy `json:"policies,omitempty"`
 	// Backoff for retryable failures.
 	Backoff Backoff `json:"backoff,omitzero"`
+	// ConsumerMaxStaleness is the longest a consumer of this credential may
+	// serve a version it cached (a client cache TTL, a refresh interval). A
+	// grace shorter than that fails logins; doctor and policy set warn.
+	ConsumerMaxStaleness Duration `json:"consumer_max_staleness,omitempty"`
 }
 
 // Backoff is exponential backoff with full jitter. A step that fails

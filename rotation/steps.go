@@ -205,11 +205,19 @@ func (e *Engine) run(ctx context.Context, r *store.Rotation) (*store.Rotation, e
 		case StepStaged:
 			stepErr = e.apply(ctx, j)
 		case StepApplied:
-			stepErr = e.verify(ctx, j)
+			if earlyCommit(j) {
+				stepErr = e.commitEarly(ctx, j)
+			} else {
+				stepErr = e.verify(ctx, j)
+			}
 		case StepVerified:
 			stepErr = e.commit(ctx, j)
 		case StepCommitted:
-			stepErr = e.enterGrace(ctx, j)
+			if j.d.VerifyPending {
+				stepErr = e.verifyCommitted(ctx, j)
+			} else {
+				stepErr = e.enterGrace(ctx, j)
+			}
 		case StepGrace:
 			if j.r.DueAt.After(e.now()) {
 				return j.r, nil
@@ -474,9 +482,14 @@ func (e *Engine) revert(ctx context.Context, j *job) error {
 		}
 	}
 	now := e.now()
+	moved := false
 	err := e.advance(ctx, j, StepRolledBack, func(tx store.Tx, r *store.Rotation) error {
 		r.Open, r.FinishedAt = false, &now
 		if err := tx.SetLabel(ctx, r.CredentialID, "pending", 0); err != nil {
+			return err
+		}
+		var err error
+		if moved, err = restoreCurrent(ctx, tx, r, now); err != nil {
 			return err
 		}
 		if err := e.reschedule(ctx, tx, r.CredentialID, now, j.from.ExpiresAt); err != nil {
@@ -488,6 +501,9 @@ func (e *Engine) revert(ctx context.Context, j *job) error {
 		return tx.AppendHistory(ctx, &store.HistoryEntry{CredentialID: r.CredentialID, At: now, Action: r.Kind, Actor: r.Actor, Reason: r.Reason, FromVersion: r.FromVersion, ToVersion: r.ToVersion, RotationID: r.ID, Outcome: "rolled_back", Detail: fmt.Sprintf("%s failed (%s): %s", j.d.FailedStep, r.ErrorClass, r.LastError), DurationMS: now.Sub(r.StartedAt).Milliseconds()})
 	})
 	if err == nil {
+		if moved {
+			e.emit(Event{Kind: EventCurrentChanged, CredentialID: j.r.CredentialID, Version: j.r.FromVersion, RotationID: j.r.ID, Detail: "reverted"})
+		}
 		e.emit(Event{Kind: EventRolledBack, CredentialID: j.r.CredentialID, Version: j.r.FromVersion, RotationID: j.r.ID, Detail: j.r.LastError})
 	}
 	return err

@@ -31,6 +31,7 @@ func (s *Server) table() []*route {
 		{method: "GET", path: "/v1/credentials/{id...}", op: "credential.get", audited: true, handle: s.get},
 		{method: "PUT", path: "/v1/credentials/{id...}", op: "credential.put", audited: true, handle: s.put},
 		{method: "DELETE", path: "/v1/credentials/{id...}", op: "credential.delete", audited: true, handle: s.delete},
+		{method: "POST", path: "/v1/import", op: "credential.import", audited: true, timeout: longTimeout, handle: s.importBatch},
 		{method: "GET", path: "/v1/history/{id...}", op: "credential.history", audited: true, handle: s.history},
 		{method: "POST", path: "/v1/rotate/{id...}", op: "credential.rotate", audited: true, timeout: longTimeout, handle: s.rotate},
 		{method: "POST", path: "/v1/rollback/{id...}", op: "credential.rollback", audited: true, timeout: longTimeout, handle: s.rollback},

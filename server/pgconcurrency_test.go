@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +27,7 @@ import (
 // newPGEnvs starts n servers, each with its own Manager and store connection
 // pool, on one PostgreSQL database of the test's own, sharing the key file:
 // n instances of a shared deployment.
-func newPGEnvs(t *testing.T, n int) []*env {
+func newPGEnvs(t *testing.T, n int, opts ...envOpt) []*env {
 	t.Helper()
 	ctx := context.Background()
 	dsn := testenv.PGStoreDB(t)
@@ -46,7 +48,14 @@ func newPGEnvs(t *testing.T, n int) []*env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(Config{Manager: m, Logger: logger, RateLimit: rate.Inf, WatchPollInterval: 50 * time.Millisecond})
+		// Generous request timeouts: under -race on a loaded machine, 128
+		// conflicting writers queue for a while; the test is about errors.
+		cfg := Config{Manager: m, Logger: logger, RateLimit: rate.Inf, WatchPollInterval: 50 * time.Millisecond,
+			RequestTimeout: 5 * time.Minute, LongRequestTimeout: 5 * time.Minute}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		srv, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,10 +123,71 @@ func TestPostgresConcurrency(t *testing.T) {
 				for _, b := range bad {
 					t.Error(b)
 				}
+				if len(bad) > 0 {
+					for _, ei := range envs {
+						for _, line := range strings.Split(ei.logs.String(), "\n") {
+							if strings.Contains(line, `"level":"ERROR"`) {
+								t.Log(line)
+							}
+						}
+					}
+				}
 			}
 			if n, err := audit.Verify(t.Context(), e.m.Store(), nil); err != nil {
 				t.Fatalf("audit verify after %d entries: %v", n, err)
 			}
 		})
 	}
+}
+
+// TestPostgresWatchAcrossInstances: a change committed through one server
+// reaches a watcher on another through LISTEN/NOTIFY, with polling slowed to
+// once an hour so that only the notification can deliver it in time.
+func TestPostgresWatchAcrossInstances(t *testing.T) {
+	envs := newPGEnvs(t, 2, func(c *Config) { c.WatchPollInterval = time.Hour })
+	a, b := envs[0], envs[1]
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch, _ := b.openWatch(ctx, "", b.admin, "")
+	const n = 20
+	var lat []time.Duration
+	for i := range n {
+		id := fmt.Sprintf("w/%02d", i)
+		start := time.Now()
+		a.must(200, "PUT", "/v1/credentials/"+id, a.admin, genericBody("x"))
+		ev := next(t, ch, 2*time.Minute)
+		lat = append(lat, time.Since(start))
+		if ev.data.CredentialID != id {
+			t.Fatalf("event %+v, want one for %s", ev, id)
+		}
+	}
+	slices.Sort(lat)
+	t.Logf("PUT on A to event on B's watch stream, %d changes: p50 %v, p99 %v, max %v", n, lat[n/2], lat[n*99/100], lat[n-1])
+}
+
+// TestPostgresTokenRevokedEverywhere: a token revoked through one server
+// stops working on the other at once, though that one cached it for an hour.
+func TestPostgresTokenRevokedEverywhere(t *testing.T) {
+	envs := newPGEnvs(t, 2, func(c *Config) { c.TokenCacheTTL = time.Hour })
+	a, b := envs[0], envs[1]
+	r := a.must(201, "POST", "/v1/tokens", a.admin, map[string]any{"name": "app", "grants": []string{"read:*"}})
+	body := r.json(t)
+	tok, _ := body["token"].(string)
+	id, _ := body["id"].(string)
+	if tok == "" || id == "" {
+		t.Fatalf("token create answered %s", r.body)
+	}
+	b.must(200, "GET", "/v1/credentials", tok, nil) // now cached on B
+	if r := a.do("DELETE", "/v1/tokens/"+id, a.admin, nil); r.status/100 != 2 {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	start := time.Now()
+	for b.do("GET", "/v1/credentials", tok, nil).status != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked token still works on the other server")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("revoked on A, refused on B after %v", time.Since(start))
 }

@@ -35,6 +35,13 @@ type ServeConfig struct {
 // DefaultAddr is where serve listens by default: loopback only.
 const DefaultAddr = "127.0.0.1:8270"
 
+// DefaultRateLimit is each token's default sustained request rate, in
+// requests per second (burst twice that). It is sized for applications that
+// fetch their credential on every new connection (a pool refilling after a
+// failover, a fleet of short-lived workers sharing one token) while still
+// bounding one runaway client to a fraction of what the server can answer.
+const DefaultRateLimit = 1000
+
 // ListenAndServe serves h until ctx is done, then shuts down gracefully: it
 // stops accepting, ends the watch streams, and lets in-flight requests finish
 // within ShutdownTimeout. It returns nil after a graceful shutdown.

@@ -81,8 +81,10 @@ type Config struct {
 	// MaxBackupBytes bounds the body of POST /v1/restore (default 1 GiB).
 	MaxBackupBytes int64
 
-	// RateLimit is each token's sustained request rate (default 100/s);
-	// rate.Inf disables the limit. RateBurst is its burst (default 2×, at least 10).
+	// RateLimit is each token's sustained request rate (default
+	// DefaultRateLimit, 1,000/s: enough for an application that fetches its
+	// credential on every new connection, see docs/performance.md); rate.Inf
+	// disables the limit. RateBurst is its burst (default 2×, at least 10).
 	RateLimit rate.Limit
 	RateBurst int
 	// AuthFailureLimit bounds the rate of audited authentication failures
@@ -158,7 +160,7 @@ func (c *Config) setDefaults() {
 		c.MaxBackupBytes = 1 << 30
 	}
 	if c.RateLimit == 0 {
-		c.RateLimit = 100
+		c.RateLimit = DefaultRateLimit
 	}
 	if c.RateBurst == 0 {
 		c.RateBurst = max(10, int(2*float64(min(c.RateLimit, 1e6))))
@@ -206,13 +208,15 @@ type Server struct {
 
 	tokMu    sync.Mutex
 	tokCache map[[32]byte]cachedToken
+	tokGen   uint64 // bumped by dropTokens: a lookup begun before is not cached
 	limiters map[string]*rate.Limiter
 	authFail *rate.Limiter
 
-	stopOnce  sync.Once
-	stop      chan struct{} // closed by Shutdown/Close: streams end
-	closeOnce sync.Once
-	unsub     func()
+	stopOnce   sync.Once
+	stop       chan struct{} // closed by Shutdown/Close: streams end
+	closeOnce  sync.Once
+	unsub      func()
+	unsubStore func()
 }
 
 type cachedToken struct {
@@ -239,6 +243,7 @@ func New(cfg Config) (*Server, error) {
 	s.met = newMetrics(s)
 	s.cons = newConsumers(s, cfg.Consumers)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
+	s.unsubStore = s.followStore()
 	for _, rt := range append(s.table(), s.notifyRoutes()...) {
 		s.register(rt)
 	}
@@ -264,6 +269,7 @@ func (s *Server) Close() error {
 	s.Shutdown()
 	s.closeOnce.Do(func() {
 		s.unsub()
+		s.unsubStore()
 		s.met.close()
 		s.ui.Close()
 		s.cons.close()
@@ -706,6 +712,9 @@ func (s *Server) lookupToken(ctx context.Context, value string) (*Token, error) 
 			return c.tok, nil
 		}
 	}
+	s.tokMu.Lock()
+	gen := s.tokGen
+	s.tokMu.Unlock()
 	tok, err := Authenticate(ctx, s.m.Store(), value, now)
 	if err != nil {
 		return nil, err
@@ -715,7 +724,9 @@ func (s *Server) lookupToken(ctx context.Context, value string) (*Token, error) 
 		if len(s.tokCache) > 10000 {
 			clear(s.tokCache)
 		}
-		s.tokCache[key] = cachedToken{tok: tok, fetched: now}
+		if gen == s.tokGen {
+			s.tokCache[key] = cachedToken{tok: tok, fetched: now}
+		}
 		s.tokMu.Unlock()
 	}
 	return tok, nil

@@ -52,6 +52,10 @@ func (g *globals) reportRotation(r *rotation.Info, err error) error {
 	case rotation.StepGrace:
 		g.printf("%s: version %d is current; version %d stays valid until %s (grace)\n", r.ID, r.ToVersion, r.FromVersion, r.GraceEndsAt.Format(time.RFC3339))
 	case rotation.StepRetired:
+		if r.Strategy == string(rotator.InPlace) && r.Kind == rotation.KindRotate {
+			g.printf("%s: version %d is current; version %d stopped working when version %d was applied (in_place: no grace period; going back means `rollback %s --to-version %d`)\n", r.ID, r.ToVersion, r.FromVersion, r.ToVersion, r.ID, r.FromVersion)
+			return nil
+		}
 		g.printf("%s: version %d is current; version %d retired\n", r.ID, r.ToVersion, r.FromVersion)
 	case rotation.StepRolledBack:
 		g.printf("%s: rolled back: version %d is current again\n", r.ID, r.FromVersion)

@@ -110,7 +110,7 @@ work over once the lease runs out. Each rotator call is bounded by half of it.`,
 	c.Flags().StringVar(&tlsCert, "tls-cert", "", "TLS certificate (PEM) to serve HTTPS")
 	c.Flags().StringVar(&tlsKey, "tls-key", "", "TLS private key (PEM)")
 	c.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on shutdown")
-	c.Flags().Float64Var(&rateLimit, "rate-limit", 100, "requests per second per token (0: unlimited)")
+	c.Flags().Float64Var(&rateLimit, "rate-limit", server.DefaultRateLimit, "requests per second per token, burst twice that (0: unlimited)")
 	c.Flags().BoolVar(&publicMetrics, "public-metrics", false, "serve /metrics without a token")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	c.Flags().BoolVar(&consumers.EarlyRetire, "early-retire", false, "end grace once every live consumer confirmed the new version")

@@ -20,7 +20,7 @@ func init() {
 func cmdToken(g *globals) *cobra.Command {
 	t := &cobra.Command{
 		Use:   "token",
-		Short: "Create, list and revoke API tokens (works on the store directly)",
+		Short: "Create, list and revoke API tokens",
 		Long: `API tokens authenticate requests to 'nebula-credential serve'. Each holds grants:
 a permission (read, write, rotate, rollback, delete, admin, use) on a credential path
 prefix. Prefixes are segment-aware (prod/db covers prod/db and prod/db/x, not
@@ -30,9 +30,11 @@ credential's metadata; read is needed for its secret values. use:ID lets a
 token bind credentials to the admin credential ID (admin_credential and the
 like) without seeing it; see docs/admin-credentials.md.
 
-These commands open the store directly (they bootstrap access), so they need
-the store and its key like every local command. A token value is shown once;
-the store keeps only its SHA-256 hash.`,
+Like every command they talk to the server when --addr or
+$NEBULA_CREDENTIAL_ADDR is set (the token in $NEBULA_CREDENTIAL_TOKEN needs
+admin:*); otherwise they open the store directly, which is how the first
+tokens are made. A token value is shown once; the store keeps only its
+SHA-256 hash.`,
 	}
 	var (
 		name   string
@@ -67,12 +69,7 @@ the store keeps only its SHA-256 hash.`,
 				}
 				req.TTL = d
 			}
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			tok, val, err := server.CreateToken(cmd.Context(), m.Store(), req)
+			tok, val, err := g.tokens().create(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -96,12 +93,7 @@ the store keeps only its SHA-256 hash.`,
 		Example: "  nebula-credential token list --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			toks, err := server.ListTokens(cmd.Context(), m.Store())
+			toks, err := g.tokens().list(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -128,18 +120,15 @@ the store keeps only its SHA-256 hash.`,
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke a token",
-		Long: `Delete a token. A running server that looked the token up in the last few
-seconds may accept it for up to 2 more seconds (its token cache); revoking
-through the API (DELETE /v1/tokens/ID) takes effect at once.`,
-		Example: "  nebula-credential token revoke tok_3fa2b1c9d0e1",
-		Args:    exactArgs(1, "ID"),
+		Long: `Delete a token. Through a server (--addr or $NEBULA_CREDENTIAL_ADDR) it takes
+effect at once. Revoked directly in the store, a running server that looked
+the token up in the last few seconds may accept it for up to 2 more seconds
+(its token cache).`,
+		Example: `  nebula-credential token revoke tok_3fa2b1c9d0e1
+  NEBULA_CREDENTIAL_ADDR=https://creds.internal:8270 NEBULA_CREDENTIAL_TOKEN=$(cat admin.token) nebula-credential token revoke tok_3fa2b1c9d0e1`,
+		Args: exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := g.open(cmd.Context(), openOpts{noRecover: true})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			if err := server.RevokeToken(cmd.Context(), m.Store(), args[0], time.Now()); err != nil {
+			if err := g.tokens().revoke(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			if g.json {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -70,6 +71,9 @@ func finishRoot(root *cobra.Command) {
 	for _, c := range root.Commands() {
 		if ex, ok := groupExamples[c.Name()]; ok && c.Example == "" {
 			c.Example = ex
+		}
+		if c.Name() == "put" {
+			c.Long = strings.TrimRight(c.Long, "\n") + "\n\n" + fieldsHelp()
 		}
 		if c.Name() == "completion" {
 			for _, sh := range c.Commands() {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // TestEveryCommandHasExample walks the whole command tree: every command,
@@ -25,4 +29,28 @@ func TestEveryCommandHasExample(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// TestTemplatesMatchRotators: every type has a template, put accepts it, and
+// every field in it is one the type's rotator reads (its fields struct).
+func TestTemplatesMatchRotators(t *testing.T) {
+	for _, typ := range credential.Types() {
+		tpl, ok := templates[typ]
+		if !ok {
+			t.Errorf("no template for %s", typ)
+			continue
+		}
+		if err := credential.ValidateValues(typ, tpl.Fields, secret.FromStrings(tpl.Secret)); err != nil {
+			t.Errorf("template %s: put would refuse it: %v", typ, err)
+		}
+		known := typeFields(typ)
+		for f := range tpl.Fields {
+			if !slices.Contains(known, f) {
+				t.Errorf("template %s: field %q is not read by the rotator (it reads %v)", typ, f, known)
+			}
+		}
+		if typ != credential.Generic && len(known) == 0 {
+			t.Errorf("%s: no fields from its rotator", typ)
+		}
+	}
 }

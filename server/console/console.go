@@ -210,6 +210,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("POST /ui/act/{action}/{id...}", c.with(c.act))
 	c.mux.HandleFunc("GET /ui/audit", c.with(c.auditPage))
 	c.mux.HandleFunc("GET /ui/live", c.with(c.live))
+	c.mux.HandleFunc("GET /ui/notifications", c.with(c.notifications))
 	c.mux.HandleFunc("/ui/", c.notFound)
 	return c, nil
 }

@@ -94,6 +94,10 @@ type Store struct {
 	seal     chan struct{} // wakes the audit appender
 	stop     context.CancelFunc
 	appender sync.WaitGroup
+
+	cfg    *pgx.ConnConfig // for the listening connection
+	schema string
+	listen listener
 }
 
 // Open connects to the database named by dsn, and creates or migrates the
@@ -108,7 +112,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	pool.SetMaxOpenConns(16)
 	pool.SetMaxIdleConns(4)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{pool: pool, seal: make(chan struct{}, 1)}
+	s := &Store{pool: pool, seal: make(chan struct{}, 1), cfg: cfg}
 	if err := s.open(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -127,6 +131,7 @@ func (s *Store) open(ctx context.Context) error {
 	if !schema.Valid {
 		return errors.New("postgres: no schema of the search_path exists: create it first (CREATE SCHEMA ...)")
 	}
+	s.schema = schema.String
 	ms, err := sqlstore.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
@@ -193,6 +198,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.stop()
 	s.appender.Wait()
+	s.listen.stop()
 	s.db.Close()
 	if err := s.pool.Close(); err != nil {
 		return fmt.Errorf("postgres: close: %w", err)
