@@ -3,6 +3,7 @@ package credential_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +49,24 @@ func TestPolicyCheck(t *testing.T) {
 	s, err := e.m.GetSettings(context.Background(), "a")
 	if err != nil || len(s.Policies) != 0 || s.Grace != nil {
 		t.Fatalf("settings after a refused write: %+v %v", s, err)
+	}
+}
+
+// TestDoctorFindsStretchedPolicy: settings stored before validation (or
+// through Put) that cannot do what they say make doctor unhealthy.
+func TestDoctorFindsStretchedPolicy(t *testing.T) {
+	e := newEnv(t, nil)
+	g := rotation.Duration(30 * time.Second)
+	e.put("a", &credential.Settings{Grace: &g, Policies: []rotation.Policy{{Kind: rotation.Periodic, Interval: rotation.Duration(2 * time.Second)}}})
+	rep, err := e.m.Doctor(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range rep.Findings {
+		found = found || f.Severity == "error" && strings.Contains(f.Title, "periodic interval 2s")
+	}
+	if rep.Healthy || !found {
+		t.Fatalf("doctor: healthy %v findings %+v", rep.Healthy, rep.Findings)
 	}
 }

@@ -201,6 +201,9 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 		add("warning", fmt.Sprintf("last rotation rolled back: %s failed (%s)", decodeData(last).FailedStep, last.ErrorClass), last.LastError+"; the current version still works",
 			fmt.Sprintf("fix the cause, then: nebula-credential rotate %s", id))
 	}
+	if pf, err := e.PolicyFindings(ctx, id); err == nil { // see policycheck.go
+		rep.Findings = append(rep.Findings, pf...)
+	}
 	rep.Healthy = true
 	for _, f := range rep.Findings {
 		if f.Severity == "error" {
