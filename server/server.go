@@ -59,6 +59,7 @@ import (
 	"github.com/nebula-credential/nebula-credential/audit"
 	"github.com/nebula-credential/nebula-credential/notify"
 	"github.com/nebula-credential/nebula-credential/server/console"
+	"github.com/nebula-credential/nebula-credential/store"
 )
 
 // Config configures New. The zero value of every optional field means its default.
@@ -553,6 +554,14 @@ func (s *Server) finish(rq *request, err error) {
 
 func (s *Server) auditFailed(rq *request, err error) *apiError {
 	s.log.Error("audit write failed: refusing the request", "request_id", rq.info.requestID, "route", rq.rt.pattern(), "err", err)
+	if errors.Is(err, store.ErrBusy) || errors.Is(err, context.DeadlineExceeded) {
+		// Overload, not a broken store: the client may retry. Still no
+		// result without its audit entry.
+		rq.info.errCode, rq.info.errMsg = CodeUnavailable, err.Error()
+		ae := errorf(http.StatusServiceUnavailable, CodeUnavailable, "the server is busy and could not write the audit entry in time, so no result is returned (request %s): retry after a second", rq.info.requestID)
+		ae.retryAfter = time.Second
+		return ae
+	}
 	rq.info.errCode, rq.info.errMsg = CodeAuditFailed, err.Error()
 	return errorf(http.StatusInternalServerError, CodeAuditFailed, "the audit log could not be written, so no result is returned (request %s): check the store; a write the Manager made is recorded by its own audit entry", rq.info.requestID)
 }
