@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -125,6 +126,11 @@ func classify(err error) *apiError {
 		e.status, e.code = http.StatusConflict, CodeGraceEnded
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced), errors.Is(err, rotation.ErrWrongStep):
 		e.status, e.code = http.StatusConflict, CodeConflict
+	case errors.As(err, new(*net.OpError)):
+		// The store (the Manager's only network peer outside a rotation)
+		// is unreachable: a restart or failover, not a bug. Clients retry.
+		e.status, e.code, e.retryAfter = http.StatusServiceUnavailable, CodeUnavailable, time.Second
+		e.msg = "the store is unreachable; retry shortly (GET /readyz says when it is back)"
 	default:
 		e.status, e.code = http.StatusInternalServerError, CodeInternal
 	}

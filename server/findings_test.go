@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -213,5 +216,18 @@ func TestAuditPagingTerminates(t *testing.T) {
 			break
 		}
 		after = fmt.Sprint(int64(b["next"].(float64)))
+	}
+}
+
+// TestStoreUnreachableIs503: a store that cannot be reached (PostgreSQL
+// restarting) is an outage clients retry, not an internal error.
+func TestStoreUnreachableIs503(t *testing.T) {
+	err := fmt.Errorf("postgres: get x: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+	ae := classify(err)
+	if ae.status != http.StatusServiceUnavailable || ae.code != CodeUnavailable || ae.retryAfter == 0 {
+		t.Fatalf("classify(%v) = %d %s retry-after %v", err, ae.status, ae.code, ae.retryAfter)
+	}
+	if ae := classify(errors.New("something else")); ae.status != http.StatusInternalServerError {
+		t.Fatalf("a plain error became %d", ae.status)
 	}
 }
