@@ -127,10 +127,10 @@ func classify(err error) *apiError {
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced), errors.Is(err, rotation.ErrWrongStep):
 		e.status, e.code = http.StatusConflict, CodeConflict
 	case errors.As(err, new(*net.OpError)):
-		// The store (the Manager's only network peer outside a rotation)
-		// is unreachable: a restart or failover, not a bug. Clients retry.
+		// A network peer (the store, most often, restarting or failing
+		// over) is unreachable: an outage to retry, not a bug.
 		e.status, e.code, e.retryAfter = http.StatusServiceUnavailable, CodeUnavailable, time.Second
-		e.msg = "the store is unreachable; retry shortly (GET /readyz says when it is back)"
+		e.msg = err.Error() + "; retry shortly (GET /readyz says whether the store is reachable)"
 	default:
 		e.status, e.code = http.StatusInternalServerError, CodeInternal
 	}
