@@ -80,6 +80,12 @@ func (k killAfter) Apply(ctx context.Context, req rotator.ApplyRequest) (rotator
 	return resp, err
 }
 
+func (k killAfter) Verify(ctx context.Context, req rotator.VerifyRequest) (rotator.VerifyResponse, error) {
+	resp, err := k.Rotator.Verify(ctx, req)
+	k.maybeKill("verify", err)
+	return resp, err
+}
+
 func (k killAfter) Retire(ctx context.Context, req rotator.RetireRequest) (rotator.RetireResponse, error) {
 	resp, err := k.Rotator.Retire(ctx, req)
 	k.maybeKill("retire", err)
@@ -512,7 +518,17 @@ func rabbitLogsIn(t *testing.T, c *credential.Credential) bool {
 // password does not, and no rotation is left open.
 func TestMintingRabbitMQCrash(t *testing.T) {
 	needRabbitMQ(t)
-	for _, kill := range mintKillPoints {
+	// An in_place rotation with validation commits right after apply and
+	// verifies after the commit: it never records "verified", so it dies
+	// right after its verify call instead (before the journal notes it).
+	var points []string
+	for _, p := range mintKillPoints {
+		if p == rotation.StepVerified {
+			p = "verify"
+		}
+		points = append(points, p)
+	}
+	for _, kill := range points {
 		t.Run(kill, func(t *testing.T) {
 			dir := t.TempDir()
 			m := openMinting(t, dir, true)
