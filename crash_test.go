@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
@@ -384,11 +384,11 @@ func TestTwoProcessesRotateOnce(t *testing.T) {
 		c := newCrashEnv(t)
 		c.tg.SetDelay(5 * time.Millisecond)
 		var cmds []*exec.Cmd
-		var outs []*syncBuffer
+		var outs []*testenv.Buffer
 		for range 2 {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), "NC_CRASH_CHILD=once", "NC_CRASH_DIR="+c.dir)
-			out := &syncBuffer{}
+			out := &testenv.Buffer{}
 			cmd.Stdout = out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -421,22 +421,4 @@ func TestTwoProcessesRotateOnce(t *testing.T) {
 			t.Fatalf("round %d: %v version %d state %s", round, err, cur.Version, cur.State)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the exec copier and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

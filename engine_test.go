@@ -13,6 +13,7 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
@@ -705,7 +706,7 @@ func TestGraceWarningEvent(t *testing.T) {
 // Secrets never reach logs, errors, history, the journal or the audit log, even
 // when the target echoes them in its error messages.
 func TestNoSecretInLogsOrErrors(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.Buffer
 	e := newEnv(t, func(c *credential.Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/postgres"
@@ -25,7 +26,7 @@ import (
 // journal write was lost. With many rotations in retry at once and steps that
 // outlast a tick, every retry is claimed exactly once and nothing is fenced.
 func TestSchedulerNeverRacesItself(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	e := newEnv(t, func(c *credential.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c.Engine.TickInterval = time.Millisecond

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,12 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
 	"github.com/nebula-credential/nebula-credential/secret"
@@ -80,36 +79,18 @@ func (s *srv) put(t testing.TB, id, pw string) *credential.Credential {
 	return c
 }
 
-// syncBuffer is a log sink safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // started is a running agent.
 type started struct {
 	a      *Agent
 	cancel context.CancelFunc
 	done   chan error
 	syncs  chan SyncInfo
-	log    *syncBuffer
+	log    *testenv.Buffer
 }
 
 func startAgent(t testing.TB, cfg *Config, token string) *started {
 	t.Helper()
-	st := &started{done: make(chan error, 1), syncs: make(chan SyncInfo, 1000), log: &syncBuffer{}}
+	st := &started{done: make(chan error, 1), syncs: make(chan SyncInfo, 1000), log: &testenv.Buffer{}}
 	a, err := New(cfg, Options{Token: token, Logger: slog.New(slog.NewTextHandler(st.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Stderr: st.log, Stdout: st.log, OnSync: func(si SyncInfo) { st.syncs <- si }})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/notify"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
@@ -54,24 +55,7 @@ type env struct {
 	svc    *notify.Service
 	clk    *clock
 	target *rotatortest.Target
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testenv.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -83,7 +67,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	clk := newClock()
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	target := rotatortest.NewTarget("")
 	reg := rotator.NewRegistry()
 	reg.Register(string(credential.Postgres), target.Rotator())

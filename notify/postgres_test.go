@@ -35,7 +35,7 @@ func TestPostgresTwoServers(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { m.Close() })
-		e := &env{t: t, ctx: ctx, m: m, logs: &syncBuffer{}, svc: &notify.Service{Store: m.Store(), Keys: m.SubscriptionKeys()}}
+		e := &env{t: t, ctx: ctx, m: m, logs: &testenv.Buffer{}, svc: &notify.Service{Store: m.Store(), Keys: m.SubscriptionKeys()}}
 		envs = append(envs, e)
 	}
 	_, key := envs[0].subscribe(rcv.url("/hook"), nil)

@@ -39,7 +39,7 @@ func newPGEnvs(t *testing.T, n int, opts ...envOpt) []*env {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs := &syncBuffer{}
+		logs := &testenv.Buffer{}
 		logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		target := rotatortest.NewTarget("")
 		reg := rotator.NewRegistry()
