@@ -50,44 +50,21 @@ type realTarget struct {
 	login func(ctx context.Context, c *credential.Credential) error // independent of the rotator
 }
 
-func pgTarget(t testing.TB) realTarget {
-	pg := testenv.Postgres(t)
-	adminPW := testenv.UniqueName("admin-pw-")
-	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
-	owner := pg.CreateRole(t, testenv.UniqueName("own_"), "", "NOLOGIN")
-	pw := testenv.UniqueName("pw-a-")
-	a := pg.CreateRole(t, testenv.UniqueName("a_"), pw, "LOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	b := pg.CreateRole(t, testenv.UniqueName("b_"), "", "NOLOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	base := map[string]any{"host": pg.Host, "port": pg.Port, "database": "postgres"}
-	with := func(extra map[string]any) map[string]any {
-		out := map[string]any{}
-		for k, v := range base {
-			out[k] = v
-		}
-		for k, v := range extra {
-			out[k] = v
-		}
-		return out
+func pgTarget(t testing.TB) realTarget { return pgTargetFrom(t, testenv.Postgres(t)) }
+
+// pgLogin logs in as c with a client of its own.
+func pgLogin(ctx context.Context, c *credential.Credential) error {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
+	if err != nil {
+		return err
 	}
-	return realTarget{
-		typ:   credential.Postgres,
-		admin: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin, "manages": []any{a, b}}), Secret: secret.Map{"password": secret.New(adminPW)}},
-		app: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": a, "strategy_users": []any{a, b}, "owner_role": owner, "admin_credential": "admin/db"}),
-			Secret: secret.Map{"password": secret.New(pw)}},
-		login: func(ctx context.Context, c *credential.Credential) error {
-			cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
-			if err != nil {
-				return err
-			}
-			cfg.User, cfg.Password = c.Fields["username"].(string), c.Secret["password"].Reveal()
-			conn, err := pgx.ConnectConfig(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(ctx)
-			return conn.Ping(ctx)
-		},
+	cfg.User, cfg.Password = c.Fields["username"].(string), c.Secret["password"].Reveal()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
 	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx)
 }
 
 func mariaTarget(t testing.TB) realTarget {
@@ -122,21 +99,14 @@ func mariaTarget(t testing.TB) realTarget {
 	}
 }
 
-func redisTarget(t testing.TB) realTarget {
-	srv := testenv.Redis(t, true)
-	pw := testenv.UniqueName("pw-")
-	srv.Do(t, "ACL", "SETUSER", "app", "reset", "on", ">"+pw, "~*", "&*", "+@all")
-	return realTarget{
-		typ:   credential.Redis,
-		admin: credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": srv.AdminUser, "manages": "app"}, Secret: secret.Map{"password": secret.New(srv.AdminPassword)}},
-		app:   credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": "app", "admin_credential": "admin/db"}, Secret: secret.Map{"password": secret.New(pw)}},
-		login: func(ctx context.Context, c *credential.Credential) error {
-			cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),
-				Password: c.Secret["password"].Reveal(), MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
-			defer cl.Close()
-			return cl.Ping(ctx).Err()
-		},
-	}
+func redisTarget(t testing.TB) realTarget { return redisTargetFrom(t, testenv.Redis(t, true), "app") }
+
+// redisLogin logs in as c with a client of its own.
+func redisLogin(ctx context.Context, c *credential.Credential) error {
+	cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),
+		Password: c.Secret["password"].Reveal(), MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
+	defer cl.Close()
+	return cl.Ping(ctx).Err()
 }
 
 func realTargets() map[string]func(testing.TB) realTarget {
