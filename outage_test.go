@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/rotation"
@@ -324,30 +322,6 @@ func runOutageTrial(t *testing.T, h *outageHost, tr outageTrial) {
 		if pw := c.Secret["password"].Reveal(); strings.Contains(out, pw) {
 			t.Fatalf("a secret (v%d) reached the log", c.Version)
 		}
-	}
-}
-
-// pgTargetFrom is pgTarget on cluster pg.
-func pgTargetFrom(t testing.TB, pg *testenv.PG) realTarget {
-	adminPW := testenv.UniqueName("admin-pw-")
-	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
-	owner := pg.CreateRole(t, testenv.UniqueName("own_"), "", "NOLOGIN")
-	pw := testenv.UniqueName("pw-a-")
-	a := pg.CreateRole(t, testenv.UniqueName("a_"), pw, "LOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	b := pg.CreateRole(t, testenv.UniqueName("b_"), "", "NOLOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	with := func(extra map[string]any) map[string]any {
-		out := map[string]any{"host": pg.Host, "port": pg.Port, "database": "postgres"}
-		for k, v := range extra {
-			out[k] = v
-		}
-		return out
-	}
-	return realTarget{
-		typ:   credential.Postgres,
-		admin: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin, "manages": []any{a, b}}), Secret: secret.Map{"password": secret.New(adminPW)}},
-		app: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": a, "strategy_users": []any{a, b}, "owner_role": owner, "admin_credential": "admin/db"}),
-			Secret: secret.Map{"password": secret.New(pw)}},
-		login: pgLogin,
 	}
 }
 

@@ -52,6 +52,17 @@ type realTarget struct {
 
 func pgTarget(t testing.TB) realTarget { return pgTargetFrom(t, testenv.Postgres(t)) }
 
+// pgTargetFrom is the alternating layout of testenv.AlternatingRoles on cluster pg.
+func pgTargetFrom(t testing.TB, pg *testenv.PG) realTarget {
+	r := pg.AlternatingRoles(t)
+	return realTarget{
+		typ:   credential.Postgres,
+		admin: credential.PutRequest{Type: credential.Postgres, Fields: r.AdminFields(), Secret: secret.Map{"password": secret.New(r.AdminPassword)}},
+		app:   credential.PutRequest{Type: credential.Postgres, Fields: r.AppFields("admin/db"), Secret: secret.Map{"password": secret.New(r.APassword)}},
+		login: pgLogin,
+	}
+}
+
 // pgLogin logs in as c with a client of its own.
 func pgLogin(ctx context.Context, c *credential.Credential) error {
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
@@ -129,22 +140,31 @@ func setupReal(t testing.TB, tg realTarget) string {
 	return dir
 }
 
+// openReal stores tg's credentials in a new store and opens it on a clock
+// that starts now and moves only when the test advances it; the manager is
+// closed at the end of the test.
+func openReal(t testing.TB, tg realTarget) (*credential.Manager, *clock) {
+	t.Helper()
+	dir := setupReal(t, tg)
+	clk := newClock()
+	clk.now = time.Now().UTC()
+	cfg := realConfig(dir, false)
+	cfg.Clock = clk.Now
+	m, err := credential.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, clk
+}
+
 // TestRealRotateGraceRetire drives the engine against each real server: both
 // versions log in during grace, the old one stops at retire and not before.
 func TestRealRotateGraceRetire(t *testing.T) {
 	for name, mk := range realTargets() {
 		t.Run(name, func(t *testing.T) {
 			tg := mk(t)
-			dir := setupReal(t, tg)
-			clk := newClock()
-			clk.now = time.Now().UTC()
-			cfg := realConfig(dir, false)
-			cfg.Clock = clk.Now
-			m, err := credential.Open(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			m, clk := openReal(t, tg)
 			ctx := context.Background()
 			v1, _ := m.Get(ctx, "app/db", credential.GetOptions{})
 			if _, err := m.Rotate(ctx, "app/db", credential.RotateOptions{Grace: dur(time.Hour)}); err != nil {
