@@ -310,6 +310,9 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
 			}
 		}
+		// The lease runs from now, not from before a slow stage call: the
+		// row becomes visible to other schedulers only at commit.
+		r.LeaseUntil = e.now().Add(e.cfg.LeaseTTL)
 		if err := tx.CreateRotation(ctx, r); err != nil {
 			if errors.Is(err, store.ErrRotationInProgress) {
 				return fmt.Errorf("%w for %s", store.ErrRotationInProgress, id)

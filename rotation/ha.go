@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -39,4 +40,75 @@ func scheduledReason(due *time.Time) string {
 		return "policy"
 	}
 	return "policy: due " + due.UTC().Format(time.RFC3339Nano)
+}
+
+// keepLease renews the lease of rotation id, fenced by fence, every
+// LeaseTTL/3 while the returned context is live, so a step that runs longer
+// than the lease (a slow provider call under a long StepTimeout) is not taken
+// over while this process is alive. The lease is renewed only while this
+// process still holds it: a lease released on purpose (grace, a scheduled
+// retry) or a closed rotation ends the renewals quietly. If another process
+// has taken the rotation over (its fence moved: this process was paused past
+// the lease), the context is cancelled, so the step in flight stops; its
+// journal write would be refused (store.ErrFenced) anyway. Call stop when the
+// work is done.
+func (e *Engine) keepLease(ctx context.Context, id, fence int64) (context.Context, context.CancelFunc) {
+	lctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := e.cfg.LeaseTTL / 3
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-t.C:
+			}
+			lost, stop, err := e.renewLease(lctx, id, fence)
+			switch {
+			case lost != nil:
+				e.log.Warn("rotation lease lost to another process: stopping the step", "rotation", id, "err", lost)
+				cancel(lost)
+				return
+			case stop:
+				return
+			case err != nil && lctx.Err() == nil:
+				e.log.Warn("renewing rotation lease", "rotation", id, "err", err)
+			}
+		}
+	}()
+	return lctx, func() {
+		cancel(context.Canceled)
+		<-done
+	}
+}
+
+// renewLease extends the lease of rotation id if nobody claimed it since this
+// process did (its fence is still fence) and the lease has not been released. lost is set when another process took it over; stop when there
+// is nothing left to renew.
+func (e *Engine) renewLease(ctx context.Context, id, fence int64) (lost error, stop bool, err error) {
+	err = e.st.Update(ctx, func(tx store.Tx) error {
+		lost, stop = nil, false
+		r, err := tx.GetRotation(ctx, id)
+		if err != nil {
+			return err
+		}
+		now := e.now()
+		switch {
+		case r.Fence != fence: // only ClaimRotation moves the fence
+			lost = fmt.Errorf("rotation %d: %w (fence %d is now %d, owner %q)", id, store.ErrFenced, fence, r.Fence, r.LeaseOwner)
+			return nil
+		case !r.Open || !r.LeaseUntil.After(now):
+			stop = true // finished, or released on purpose
+			return nil
+		}
+		r.LeaseUntil = now.Add(e.cfg.LeaseTTL)
+		return tx.UpdateRotation(ctx, r)
+	})
+	if errors.Is(err, store.ErrFenced) {
+		return err, false, nil
+	}
+	return lost, stop, err
 }

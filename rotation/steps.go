@@ -178,7 +178,16 @@ func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, 
 
 // run executes r from its recorded step. It returns when r reaches grace (not
 // yet due), closes, needs a person, or a retry is scheduled (ErrRetryScheduled).
-func (e *Engine) run(ctx context.Context, r *store.Rotation) (*store.Rotation, error) {
+func (e *Engine) run(ctx context.Context, r *store.Rotation) (_ *store.Rotation, err error) {
+	ctx, stop := e.keepLease(ctx, r.ID, r.Fence)
+	defer func() {
+		// A step cut short because another process took the rotation over
+		// says so, not just "context canceled".
+		if c := context.Cause(ctx); err != nil && errors.Is(c, store.ErrFenced) && !errors.Is(err, store.ErrFenced) {
+			err = fmt.Errorf("%w (stopped: %v)", c, err)
+		}
+		stop()
+	}()
 	j, err := e.load(ctx, r)
 	if err != nil {
 		return r, fmt.Errorf("load rotation %d: %w", r.ID, err)
