@@ -34,16 +34,7 @@ func TestRealAdminAttackRefused(t *testing.T) {
 	for name, mk := range realTargets() {
 		t.Run(name, func(t *testing.T) {
 			tg := mk(t)
-			dir := setupReal(t, tg) // admin/db (manages the app's accounts) and app/db, the victim
-			clk := newClock()
-			clk.now = time.Now().UTC()
-			cfg := realConfig(dir, false)
-			cfg.Clock = clk.Now
-			m, err := credential.Open(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			m, clk := openReal(t, tg) // admin/db (manages the app's accounts) and app/db, the victim
 			ctx := context.Background()
 			srv, err := server.New(server.Config{Manager: m, RateLimit: rate.Inf})
 			if err != nil {

@@ -29,16 +29,7 @@ func BenchmarkRealRotation(b *testing.B) {
 	for name, mk := range realTargets() {
 		b.Run(name, func(b *testing.B) {
 			tg := mk(b)
-			dir := setupReal(b, tg)
-			clk := newClock()
-			clk.now = time.Now().UTC()
-			cfg := realConfig(dir, false)
-			cfg.Clock = clk.Now
-			m, err := credential.Open(context.Background(), cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer m.Close()
+			m, clk := openReal(b, tg)
 			ctx := context.Background()
 			grace := 24 * time.Hour
 			for b.Loop() {

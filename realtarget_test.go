@@ -50,44 +50,32 @@ type realTarget struct {
 	login func(ctx context.Context, c *credential.Credential) error // independent of the rotator
 }
 
-func pgTarget(t testing.TB) realTarget {
-	pg := testenv.Postgres(t)
-	adminPW := testenv.UniqueName("admin-pw-")
-	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
-	owner := pg.CreateRole(t, testenv.UniqueName("own_"), "", "NOLOGIN")
-	pw := testenv.UniqueName("pw-a-")
-	a := pg.CreateRole(t, testenv.UniqueName("a_"), pw, "LOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	b := pg.CreateRole(t, testenv.UniqueName("b_"), "", "NOLOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	base := map[string]any{"host": pg.Host, "port": pg.Port, "database": "postgres"}
-	with := func(extra map[string]any) map[string]any {
-		out := map[string]any{}
-		for k, v := range base {
-			out[k] = v
-		}
-		for k, v := range extra {
-			out[k] = v
-		}
-		return out
-	}
+func pgTarget(t testing.TB) realTarget { return pgTargetFrom(t, testenv.Postgres(t)) }
+
+// pgTargetFrom is the alternating layout of testenv.AlternatingRoles on cluster pg.
+func pgTargetFrom(t testing.TB, pg *testenv.PG) realTarget {
+	r := pg.AlternatingRoles(t)
 	return realTarget{
 		typ:   credential.Postgres,
-		admin: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin, "manages": []any{a, b}}), Secret: secret.Map{"password": secret.New(adminPW)}},
-		app: credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": a, "strategy_users": []any{a, b}, "owner_role": owner, "admin_credential": "admin/db"}),
-			Secret: secret.Map{"password": secret.New(pw)}},
-		login: func(ctx context.Context, c *credential.Credential) error {
-			cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
-			if err != nil {
-				return err
-			}
-			cfg.User, cfg.Password = c.Fields["username"].(string), c.Secret["password"].Reveal()
-			conn, err := pgx.ConnectConfig(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(ctx)
-			return conn.Ping(ctx)
-		},
+		admin: credential.PutRequest{Type: credential.Postgres, Fields: r.AdminFields(), Secret: secret.Map{"password": secret.New(r.AdminPassword)}},
+		app:   credential.PutRequest{Type: credential.Postgres, Fields: r.AppFields("admin/db"), Secret: secret.Map{"password": secret.New(r.APassword)}},
+		login: pgLogin,
 	}
+}
+
+// pgLogin logs in as c with a client of its own.
+func pgLogin(ctx context.Context, c *credential.Credential) error {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
+	if err != nil {
+		return err
+	}
+	cfg.User, cfg.Password = c.Fields["username"].(string), c.Secret["password"].Reveal()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx)
 }
 
 func mariaTarget(t testing.TB) realTarget {
@@ -122,21 +110,14 @@ func mariaTarget(t testing.TB) realTarget {
 	}
 }
 
-func redisTarget(t testing.TB) realTarget {
-	srv := testenv.Redis(t, true)
-	pw := testenv.UniqueName("pw-")
-	srv.Do(t, "ACL", "SETUSER", "app", "reset", "on", ">"+pw, "~*", "&*", "+@all")
-	return realTarget{
-		typ:   credential.Redis,
-		admin: credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": srv.AdminUser, "manages": "app"}, Secret: secret.Map{"password": secret.New(srv.AdminPassword)}},
-		app:   credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": "app", "admin_credential": "admin/db"}, Secret: secret.Map{"password": secret.New(pw)}},
-		login: func(ctx context.Context, c *credential.Credential) error {
-			cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),
-				Password: c.Secret["password"].Reveal(), MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
-			defer cl.Close()
-			return cl.Ping(ctx).Err()
-		},
-	}
+func redisTarget(t testing.TB) realTarget { return redisTargetFrom(t, testenv.Redis(t, true), "app") }
+
+// redisLogin logs in as c with a client of its own.
+func redisLogin(ctx context.Context, c *credential.Credential) error {
+	cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),
+		Password: c.Secret["password"].Reveal(), MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
+	defer cl.Close()
+	return cl.Ping(ctx).Err()
 }
 
 func realTargets() map[string]func(testing.TB) realTarget {
@@ -159,22 +140,31 @@ func setupReal(t testing.TB, tg realTarget) string {
 	return dir
 }
 
+// openReal stores tg's credentials in a new store and opens it on a clock
+// that starts now and moves only when the test advances it; the manager is
+// closed at the end of the test.
+func openReal(t testing.TB, tg realTarget) (*credential.Manager, *clock) {
+	t.Helper()
+	dir := setupReal(t, tg)
+	clk := newClock()
+	clk.now = time.Now().UTC()
+	cfg := realConfig(dir, false)
+	cfg.Clock = clk.Now
+	m, err := credential.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, clk
+}
+
 // TestRealRotateGraceRetire drives the engine against each real server: both
 // versions log in during grace, the old one stops at retire and not before.
 func TestRealRotateGraceRetire(t *testing.T) {
 	for name, mk := range realTargets() {
 		t.Run(name, func(t *testing.T) {
 			tg := mk(t)
-			dir := setupReal(t, tg)
-			clk := newClock()
-			clk.now = time.Now().UTC()
-			cfg := realConfig(dir, false)
-			cfg.Clock = clk.Now
-			m, err := credential.Open(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			m, clk := openReal(t, tg)
 			ctx := context.Background()
 			v1, _ := m.Get(ctx, "app/db", credential.GetOptions{})
 			if _, err := m.Rotate(ctx, "app/db", credential.RotateOptions{Grace: dur(time.Hour)}); err != nil {

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	pgrot "github.com/nebula-credential/nebula-credential/rotator/postgres"
@@ -51,30 +49,12 @@ func realPG(t *testing.T, min time.Duration) (*srv, *testenv.PG) {
 	}
 	pg := testenv.Postgres(t)
 	s := newSrvWith(t, server.ConsumerConfig{EarlyRetire: true, EarlyRetireMin: min, CheckInterval: 20 * time.Millisecond, Timeout: 30 * time.Second}, pgrot.New(pgrot.Config{}))
-	adminPW := testenv.UniqueName("admin-pw-")
-	admin := pg.CreateRole(t, testenv.UniqueName("nc_admin_"), adminPW, "LOGIN CREATEROLE")
-	owner := pg.CreateRole(t, testenv.UniqueName("own_"), "", "NOLOGIN")
-	pw := testenv.UniqueName("pw-a-")
-	a := pg.CreateRole(t, testenv.UniqueName("a_"), pw, "LOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
-	b := pg.CreateRole(t, testenv.UniqueName("b_"), "", "NOLOGIN IN ROLE "+pgx.Identifier{owner}.Sanitize())
+	r := pg.AlternatingRoles(t)
 	ctx := context.Background()
-	base := map[string]any{"host": pg.Host, "port": pg.Port, "database": "postgres"}
-	with := func(extra map[string]any) map[string]any {
-		out := map[string]any{}
-		for k, v := range base {
-			out[k] = v
-		}
-		for k, v := range extra {
-			out[k] = v
-		}
-		return out
-	}
-	if _, err := s.m.Put(ctx, "admin/db", credential.PutRequest{Type: credential.Postgres, Fields: with(map[string]any{"username": admin, "manages": []any{a, b}}), Secret: secret.Map{"password": secret.New(adminPW)}}); err != nil {
+	if _, err := s.m.Put(ctx, "admin/db", credential.PutRequest{Type: credential.Postgres, Fields: r.AdminFields(), Secret: secret.Map{"password": secret.New(r.AdminPassword)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.m.Put(ctx, "app/db", credential.PutRequest{Type: credential.Postgres,
-		Fields: with(map[string]any{"username": a, "strategy_users": []any{a, b}, "owner_role": owner, "admin_credential": "admin/db"}),
-		Secret: secret.Map{"password": secret.New(pw)}}); err != nil {
+	if _, err := s.m.Put(ctx, "app/db", credential.PutRequest{Type: credential.Postgres, Fields: r.AppFields("admin/db"), Secret: secret.Map{"password": secret.New(r.APassword)}}); err != nil {
 		t.Fatal(err)
 	}
 	return s, pg

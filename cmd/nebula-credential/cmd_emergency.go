@@ -37,20 +37,7 @@ func rotateNow(cmd *cobra.Command, g *globals, id string, opts rotation.Emergenc
 	defer m.Close()
 	res, err := m.RotateNow(cmd.Context(), id, opts)
 	if g.json && res != nil {
-		out := struct {
-			*rotation.EmergencyInfo
-			Error string `json:"error,omitempty"`
-		}{EmergencyInfo: res}
-		if err != nil {
-			out.Error = err.Error()
-		}
-		if perr := g.printJSON(out); perr != nil {
-			return perr
-		}
-		if err != nil {
-			return exitError{exitFailed}
-		}
-		return nil
+		return g.printJSONResult(res, err)
 	}
 	if res != nil {
 		for _, r := range res.Revoked {

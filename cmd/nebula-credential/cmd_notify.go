@@ -255,10 +255,7 @@ Through a server, only those the token may manage are listed.`,
 				return err
 			}
 			if g.json {
-				if subs == nil {
-					subs = []notify.Subscription{}
-				}
-				return g.printJSON(subs)
+				return g.printJSON(nonNil(subs))
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tURL\tPREFIX\tFORMAT\tEVENTS")
@@ -323,25 +320,23 @@ is still pending (its last error is shown). --wait 0 only queues it.`,
 					return err
 				}
 			}
-			if g.json {
-				if err := g.printJSON(d); err != nil {
-					return err
-				}
-			} else {
-				g.printf("delivery %d: %s after %d attempt(s)", d.ID, d.State, d.Attempts)
-				if d.LastError != "" {
-					g.printf(" (last error: %s)", d.LastError)
-				}
-				g.printf("\n")
-			}
+			var failed error
 			switch {
 			case wait == 0 || d.State == store.DeliveryDelivered:
-				return nil
 			case d.State == store.DeliveryDead:
-				return fmt.Errorf("the test notification failed every attempt: check the receiver, then `nebula-credential notify replay %d`", d.ID)
+				failed = fmt.Errorf("the test notification failed every attempt: check the receiver, then `nebula-credential notify replay %d`", d.ID)
 			default:
-				return fmt.Errorf("the test notification is still pending after %s: is `nebula-credential serve` running on this store? Check `nebula-credential notify dead-letters` later", wait)
+				failed = fmt.Errorf("the test notification is still pending after %s: is `nebula-credential serve` running on this store? Check `nebula-credential notify dead-letters` later", wait)
 			}
+			if g.json {
+				return g.printJSONResult(d, failed)
+			}
+			g.printf("delivery %d: %s after %d attempt(s)", d.ID, d.State, d.Attempts)
+			if d.LastError != "" {
+				g.printf(" (last error: %s)", d.LastError)
+			}
+			g.printf("\n")
+			return failed
 		}),
 	}
 	c.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the delivery (0: do not wait)")
@@ -350,10 +345,7 @@ is still pending (its last error is shown). --wait 0 only queues it.`,
 
 func printDeliveries(g *globals, ds []notify.Delivery) error {
 	if g.json {
-		if ds == nil {
-			ds = []notify.Delivery{}
-		}
-		return g.printJSON(ds)
+		return g.printJSON(nonNil(ds))
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSUBSCRIPTION\tEVENT\tKIND\tCREDENTIAL\tSTATE\tATTEMPTS\tLAST ERROR")

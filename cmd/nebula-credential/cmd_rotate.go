@@ -23,20 +23,7 @@ func (g *globals) reportRotation(r *rotation.Info, err error) error {
 		return err
 	}
 	if g.json {
-		out := struct {
-			*rotation.Info
-			Error string `json:"error,omitempty"`
-		}{Info: r}
-		if err != nil {
-			out.Error = err.Error()
-		}
-		if perr := g.printJSON(out); perr != nil {
-			return perr
-		}
-		if err != nil {
-			return exitError{exitFailed}
-		}
-		return nil
+		return g.printJSONResult(r, err)
 	}
 	if err != nil {
 		if errors.Is(err, rotation.ErrRetryScheduled) {
@@ -411,10 +398,7 @@ func cmdRotations(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				if rs == nil {
-					rs = []rotation.Info{}
-				}
-				return g.printJSON(rs)
+				return g.printJSON(nonNil(rs))
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ROTATION\tID\tKIND\tSTEP\tVERSIONS\tSTARTED\tERROR")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -164,6 +165,46 @@ func (g *globals) printJSON(v any) error {
 	enc := json.NewEncoder(g.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// nonNil lets a JSON list print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// printJSONResult prints the object v as JSON for a command whose outcome is
+// a report even when it failed: with err, the object gains an "error" field
+// holding err's message and the command exits 1 without repeating the message
+// on stderr. Without err it is printJSON.
+func (g *globals) printJSONResult(v any, err error) error {
+	if err == nil {
+		return g.printJSON(v)
+	}
+	b, merr := json.Marshal(v)
+	if merr != nil {
+		return merr
+	}
+	msg, _ := json.Marshal(err.Error())
+	if len(b) < 2 || b[0] != '{' {
+		return fmt.Errorf("printJSONResult: %T is not a JSON object", v)
+	}
+	sep := ","
+	if string(b) == "{}" {
+		sep = ""
+	}
+	b = append(append(append(b[:len(b)-1:len(b)-1], sep+`"error":`...), msg...), '}')
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, b, "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	if _, err := g.stdout.Write(buf.Bytes()); err != nil {
+		return err
+	}
+	return exitError{exitFailed}
 }
 
 func (g *globals) printf(format string, args ...any) {
