@@ -50,26 +50,32 @@ type realTarget struct {
 	login func(ctx context.Context, c *credential.Credential) error // independent of the rotator
 }
 
-func pgTarget(t testing.TB) realTarget {
-	r := testenv.Postgres(t).AlternatingRoles(t)
+func pgTarget(t testing.TB) realTarget { return pgTargetFrom(t, testenv.Postgres(t)) }
+
+// pgTargetFrom is the alternating layout of testenv.AlternatingRoles on cluster pg.
+func pgTargetFrom(t testing.TB, pg *testenv.PG) realTarget {
+	r := pg.AlternatingRoles(t)
 	return realTarget{
 		typ:   credential.Postgres,
 		admin: credential.PutRequest{Type: credential.Postgres, Fields: r.AdminFields(), Secret: secret.Map{"password": secret.New(r.AdminPassword)}},
 		app:   credential.PutRequest{Type: credential.Postgres, Fields: r.AppFields("admin/db"), Secret: secret.Map{"password": secret.New(r.APassword)}},
-		login: func(ctx context.Context, c *credential.Credential) error {
-			cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
-			if err != nil {
-				return err
-			}
-			cfg.User, cfg.Password = c.Fields["username"].(string), c.Secret["password"].Reveal()
-			conn, err := pgx.ConnectConfig(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(ctx)
-			return conn.Ping(ctx)
-		},
+		login: pgLogin,
 	}
+}
+
+// pgLogin logs in as c with a client of its own.
+func pgLogin(ctx context.Context, c *credential.Credential) error {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%v port=%v dbname=postgres sslmode=disable connect_timeout=5", c.Fields["host"], c.Fields["port"]))
+	if err != nil {
+		return err
+	}
+	cfg.User, cfg.Password = c.Fields["username"].(string), c.Secret["password"].Reveal()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx)
 }
 
 func mariaTarget(t testing.TB) realTarget {
@@ -104,21 +110,14 @@ func mariaTarget(t testing.TB) realTarget {
 	}
 }
 
-func redisTarget(t testing.TB) realTarget {
-	srv := testenv.Redis(t, true)
-	pw := testenv.UniqueName("pw-")
-	srv.Do(t, "ACL", "SETUSER", "app", "reset", "on", ">"+pw, "~*", "&*", "+@all")
-	return realTarget{
-		typ:   credential.Redis,
-		admin: credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": srv.AdminUser, "manages": "app"}, Secret: secret.Map{"password": secret.New(srv.AdminPassword)}},
-		app:   credential.PutRequest{Type: credential.Redis, Fields: map[string]any{"host": srv.Host, "port": srv.Port, "username": "app", "admin_credential": "admin/db"}, Secret: secret.Map{"password": secret.New(pw)}},
-		login: func(ctx context.Context, c *credential.Credential) error {
-			cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),
-				Password: c.Secret["password"].Reveal(), MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
-			defer cl.Close()
-			return cl.Ping(ctx).Err()
-		},
-	}
+func redisTarget(t testing.TB) realTarget { return redisTargetFrom(t, testenv.Redis(t, true), "app") }
+
+// redisLogin logs in as c with a client of its own.
+func redisLogin(ctx context.Context, c *credential.Credential) error {
+	cl := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("%v:%v", c.Fields["host"], c.Fields["port"]), Username: c.Fields["username"].(string),
+		Password: c.Secret["password"].Reveal(), MaxRetries: -1, DisableIdentity: true, PoolSize: 1})
+	defer cl.Close()
+	return cl.Ping(ctx).Err()
 }
 
 func realTargets() map[string]func(testing.TB) realTarget {

@@ -55,9 +55,11 @@ type SyncInfo struct {
 	Written  []string       // destinations rewritten
 	Actions  int            // actions run
 	Err      error          // the first action error
-	// WrittenAt is when the last file was renamed into place; DoneAt when
-	// the actions finished.
-	WrittenAt, DoneAt time.Time
+	// EventAt is when the first watch event behind this pass arrived (zero
+	// for a pass the event stream did not start); RenderedAt when every
+	// credential was fetched and every template rendered; WrittenAt when the
+	// last file was renamed into place; DoneAt when the actions finished.
+	EventAt, RenderedAt, WrittenAt, DoneAt time.Time
 }
 
 // ExitError is returned by Run when the exec child exited on its own.
@@ -86,6 +88,7 @@ type Agent struct {
 	child     *child
 	children  chan childExit
 	healthLn  net.Listener
+	eventAt   time.Time // when the first event behind the next pass arrived
 }
 
 type health struct {
@@ -104,6 +107,33 @@ type state struct {
 	Versions   map[string]int `json:"versions"`
 	// Pending lists destinations written whose action has not completed.
 	Pending []string `json:"pending_actions,omitempty"`
+	// Acted identifies, per destination, the file on disk when its action
+	// last completed (or when it was last found current). A destination
+	// that is another file after a restart was replaced by a pass whose
+	// action never ran: the action is owed. So nothing needs writing to the
+	// state file between rendering and writing a destination.
+	Acted map[string]fileStamp `json:"acted,omitempty"`
+}
+
+// fileStamp tells one file from another: every atomic write makes a new
+// inode. Nothing in it derives from the content.
+type fileStamp struct {
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+	Size    int64  `json:"size"`
+	MtimeNS int64  `json:"mtime_ns"`
+}
+
+func stampOf(path string) (fileStamp, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStamp{}, false
+	}
+	return fileStamp{Dev: uint64(st.Dev), Ino: uint64(st.Ino), Size: fi.Size(), MtimeNS: fi.ModTime().UnixNano()}, true
 }
 
 // New checks the config and builds the clients. It does not connect yet.
@@ -227,6 +257,16 @@ func (a *Agent) loadState() error {
 			}
 		}
 	}
+	for i, t := range a.cfg.Templates {
+		was, known := a.st.Acted[t.Destination]
+		if now, ok := stampOf(t.Destination); known && ok && now != was {
+			a.log.Info("the destination changed after its last action; the action is owed", "destination", t.Destination)
+			a.owed[i] = true
+		}
+	}
+	if a.st.Acted == nil {
+		a.st.Acted = map[string]fileStamp{}
+	}
 	a.health.ConsumerID = a.st.ConsumerID
 	a.health.LastEvent = a.st.LastSeq
 	return nil
@@ -245,7 +285,9 @@ func (a *Agent) saveState() {
 	}
 	slices.Sort(a.st.Pending)
 	b, _ := json.MarshalIndent(a.st, "", "  ")
-	if _, err := WriteFile(p, append(b, '\n'), 0o600, -1, -1); err != nil {
+	// not durable: losing it to a power cut costs a re-render, never a
+	// wrong file or a missed action (see Acted)
+	if _, err := writeFile(p, append(b, '\n'), 0o600, -1, -1, false); err != nil {
 		a.log.Error("cannot save the state file", "file", p, "err", err)
 	}
 }
@@ -483,7 +525,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.setHealth(func(h *health) { h.Status, h.Error, h.LastSync = "ok", "", time.Now() })
 		}
 		backoff = 250 * time.Millisecond
-		all, dirty = false, map[string]bool{}
+		all, dirty, a.eventAt = false, map[string]bool{}, time.Time{}
 		if a.cur != watchedOn {
 			// a failover happened: follow the stream on the server that answers
 			stopWatch()
@@ -500,6 +542,9 @@ func (a *Agent) onEvent(ev client.Event, dirty map[string]bool) {
 		a.st.LastSeq = ev.Seq
 	}
 	a.setHealth(func(h *health) { h.LastEvent = ev.Seq })
+	if !changesContent(ev) {
+		return
+	}
 	used := false
 	for _, d := range a.deps {
 		if _, ok := d[ev.CredentialID]; ok {
@@ -512,7 +557,22 @@ func (a *Agent) onEvent(ev client.Event, dirty map[string]bool) {
 	if used {
 		a.log.Info("change", "id", ev.CredentialID, "version", ev.Version, "kind", ev.Kind, "seq", ev.Seq)
 		dirty[ev.CredentialID] = true
+		if a.eventAt.IsZero() {
+			a.eventAt = time.Now()
+		}
 	}
+}
+
+// changesContent reports whether an event can change what a template
+// renders: templates see current versions only, so a retirement, a failed or
+// started rotation or a grace warning changes nothing and costs no fetch.
+// Kinds it does not know count as changes.
+func changesContent(ev client.Event) bool {
+	switch ev.Kind {
+	case "retired", "rotation_failed", "rotation_started", "grace_warning", "needs_attention":
+		return false
+	}
+	return true
 }
 
 func (a *Agent) saveSeqLater() { a.saveState() }
@@ -581,19 +641,15 @@ func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error
 		envUsed = a.envDeps
 	}
 
+	renderedAt := time.Now()
 	// pending: everything that changes is known before anything is written
-	var changed []int
 	for _, o := range outs {
 		t := a.cfg.Templates[o.i]
 		if !same(t.Destination, o.data, os.FileMode(t.Mode), t.uid, t.gid) {
-			changed = append(changed, o.i)
 			a.owed[o.i] = true
 		}
 	}
 	envChanged := !slices.Equal(env, a.env)
-	if len(changed) > 0 {
-		a.saveState()
-	}
 	var written []string
 	for _, o := range outs {
 		t := a.cfg.Templates[o.i]
@@ -632,6 +688,13 @@ func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error
 	for id, v := range vs {
 		a.st.Versions[id] = v
 	}
+	for i, t := range a.cfg.Templates {
+		if a.delivered[i] != nil && !a.owed[i] {
+			if fs, ok := stampOf(t.Destination); ok {
+				a.st.Acted[t.Destination] = fs
+			}
+		}
+	}
 	a.saveState()
 	if firstErr == nil {
 		a.setHealth(func(h *health) { h.Status, h.Error, h.LastSync = "ok", "", time.Now() })
@@ -641,7 +704,7 @@ func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error
 		for id, v := range a.st.Versions {
 			vs[id] = v
 		}
-		a.opts.OnSync(SyncInfo{Versions: vs, Written: written, Actions: n, Err: actErr, WrittenAt: writtenAt, DoneAt: doneAt})
+		a.opts.OnSync(SyncInfo{Versions: vs, Written: written, Actions: n, Err: actErr, EventAt: a.eventAt, RenderedAt: renderedAt, WrittenAt: writtenAt, DoneAt: doneAt})
 	}
 	return firstErr
 }

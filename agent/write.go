@@ -23,6 +23,14 @@ var ErrEmpty = errors.New("agent: refusing to write an empty file")
 // It writes nothing when path already holds data with that mode and owner,
 // and reports whether it wrote. Empty data is refused with ErrEmpty.
 func WriteFile(path string, data []byte, mode os.FileMode, uid, gid int) (changed bool, err error) {
+	return writeFile(path, data, mode, uid, gid, true)
+}
+
+// writeFile is WriteFile; without durable it skips both fsyncs: the
+// replacement is still atomic for readers and survives the process dying,
+// though not the machine losing power (the agent's own state file, whose loss
+// costs at most a re-render, never a wrong file).
+func writeFile(path string, data []byte, mode os.FileMode, uid, gid int, durable bool) (changed bool, err error) {
 	if len(data) == 0 {
 		return false, ErrEmpty
 	}
@@ -55,14 +63,19 @@ func WriteFile(path string, data []byte, mode os.FileMode, uid, gid int) (change
 	if _, err = f.Write(data); err != nil {
 		return false, fmt.Errorf("write %s: %w", path, cause(err))
 	}
-	if err = f.Sync(); err != nil {
-		return false, fmt.Errorf("write %s: fsync: %w", path, cause(err))
+	if durable {
+		if err = f.Sync(); err != nil {
+			return false, fmt.Errorf("write %s: fsync: %w", path, cause(err))
+		}
 	}
 	if err = f.Close(); err != nil {
 		return false, fmt.Errorf("write %s: close: %w", path, cause(err))
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return false, fmt.Errorf("write %s: rename: %w", path, cause(err))
+	}
+	if !durable {
+		return true, nil
 	}
 	if d, derr := os.Open(dir); derr == nil {
 		derr = d.Sync()

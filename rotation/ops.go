@@ -175,6 +175,11 @@ func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (
 // now (with rollback, it reverts instead).
 func (e *Engine) Retry(ctx context.Context, id string, rollback bool) (*store.Rotation, error) {
 	r, err := e.openRotation(ctx, id)
+	if errors.Is(err, store.ErrNotFound) && !rollback {
+		// Nothing open: a previous version that still logs in after its
+		// grace is retired again (stale.go).
+		return e.retryStale(ctx, id, fmt.Errorf("retry %s: %w", id, err))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("retry %s: %w", id, err)
 	}

@@ -176,9 +176,12 @@ type Tx interface {
 	// most limit, and returns them.
 	ClaimDeliveries(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
 	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
-	// PruneDeliveries deletes delivered deliveries delivered before t and
-	// returns how many.
-	PruneDeliveries(ctx context.Context, before time.Time) (int, error)
+	// PruneDeliveries deletes delivered deliveries delivered before before
+	// and returns how many. Deliveries of conditions (an event ID holding a
+	// ':', such as "certificate_expiring:tls/web:v3"), which a periodic
+	// check would report again once their row is gone, are kept until
+	// conditionsBefore instead.
+	PruneDeliveries(ctx context.Context, before, conditionsBefore time.Time) (int, error)
 	NotifyStats(ctx context.Context) (*NotifyStats, error)
 }
 

@@ -32,6 +32,9 @@ type PG struct {
 	base string
 	cmd  *exec.Cmd
 	done <-chan error
+	// bin, data and cred start the cluster again (Private clusters only).
+	bin, data string
+	cred      *syscall.Credential
 }
 
 // DSN is a connection URL for the superuser.
@@ -193,7 +196,7 @@ func startPostgres() (pg *PG, missing bool, err error) {
 	// process, an outgoing connection): then try another one. A later line
 	// of postgresql.conf overrides an earlier one.
 	for attempt := 1; ; attempt++ {
-		pg, retry, err := startPostgresOn(bin, base, data, cred)
+		pg, retry, err := startPostgresOn(bin, base, data, cred, 0)
 		if retry && attempt == 5 {
 			os.RemoveAll(base)
 		}
@@ -203,9 +206,9 @@ func startPostgres() (pg *PG, missing bool, err error) {
 	}
 }
 
-// startPostgresOn starts the initialised cluster in data on a free port; retry
-// reports that the port was taken meanwhile.
-func startPostgresOn(bin, base, data string, cred *syscall.Credential) (pg *PG, retry bool, err error) {
+// startPostgresOn starts the initialised cluster in data on port, a free one
+// when port is 0; retry reports that the port was taken meanwhile.
+func startPostgresOn(bin, base, data string, cred *syscall.Credential, port int) (pg *PG, retry bool, err error) {
 	fail := func(err error) (*PG, bool, error) {
 		os.RemoveAll(base)
 		return nil, false, err
@@ -214,9 +217,10 @@ func startPostgresOn(bin, base, data string, cred *syscall.Credential) (pg *PG, 
 	if err != nil {
 		return fail(err)
 	}
-	port, err := FreePort()
-	if err != nil {
-		return fail(err)
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return fail(err)
+		}
 	}
 	conf := fmt.Sprintf("\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n"+
 		"fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"+
@@ -245,7 +249,7 @@ func startPostgresOn(bin, base, data string, cred *syscall.Credential) (pg *PG, 
 		return fail(err)
 	}
 	pg = &PG{Host: "127.0.0.1", Port: port, User: "postgres", Password: strings.TrimSpace(string(password)), Database: "postgres",
-		base: base, cmd: cmd, done: done}
+		base: base, cmd: cmd, done: done, bin: bin, data: data, cred: cred}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -22,6 +21,9 @@ type Proxy struct {
 	hole   bool
 	closed bool
 	wg     sync.WaitGroup
+	// open is closed while data flows; Blackhole replaces it with a new
+	// channel that Restore closes.
+	open chan struct{}
 }
 
 // NewProxy starts a proxy to target on 127.0.0.1 and closes it at the end of
@@ -32,19 +34,63 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, ln: ln, target: target, conns: map[net.Conn]struct{}{},
+		open: make(chan struct{})}
+	close(p.open)
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.Close)
 	return p
 }
 
-// Blackhole makes the proxy accept new connections and never answer them, so
-// clients time out.
+// Blackhole makes the proxy accept new connections and never answer them, and
+// stops forwarding on the connections already open, so clients time out (a
+// network that drops packets). Restore ends it.
 func (p *Proxy) Blackhole() {
 	p.mu.Lock()
-	p.hole = true
+	defer p.mu.Unlock()
+	if !p.hole {
+		p.hole = true
+		p.open = make(chan struct{})
+	}
+}
+
+// Restore ends a Blackhole: held data and connections go through again, as
+// retransmissions do when a network heals.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hole {
+		p.hole = false
+		close(p.open)
+	}
+}
+
+// gate waits while the proxy is blackholed.
+func (p *Proxy) gate() {
+	p.mu.Lock()
+	ch := p.open
 	p.mu.Unlock()
+	<-ch
+}
+
+// pipe copies src to dst, holding data while the proxy is blackholed.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
 }
 
 func (p *Proxy) serve() {
@@ -61,16 +107,13 @@ func (p *Proxy) serve() {
 			return
 		}
 		p.conns[c] = struct{}{}
-		hole := p.hole
 		p.mu.Unlock()
-		if hole {
-			continue // held open, never read, until Close
-		}
 		go p.forward(c)
 	}
 }
 
 func (p *Proxy) forward(c net.Conn) {
+	p.gate() // a blackholed connection is held, unanswered, until Restore or Close
 	s, err := net.Dial("tcp", p.target)
 	if err != nil {
 		c.Close()
@@ -85,10 +128,8 @@ func (p *Proxy) forward(c net.Conn) {
 	}
 	p.conns[s] = struct{}{}
 	p.mu.Unlock()
-	go func() { io.Copy(s, c); s.Close(); c.Close() }()
-	io.Copy(c, s)
-	c.Close()
-	s.Close()
+	go p.pipe(s, c)
+	p.pipe(c, s)
 }
 
 // Close shuts the port and every connection through it. It is idempotent.
@@ -99,6 +140,10 @@ func (p *Proxy) Close() {
 		return
 	}
 	p.closed = true
+	if p.hole {
+		p.hole = false
+		close(p.open) // held goroutines see closed connections and end
+	}
 	for c := range p.conns {
 		c.Close()
 	}
@@ -116,7 +161,7 @@ func (p *Proxy) Reopen(t testing.TB) {
 		t.Fatalf("proxy reopen: %v", err)
 	}
 	p.mu.Lock()
-	p.ln, p.closed, p.hole = ln, false, false
+	p.ln, p.closed = ln, false
 	p.conns = map[net.Conn]struct{}{}
 	p.mu.Unlock()
 	p.wg.Add(1)

@@ -211,6 +211,11 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /ui/audit", c.with(c.auditPage))
 	c.mux.HandleFunc("GET /ui/live", c.with(c.live))
 	c.mux.HandleFunc("GET /ui/notifications", c.with(c.notifications))
+	c.mux.HandleFunc("POST /ui/notify/add", c.with(c.notifyAdd))
+	c.mux.HandleFunc("GET /ui/notify/remove/{sid}", c.with(c.notifyConfirmRemove))
+	c.mux.HandleFunc("POST /ui/notify/remove/{sid}", c.with(c.notifyRemove))
+	c.mux.HandleFunc("POST /ui/notify/test/{sid}", c.with(c.notifyTest))
+	c.mux.HandleFunc("POST /ui/notify/replay", c.with(c.notifyReplay))
 	c.mux.HandleFunc("/ui/", c.notFound)
 	return c, nil
 }

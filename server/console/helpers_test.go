@@ -17,6 +17,8 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/notify"
+	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/rotatortest"
 	"github.com/nebula-credential/nebula-credential/secret"
@@ -37,7 +39,12 @@ type env struct {
 	secrets []string
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvNotify(t, false) }
+
+// newEnvNotify is newEnv; with dispatch it also runs a webhook dispatcher
+// (two attempts before the dead-letter queue, millisecond backoffs) that
+// the server kicks, as `serve` does.
+func newEnvNotify(t testing.TB, dispatch bool) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -52,10 +59,20 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Manager: m, RateLimit: rate.Inf, WatchPollInterval: 50 * time.Millisecond})
+	var d *notify.Dispatcher
+	if dispatch {
+		d, err = notify.NewDispatcher(notify.DispatcherConfig{Service: &notify.Service{Store: m.Store(), Keys: m.SubscriptionKeys()},
+			PollInterval: 20 * time.Millisecond, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
+			MaxAttempts: 2, BreakerFailures: 1000, CheckInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := server.New(server.Config{Manager: m, RateLimit: rate.Inf, WatchPollInterval: 50 * time.Millisecond, Notify: d})
 	if err != nil {
 		t.Fatal(err)
 	}
+
 	ts := httptest.NewServer(srv)
 	e := &env{t: t, m: m, srv: srv, ts: ts, target: target}
 	e.admin = e.token("admin:*")
@@ -65,6 +82,14 @@ func newEnv(t testing.TB) *env {
 		srv.Close()
 		m.Close()
 	})
+	if d != nil {
+		// Registered last, so it stops first, before the store closes.
+		dctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		unsub := m.Engine().Subscribe(func(rotation.Event) { d.Kick() })
+		go func() { defer close(done); _ = d.Run(dctx) }()
+		t.Cleanup(func() { unsub(); cancel(); <-done })
+	}
 	return e
 }
 

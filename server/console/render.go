@@ -12,7 +12,7 @@ type templates struct {
 	pages map[string]*template.Template
 }
 
-var pageNames = []string{"login", "error", "overview", "list", "credential", "confirm", "audit", "notifications"}
+var pageNames = []string{"login", "error", "overview", "list", "credential", "confirm", "audit", "notifications", "notifycreated", "notifyremove"}
 
 func parseTemplates() (*templates, error) {
 	base, err := template.New("").Funcs(funcs).ParseFS(assets, "templates/layout.html")
