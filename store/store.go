@@ -330,4 +330,10 @@ type Consumer struct {
 	TokenID      string // the token that reported
 	FirstSeen    time.Time
 	LastSeen     time.Time
+	// Refresh is the longest the consumer serves a version it cached before
+	// it reads again (a cache TTL, a poll interval); DrainTimeout, for a
+	// pool, how long connections on an old version may stay open. Stored to
+	// the millisecond; 0 = not reported.
+	Refresh      time.Duration
+	DrainTimeout time.Duration
 }
