@@ -176,9 +176,12 @@ type Tx interface {
 	// most limit, and returns them.
 	ClaimDeliveries(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
 	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
-	// PruneDeliveries deletes delivered deliveries delivered before t and
-	// returns how many.
-	PruneDeliveries(ctx context.Context, before time.Time) (int, error)
+	// PruneDeliveries deletes delivered deliveries delivered before before
+	// and returns how many. Deliveries of conditions (an event ID holding a
+	// ':', such as "certificate_expiring:tls/web:v3"), which a periodic
+	// check would report again once their row is gone, are kept until
+	// conditionsBefore instead.
+	PruneDeliveries(ctx context.Context, before, conditionsBefore time.Time) (int, error)
 	NotifyStats(ctx context.Context) (*NotifyStats, error)
 }
 
@@ -327,4 +330,10 @@ type Consumer struct {
 	TokenID      string // the token that reported
 	FirstSeen    time.Time
 	LastSeen     time.Time
+	// Refresh is the longest the consumer serves a version it cached before
+	// it reads again (a cache TTL, a poll interval); DrainTimeout, for a
+	// pool, how long connections on an old version may stay open. Stored to
+	// the millisecond; 0 = not reported.
+	Refresh      time.Duration
+	DrainTimeout time.Duration
 }

@@ -102,7 +102,7 @@ const (
 	tokenCols    = `id, name, hash, grants, created_at, expires_at`
 	eventCols    = `seq, at, kind, credential_id, version, detail`
 	consumerCols = `id, credential_id, name, host, kind, version, action_ok, action_error, token_id,
-		first_seen, last_seen`
+		first_seen, last_seen, refresh_ms, drain_ms`
 )
 
 var queryText = [numQueries]string{
@@ -227,10 +227,11 @@ var queryText = [numQueries]string{
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?) RETURNING seq`,
 	qListEvents: `SELECT ` + eventCols + ` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`,
 
-	qPutConsumer: `INSERT INTO consumers (` + consumerCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	qPutConsumer: `INSERT INTO consumers (` + consumerCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (credential_id, id) DO UPDATE SET name = excluded.name, host = excluded.host,
 			kind = excluded.kind, version = excluded.version, action_ok = excluded.action_ok,
-			action_error = excluded.action_error, token_id = excluded.token_id, last_seen = excluded.last_seen`,
+			action_error = excluded.action_error, token_id = excluded.token_id, last_seen = excluded.last_seen,
+			refresh_ms = excluded.refresh_ms, drain_ms = excluded.drain_ms`,
 	qListConsumers:             `SELECT ` + consumerCols + ` FROM consumers WHERE credential_id = ? ORDER BY id`,
 	qListAllConsumers:          `SELECT ` + consumerCols + ` FROM consumers ORDER BY credential_id, id`,
 	qDeleteConsumersSeenBefore: `DELETE FROM consumers WHERE last_seen < ?`,
