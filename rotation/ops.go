@@ -398,6 +398,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
+// Owner is the name this engine's process holds leases under (Config.Owner).
+func (e *Engine) Owner() string { return e.cfg.Owner }
+
+// LeaseTTL is how long a lease lasts (Config.LeaseTTL).
+func (e *Engine) LeaseTTL() time.Duration { return e.cfg.LeaseTTL }
+
 // Running reports whether the scheduler loop is running.
 func (e *Engine) Running() bool {
 	e.mu.Lock()

@@ -59,6 +59,8 @@ func (s *Server) table() []*route {
 
 		{method: "POST", path: "/v1/consumers", op: "consumer.report", audited: true, handle: s.reportConsumer},
 		{method: "GET", path: "/v1/consumers", op: "consumer.list", audited: true, handle: s.listConsumers},
+
+		{method: "GET", path: "/v1/status", op: "status", audited: true, handle: s.status},
 	}
 }
 

@@ -153,6 +153,14 @@ type Tx interface {
 	PutConsumer(ctx context.Context, c *Consumer) error
 	ListConsumers(ctx context.Context, credentialID string) ([]Consumer, error)
 	DeleteConsumersSeenBefore(ctx context.Context, t time.Time) (int, error)
+	// Instances are the server processes sharing the store, each upserting
+	// its row at every heartbeat. PutInstance inserts or replaces the row by
+	// ID, keeping StartedAt of an existing row. ListInstances is ordered by
+	// ID. DeleteInstancesSeenBefore drops rows whose LastHeartbeat is before
+	// t and returns how many; it is idempotent.
+	PutInstance(ctx context.Context, in *Instance) error
+	ListInstances(ctx context.Context) ([]Instance, error)
+	DeleteInstancesSeenBefore(ctx context.Context, t time.Time) (int, error)
 	// Notifications (package notify). AppendEvent also writes a copy of the
 	// event to the outbox, in the same transaction, whenever at least one
 	// subscription exists; the dispatcher fans it out into deliveries.
@@ -314,6 +322,16 @@ type Event struct {
 	CredentialID string
 	Version      int
 	Detail       []byte // JSON, never secret
+}
+
+// Instance is one server process using the store, as of its last heartbeat.
+type Instance struct {
+	ID            string // the lease owner name of its rotation engine
+	Host          string
+	Address       string // where it listens, as configured
+	Version       string // of nebula-credential
+	StartedAt     time.Time
+	LastHeartbeat time.Time
 }
 
 // Consumer is what one consumer of a credential last reported: the version it
