@@ -89,6 +89,11 @@ type Agent struct {
 	children  chan childExit
 	healthLn  net.Listener
 	eventAt   time.Time // when the first event behind the next pass arrived
+	recheckAt time.Time // a grace a template listed the previous version of ends
+	sigs      chan os.Signal // signals to forward to the child (run, ForwardSignals)
+	// stopped is set when INT or TERM arrived while the child was being
+	// stopped for a restart: no new child starts, and Run exits with it.
+	stopped *ExitError
 }
 
 type health struct {
@@ -303,10 +308,19 @@ func unreachable(err error) bool {
 
 // fetch gets the current version of id from the first server that answers.
 func (a *Agent) fetch(ctx context.Context, id string) (*credential.Credential, error) {
+	return a.fetchLabel(ctx, id, "")
+}
+
+// fetchPrevious gets the previous version of id (during grace).
+func (a *Agent) fetchPrevious(ctx context.Context, id string) (*credential.Credential, error) {
+	return a.fetchLabel(ctx, id, "previous")
+}
+
+func (a *Agent) fetchLabel(ctx context.Context, id, label string) (*credential.Credential, error) {
 	var last error
 	for i := range a.clients {
 		k := (a.cur + i) % len(a.clients)
-		c, err := a.clients[k].Get(ctx, id, client.GetOptions{Reveal: true})
+		c, err := a.clients[k].Get(ctx, id, client.GetOptions{Reveal: true, Label: label})
 		if err == nil {
 			if k != a.cur {
 				a.log.Warn("switched server", "from", a.clients[a.cur].Addr(), "to", a.clients[k].Addr())
@@ -415,6 +429,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		sigs = make(chan os.Signal, 8)
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 		defer signal.Stop(sigs)
+		a.sigs = sigs
 	}
 	defer a.stopChild()
 
@@ -444,6 +459,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		dirty   = map[string]bool{}
 		all     = true
 		rewatch <-chan time.Time
+		recheck <-chan time.Time
 	)
 	for {
 		select {
@@ -499,12 +515,18 @@ func (a *Agent) Run(ctx context.Context) error {
 			all = true
 		case <-fullTick.C:
 			all = true
+		case <-recheck:
+			// a grace ended: drop the previous version's lines
+			recheck, all = nil, true
 		case <-retry.C:
 		case <-heartbeat.C:
 			a.report(ctx, heartbeat)
 			continue
 		}
 		err := a.sync(ctx, all, dirty)
+		if a.stopped != nil {
+			return a.stopped
+		}
 		if err != nil {
 			var ue *unreachableError
 			if errors.As(err, &ue) {
@@ -531,6 +553,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			stopWatch()
 			rewatch = time.After(0)
 			events = nil
+		}
+		if !a.recheckAt.IsZero() {
+			recheck = time.After(time.Until(a.recheckAt) + 100*time.Millisecond)
+			a.recheckAt = time.Time{}
 		}
 		a.report(ctx, heartbeat)
 	}
@@ -581,6 +607,12 @@ func (a *Agent) saveSeqLater() { a.saveState() }
 // all), writes those whose content changed, then runs each action once.
 func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error {
 	r := newRenderer(ctx, a.fetch)
+	r.fetchPrev = a.fetchPrevious
+	defer func() {
+		if !r.graceEnds.IsZero() && (a.recheckAt.IsZero() || r.graceEnds.Before(a.recheckAt)) {
+			a.recheckAt = r.graceEnds
+		}
+	}()
 	type out struct {
 		i    int
 		data []byte
@@ -836,7 +868,7 @@ func (a *Agent) runActions(ctx context.Context, envChanged bool) (int, error) {
 			delete(a.owed, i)
 		}
 	}
-	if a.cfg.Exec != nil && a.child == nil && ctx.Err() == nil {
+	if a.cfg.Exec != nil && a.child == nil && ctx.Err() == nil && a.stopped == nil {
 		if err := a.startChild(); err != nil {
 			return n, err
 		}

@@ -110,6 +110,11 @@ type psqlLoop struct {
 }
 
 func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
+	return startPsqlWith(t, env, func() ([]string, error) { return args, nil })
+}
+
+// startPsqlWith takes psql's arguments anew before every query.
+func startPsqlWith(t *testing.T, env []string, argsf func() ([]string, error)) *psqlLoop {
 	l := &psqlLoop{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -118,6 +123,14 @@ func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
 			case <-l.stop:
 				return
 			default:
+			}
+			args, err := argsf()
+			if err != nil {
+				l.failed.Add(1)
+				l.mu.Lock()
+				l.errs = append(l.errs, err.Error())
+				l.mu.Unlock()
+				continue
 			}
 			cmd := exec.Command("psql", append([]string{"-w", "-X", "-A", "-t", "-c", "select 1"}, args...)...)
 			cmd.Env = append(os.Environ(), env...)
@@ -138,11 +151,19 @@ func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
 
 func (l *psqlLoop) end() { close(l.stop); <-l.done }
 
-// TestPsqlThroughAgentRotations: a real psql, a new connection per query,
-// reads user and password from the pg_service.conf the agent renders, while
-// the alternating credential is rotated 100 times: no login fails.
+// TestPsqlThroughAgentRotations: two real psql loops, a new process and
+// connection per query, while the alternating credential is rotated 100
+// times: one reads user and password from the pg_service.conf the agent
+// renders; the other is a cron-style job that takes the user from the first
+// line of the .pgpass the agent renders and lets psql read the password from
+// that .pgpass (PGPASSFILE). No login fails.
+//
+// Grace ends early but never before 3 s after the commit: the cron-style
+// job reads the user, then starts psql, which reads the password; on this
+// loaded machine that gap passed 1 s (12 of 163 logins failed with a 1 s
+// minimum, the user's previous password already retired).
 func TestPsqlThroughAgentRotations(t *testing.T) {
-	s, _ := realPG(t, time.Second)
+	s, _ := realPG(t, 3*time.Second)
 	dir := t.TempDir()
 	cfg := loadCfg(t, dir, fmt.Sprintf(`
 name: psql-proof
@@ -150,16 +171,42 @@ servers: [%s]
 templates:
   - contents: '{{ pgservice "app" "app/db" }}'
     destination: pg_service.conf
+  - contents: '{{ pgpass "app/db" }}'
+    destination: .pgpass
 `, s.ts.URL))
 	st := startAgent(t, cfg, s.token)
 	st.waitVersion(t, "app/db", 1)
-	l := startPsql(t, []string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGCONNECT_TIMEOUT=10"}, "service=app")
-	pws := rotateAll(t, s, rotations(), nil)
-	l.end()
-	if l.failed.Load() != 0 || l.ok.Load() < int64(rotations()) {
-		t.Fatalf("psql: %d ok, %d failed: %q", l.ok.Load(), l.failed.Load(), l.errs[:min(5, len(l.errs))])
+	pgpass := filepath.Join(dir, ".pgpass")
+	service := startPsql(t, []string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGCONNECT_TIMEOUT=10"}, "service=app")
+	passfile := startPsqlWith(t, []string{"PGPASSFILE=" + pgpass, "PGCONNECT_TIMEOUT=10", "PGSERVICEFILE=/nonexistent"}, func() ([]string, error) {
+		b, err := os.ReadFile(pgpass)
+		if err != nil {
+			return nil, err
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Split(first, ":")
+		if len(f) != 5 {
+			return nil, fmt.Errorf(".pgpass first line has %d fields", len(f))
+		}
+		return []string{"-h", f[0], "-p", f[1], "-d", "postgres", "-U", f[3]}, nil
+	})
+	pws := rotateAll(t, s, rotations(), func(int, time.Time) {
+		// during grace the .pgpass lists the previous user's line too
+		if got := len(lines(t, pgpass)); got < 1 || got > 2 {
+			t.Errorf(".pgpass has %d lines", got)
+		}
+	})
+	service.end()
+	passfile.end()
+	for name, l := range map[string]*psqlLoop{"pg_service.conf": service, ".pgpass": passfile} {
+		if l.failed.Load() != 0 || l.ok.Load() < int64(rotations()) {
+			t.Errorf("psql through %s: %d ok, %d failed: %q", name, l.ok.Load(), l.failed.Load(), l.errs[:min(5, len(l.errs))])
+		}
+		t.Logf("psql through %s: %d rotations, %d logins, %d failed", name, rotations(), l.ok.Load(), l.failed.Load())
 	}
-	t.Logf("%d rotations, %d psql logins, 0 failed", rotations(), l.ok.Load())
+	if fi, err := os.Stat(pgpass); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf(".pgpass: %v %v (psql ignores a .pgpass readable by others)", fi, err)
+	}
 	for _, pw := range pws {
 		if strings.Contains(st.log.String(), pw) {
 			t.Fatal("a password is in the agent's log")

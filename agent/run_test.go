@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,5 +289,95 @@ templates:
 	}
 	if !strings.Contains(st.log.String(), "server unreachable") || strings.Contains(st.log.String(), "kept-secret-1111") {
 		t.Errorf("log:\n%s", st.log)
+	}
+}
+
+// TestRunForwardsSignalsIncludingDuringRestart runs the agent as its own
+// process with an exec child, as `run` does: SIGTERM and SIGINT sent to the
+// agent reach the child and the agent exits with the child's status; one
+// sent while a restart waits for the old child to stop reaches that child,
+// and no new child starts.
+func TestRunForwardsSignalsIncludingDuringRestart(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "app/x", "fwd-secret-1")
+	child := `echo "start $$" >> "$OUT"
+trap 'echo usr1 >> "$OUT"' USR1
+trap 'echo term >> "$OUT"; exit 9' TERM
+trap 'echo int >> "$OUT"; exit 8' INT
+while :; do sleep 0.05; done`
+	for _, tc := range []struct {
+		name    string
+		sig     syscall.Signal
+		restart bool
+		want    string
+		code    int
+	}{
+		{"TERM", syscall.SIGTERM, false, "term", 9},
+		{"INT", syscall.SIGINT, false, "int", 8},
+		{"TERM during a restart", syscall.SIGTERM, true, "term", 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			cfgPath := filepath.Join(dir, "agent.yaml")
+			// the restart asks the child to stop with USR1, which it ignores
+			// (a slow shutdown): the kill timeout is far away
+			text := fmt.Sprintf("servers: [%s]\ntemplates:\n  - contents: '{{ secret \"app/x\" \"password\" }}'\n    destination: pw\nexec:\n  command: [sh, -c, %q]\n  on_change: restart\n  signal: USR1\n  kill_timeout: 10m\n", s.ts.URL, child)
+			if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LoadConfig(cfgPath); err != nil {
+				t.Fatal(err)
+			}
+			var stderr testenv.Buffer
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "NC_AGENT_CHILD_CONFIG="+cfgPath, "NC_AGENT_CHILD_TOKEN="+s.token, "NC_AGENT_CHILD_FORWARD=1", "OUT="+out)
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill() })
+			waitOut := func(want string) {
+				t.Helper()
+				for deadline := time.Now().Add(2 * time.Minute); ; {
+					b, _ := os.ReadFile(out)
+					if strings.Contains(string(b), want) {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no %q in %q\n%s", want, b, stderr.String())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			waitOut("start")
+			if tc.restart {
+				s.put(t, "app/x", "fwd-secret-"+testenv.UniqueName(""))
+				waitOut("usr1") // the restart is waiting for the child to stop
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() { waited <- cmd.Wait() }()
+			var err error
+			select {
+			case err = <-waited:
+			case <-time.After(2 * time.Minute):
+				cmd.Process.Kill()
+				t.Fatalf("the agent did not exit after %v\n%s", tc.sig, stderr.String())
+			}
+			code := exitCode(err)
+			b, _ := os.ReadFile(out)
+			if code != tc.code || !strings.Contains(string(b), tc.want) {
+				t.Errorf("agent status %d (want the child's %d), child saw %q\n%s", code, tc.code, b, stderr.String())
+			}
+			if n := strings.Count(string(b), "start"); n != 1 {
+				t.Errorf("the child started %d times, want 1: %q", n, b)
+			}
+			if strings.Contains(stderr.String(), "fwd-secret") {
+				t.Error("a secret is in the agent's log")
+			}
+		})
 	}
 }
