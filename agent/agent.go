@@ -399,11 +399,14 @@ func (a *Agent) watch(ctx context.Context) (<-chan client.Event, context.CancelF
 	)
 	for i := range a.clients {
 		k := (a.cur + i) % len(a.clients)
-		ch, err = a.clients[k].Watch(wctx, "", a.st.LastSeq)
+		ch, err = a.clients[k].WatchOnce(wctx, "", a.st.LastSeq)
 		if err == nil {
 			a.cur = k
+			a.setHealth(func(h *health) { h.Server = a.clients[k].Addr() })
+			a.log.Info("following the watch stream", "server", a.clients[k].Addr(), "after", a.st.LastSeq)
 			return ch, cancel, nil
 		}
+		a.log.Warn("cannot open the watch stream", "server", a.clients[k].Addr(), "err", err)
 		if !unreachable(err) {
 			break
 		}
@@ -433,12 +436,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.stopChild()
 
+	// The watch stream: one connection at a time; when it breaks the next
+	// address is tried at once (each address once, then with backoff),
+	// resuming after the last event seen. Every reopening is followed by a
+	// full pass, so nothing missed in between stays missed.
+	var rewatch <-chan time.Time
 	events, stopWatch, err := a.watch(ctx)
 	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+		if !unreachable(err) {
+			return fmt.Errorf("watch: %w", err)
+		}
+		stopWatch = func() {}
+		rewatch = time.After(250 * time.Millisecond)
 	}
 	defer func() { stopWatch() }()
 	watchedOn := a.cur
+	watchOpened, watchFails := time.Now(), 0
 
 	full := time.Duration(a.cfg.FullCheck)
 	if full == 0 {
@@ -458,9 +471,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	var (
 		dirty   = map[string]bool{}
 		all     = true
-		rewatch <-chan time.Time
 		recheck <-chan time.Time
 	)
+	watchRetry := func() time.Duration {
+		// each address once right away, then jittered exponential backoff
+		watchFails++
+		if watchFails < len(a.clients) {
+			return 0
+		}
+		b := min(250*time.Millisecond<<min(watchFails-len(a.clients), 10), retryMax)
+		return b/2 + time.Duration(rand.Int64N(int64(b/2)+1))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -482,10 +503,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
-				a.log.Error("the watch stream ended; reopening", "in", backoff)
-				rewatch = time.After(backoff)
+				stopWatch()
+				if ctx.Err() != nil {
+					return nil
+				}
+				if time.Since(watchOpened) > 30*time.Second {
+					watchFails = 0 // it served a while: this is a new outage
+				}
+				from := a.clients[watchedOn].Addr()
+				a.cur = (watchedOn + 1) % len(a.clients)
+				d := watchRetry()
+				a.log.Warn("the watch stream ended; reconnecting", "server", from, "next", a.clients[a.cur].Addr(), "in", d.Round(time.Millisecond), "after", a.st.LastSeq)
+				rewatch = time.After(d)
 				continue
 			}
+			watchFails = 0
 			a.onEvent(ev, dirty)
 			for drained := false; !drained; {
 				select {
@@ -507,11 +539,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			rewatch = nil
 			ch, stop, err := a.watch(ctx)
 			if err != nil {
-				a.log.Error("cannot reopen the watch stream", "err", err)
-				rewatch = time.After(retryMax)
+				if ctx.Err() != nil {
+					return nil
+				}
+				if !unreachable(err) {
+					return fmt.Errorf("watch: %w", err)
+				}
+				d := watchRetry()
+				a.log.Warn("server unreachable; keeping every file as it is", "watch_retry_in", d.Round(time.Millisecond), "err", err)
+				a.setHealth(func(h *health) { h.Status, h.Error = "unreachable", "watch: " + err.Error() })
+				rewatch = time.After(d)
 				continue
 			}
-			stopWatch, events, watchedOn = stop, ch, a.cur
+			stopWatch, events, watchedOn, watchOpened = stop, ch, a.cur, time.Now()
 			all = true
 		case <-fullTick.C:
 			all = true

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -379,5 +380,89 @@ while :; do sleep 0.05; done`
 				t.Error("a secret is in the agent's log")
 			}
 		})
+	}
+}
+
+// TestWatchFailsOverWhenTheStreamBreaks: two addresses of one server (one
+// store). When the stream on the first breaks, the agent reopens it on the
+// second at once, resuming after the last event (Last-Event-ID), and a
+// change made after the break arrives through the second stream, with no
+// fetch having failed and the full check an hour away.
+func TestWatchFailsOverWhenTheStreamBreaks(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "app/x", "fo-secret-1")
+	var (
+		mu      sync.Mutex
+		resumed []string
+	)
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/watch" {
+			mu.Lock()
+			resumed = append(resumed, r.Header.Get("Last-Event-ID"))
+			mu.Unlock()
+		}
+		s.s.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { second.CloseClientConnections(); second.Close() })
+	dir := t.TempDir()
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+servers: [%s, %s]
+full_check: 1h
+retry_max: 1h
+health_addr: 127.0.0.1:0
+templates:
+  - contents: '{{ secret "app/x" "password" }}'
+    destination: pw
+`, s.ts.URL, second.URL))
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "app/x", 1)
+	s.put(t, "app/x", "fo-secret-2") // an event: the agent has a cursor now
+	st.waitVersion(t, "app/x", 2)
+	// the first address goes away: its stream breaks
+	s.ts.CloseClientConnections()
+	s.ts.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		mu.Lock()
+		n := len(resumed)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never opened the stream on the second address\n%s", st.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := s.m.Get(context.Background(), "app/x", credential.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.put(t, "app/x", "fo-secret-3")
+	st.waitVersion(t, "app/x", c.Version+1)
+	if b, _ := os.ReadFile(filepath.Join(dir, "pw")); string(b) != "fo-secret-3" {
+		t.Errorf("pw = %q", b)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if resumed[0] == "" || resumed[0] == "0" {
+		t.Errorf("the stream on the second address did not resume after the last event: Last-Event-ID %q", resumed[0])
+	}
+	log := st.log.String()
+	if !strings.Contains(log, "the watch stream ended; reconnecting") || strings.Contains(log, "server unreachable") {
+		t.Errorf("log:\n%s", log)
+	}
+	if res, err := http.Get("http://" + st.a.HealthAddr() + "/healthz"); err == nil {
+		var h map[string]any
+		json.NewDecoder(res.Body).Decode(&h)
+		res.Body.Close()
+		if h["server"] != second.URL {
+			t.Errorf("health names server %v, want %s", h["server"], second.URL)
+		}
+	}
+	for _, pw := range []string{"fo-secret-1", "fo-secret-2", "fo-secret-3"} {
+		if strings.Contains(log, pw) {
+			t.Errorf("secret %q in the log", pw)
+		}
 	}
 }
