@@ -28,6 +28,15 @@ type ConsumerDelivery struct {
 	ActionOK bool `json:"action_ok"`
 	// ActionError says why the action failed; never secret.
 	ActionError string `json:"action_error,omitempty"`
+	// RefreshSeconds is the longest the consumer serves a version it cached
+	// before it reads the credential again (a cache TTL, a poll interval);
+	// 0 when it reads on every use or follows the watch stream.
+	RefreshSeconds float64 `json:"refresh_seconds,omitempty"`
+	// DrainTimeoutSeconds, for a pool, is how long connections opened with
+	// an old version may stay open after current moved (pgxswap, sqlswap).
+	// A grace period shorter than refresh plus drain timeout makes doctor
+	// and policy set warn.
+	DrainTimeoutSeconds float64 `json:"drain_timeout_seconds,omitempty"`
 }
 
 // ConsumerAck is the server's answer to a ConsumerReport.
@@ -53,6 +62,10 @@ type ConsumerInfo struct {
 	UpToDate       bool   `json:"up_to_date"`
 	ActionOK       bool   `json:"action_ok"`
 	ActionError    string `json:"action_error,omitempty"`
+	// RefreshSeconds and DrainTimeoutSeconds are what the consumer last
+	// reported (see ConsumerDelivery); 0 when not reported.
+	RefreshSeconds      float64 `json:"refresh_seconds,omitempty"`
+	DrainTimeoutSeconds float64 `json:"drain_timeout_seconds,omitempty"`
 	// Live: a report came within the server's consumer timeout. Only live
 	// consumers hold back an early end of grace.
 	Live      bool      `json:"live"`

@@ -152,3 +152,91 @@ func TestResolveFailedRetire(t *testing.T) {
 		}
 	})
 }
+
+// A previous version that still logs in after its grace ended (the change
+// was undone on the target, or a failing retire was closed with resolve
+// --force) is an error in doctor, and its fix line, followed literally,
+// retires it: the old secret ends refused and doctor is healthy.
+func TestPreviousValidAfterGraceDoctorFix(t *testing.T) {
+	fixIt := func(t *testing.T, e *env, old *credential.Credential, wantDetail string) {
+		t.Helper()
+		rep, err := e.m.Doctor(context.Background(), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f *rotation.Finding
+		for i := range rep.Findings {
+			if strings.Contains(rep.Findings[i].Title, "still logs in after its grace period ended") {
+				f = &rep.Findings[i]
+			}
+		}
+		if rep.Healthy || f == nil || f.Severity != "error" || !strings.Contains(f.Detail, wantDetail) {
+			t.Fatalf("doctor must flag the old version that still logs in: %+v", rep)
+		}
+		if f.Fix != "nebula-credential rotations retry a" {
+			t.Fatalf("fix line %q", f.Fix)
+		}
+		// The fix line, literally.
+		if _, err := e.m.Engine().Retry(context.Background(), "a", false); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		if e.auth(old) {
+			t.Fatal("the old version still logs in after the fix")
+		}
+		if c := e.get("a", "current"); !e.auth(c) {
+			t.Fatal("current stopped logging in")
+		}
+		if rep, _ := e.m.Doctor(context.Background(), "a"); !rep.Healthy {
+			t.Fatalf("doctor after the fix: %+v", rep.Findings)
+		}
+		// Nothing left to retry: a clear error, nothing changed.
+		if _, err := e.m.Engine().Retry(context.Background(), "a", false); err == nil || !strings.Contains(err.Error(), "already refused") {
+			t.Fatalf("second retry: %v", err)
+		}
+	}
+	t.Run("undone on the target", func(t *testing.T) {
+		e := newEnv(t, nil)
+		e.put("a", &credential.Settings{Grace: dur2(time.Minute)})
+		old := e.get("a", "current")
+		if _, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if rep, _ := e.m.Doctor(context.Background(), "a"); !rep.Healthy {
+			t.Fatalf("during grace the old version may log in: %+v", rep.Findings)
+		}
+		e.clock.Advance(2 * time.Minute)
+		e.tick()
+		if e.auth(old) {
+			t.Fatal("not retired")
+		}
+		if rep, _ := e.m.Doctor(context.Background(), "a"); !rep.Healthy {
+			t.Fatalf("retired and refused: %+v", rep.Findings)
+		}
+		e.tg.Accept("a", old.Secret) // someone puts the old password back
+		fixIt(t, e, old, "undone on the target")
+	})
+	t.Run("forced resolve of a failing retire", func(t *testing.T) {
+		e := newEnv(t, nil)
+		e.put("a", &credential.Settings{Grace: dur2(time.Minute), Backoff: rotation.Backoff{Budget: rotation.Duration(time.Minute)}})
+		old := e.get("a", "current")
+		if _, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.tg.SetDown(true)
+		for range 500 {
+			rs, _ := e.m.Rotations(context.Background(), "a", false, 1)
+			if rs[0].Step == rotation.StepNeedsAttention {
+				break
+			}
+			if d := rs[0].DueAt.Sub(e.clock.Now()); d > 0 {
+				e.clock.Advance(d)
+			}
+			e.tick()
+		}
+		if _, err := e.m.Engine().Resolve(context.Background(), "a", 2, true); err != nil {
+			t.Fatal(err)
+		}
+		e.tg.SetDown(false)
+		fixIt(t, e, old, "resolve --force")
+	})
+}

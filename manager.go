@@ -383,12 +383,17 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 			return nil, err
 		}
 	}
+	var warnings []rotation.Finding
 	if req.Settings != nil {
 		b, err := json.Marshal(req.Settings)
 		if err != nil {
 			return nil, err
 		}
 		c.Settings = b
+		// The same rules as policy set: refused settings write nothing.
+		if warnings, err = m.engine.CheckPolicyTx(ctx, tx, c, *req.Settings); err != nil {
+			return nil, err
+		}
 	}
 	// A credential naming an admin credential is bound to it: the writer
 	// needs use on the admin and the admin's scope must cover it.
@@ -446,7 +451,7 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		return nil, err
 	}
 	lab := []string{LabelCurrent}
-	return &Credential{ID: id, Type: req.Type, Version: n, Labels: lab, State: StateActive, Fields: req.Fields, Secret: req.Secret, CreatedAt: now, ExpiresAt: req.ExpiresAt, NextDueAt: c.NextDueAt}, nil
+	return &Credential{ID: id, Type: req.Type, Version: n, Labels: lab, State: StateActive, Fields: req.Fields, Secret: req.Secret, CreatedAt: now, ExpiresAt: req.ExpiresAt, NextDueAt: c.NextDueAt, Warnings: warnings}, nil
 }
 
 // GetOptions selects a version: by number, by label, or current by default.
@@ -702,6 +707,20 @@ func (m *Manager) SetSettings(ctx context.Context, id string, s Settings) error 
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return m.engine.SetSettings(ctx, id, s)
+}
+
+// PolicyFindings returns what is wrong with credential id's stored rotation
+// settings (rotation.CheckPolicy): policy set prints the warnings, doctor
+// reports them all. Never nil.
+func (m *Manager) PolicyFindings(ctx context.Context, id string) ([]rotation.Finding, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	fs, err := m.engine.PolicyFindings(ctx, id)
+	if fs == nil {
+		fs = []rotation.Finding{}
+	}
+	return fs, err
 }
 
 // GetSettings returns a credential's rotation settings.

@@ -2,6 +2,7 @@ package credential_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/store"
 )
 
 func TestPolicyCheck(t *testing.T) {
@@ -28,6 +30,10 @@ func TestPolicyCheck(t *testing.T) {
 		{"fine", rotation.Settings{Grace: g(30 * time.Second), Policies: periodic(time.Hour)}, rotation.PolicyInput{Strategy: rotator.Dual}, nil},
 		{"in_place has no grace", rotation.Settings{Grace: g(30 * time.Second), Policies: periodic(2 * time.Second)}, rotation.PolicyInput{Strategy: rotator.InPlace}, nil},
 		{"grace under 1s", rotation.Settings{Grace: g(500 * time.Millisecond)}, rotation.PolicyInput{Strategy: rotator.Alternating}, []string{"warning"}},
+		{"pool drain longer than grace", rotation.Settings{Grace: g(30 * time.Second)}, rotation.PolicyInput{Strategy: rotator.Dual, Consumers: []rotation.ConsumerTiming{{ID: "p", Kind: "pool", DrainTimeout: 5 * time.Minute}}}, []string{"warning"}},
+		{"refresh plus drain longer than grace", rotation.Settings{Grace: g(30 * time.Second)}, rotation.PolicyInput{Strategy: rotator.Alternating, Consumers: []rotation.ConsumerTiming{{ID: "p", Refresh: 20 * time.Second, DrainTimeout: 20 * time.Second}}}, []string{"warning"}},
+		{"consumers inside grace", rotation.Settings{Grace: g(30 * time.Second)}, rotation.PolicyInput{Strategy: rotator.Dual, Consumers: []rotation.ConsumerTiming{{ID: "a", Refresh: 5 * time.Second}, {ID: "p", DrainTimeout: 25 * time.Second}}}, nil},
+		{"in_place ignores consumer timing", rotation.Settings{Grace: g(30 * time.Second)}, rotation.PolicyInput{Strategy: rotator.InPlace, Consumers: []rotation.ConsumerTiming{{ID: "p", DrainTimeout: 5 * time.Minute}}}, nil},
 		{"grace under consumer staleness", rotation.Settings{Grace: g(2 * time.Second), ConsumerMaxStaleness: rotation.Duration(5 * time.Second)}, rotation.PolicyInput{Strategy: rotator.Dual}, []string{"warning"}},
 	} {
 		var got []string
@@ -52,12 +58,24 @@ func TestPolicyCheck(t *testing.T) {
 	}
 }
 
-// TestDoctorFindsStretchedPolicy: settings stored before validation (or
-// through Put) that cannot do what they say make doctor unhealthy.
+// TestDoctorFindsStretchedPolicy: settings stored before validation (by an
+// older version) that cannot do what they say make doctor unhealthy.
 func TestDoctorFindsStretchedPolicy(t *testing.T) {
 	e := newEnv(t, nil)
+	e.put("a", nil)
 	g := rotation.Duration(30 * time.Second)
-	e.put("a", &credential.Settings{Grace: &g, Policies: []rotation.Policy{{Kind: rotation.Periodic, Interval: rotation.Duration(2 * time.Second)}}})
+	b, _ := json.Marshal(credential.Settings{Grace: &g, Policies: []rotation.Policy{{Kind: rotation.Periodic, Interval: rotation.Duration(2 * time.Second)}}})
+	err := e.m.Store().Update(context.Background(), func(tx store.Tx) error {
+		c, err := tx.GetCredential(context.Background(), "a")
+		if err != nil {
+			return err
+		}
+		c.Settings = b
+		return tx.PutCredential(context.Background(), c)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err := e.m.Doctor(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)

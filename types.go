@@ -219,6 +219,9 @@ type Credential struct {
 	ExpiresAt   *time.Time     `json:"expires_at,omitempty"`
 	GraceEndsAt *time.Time     `json:"grace_ends_at,omitempty"`
 	NextDueAt   *time.Time     `json:"next_rotation_at,omitempty"`
+	// Warnings, set by Put with settings, are what is wrong with them
+	// (rotation.CheckPolicy), as policy set reports them.
+	Warnings []rotation.Finding `json:"warnings,omitempty"`
 }
 
 // Summary describes a credential without decrypting it.

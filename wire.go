@@ -3,6 +3,7 @@ package credential
 import (
 	"time"
 
+	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
@@ -22,6 +23,9 @@ type Wire struct {
 	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
 	GraceEndsAt    *time.Time        `json:"grace_ends_at,omitempty"`
 	NextRotationAt *time.Time        `json:"next_rotation_at,omitempty"`
+	// Warnings: the answer of a put with settings carries what is wrong with
+	// them (as policy set reports it).
+	Warnings []rotation.Finding `json:"warnings,omitempty"`
 }
 
 // Wire returns the JSON form of c; with reveal the secret values are plaintext.
@@ -44,7 +48,7 @@ func (c *Credential) Wire(reveal bool) Wire {
 	return Wire{
 		ID: c.ID, Type: c.Type, Version: c.Version, Labels: labels, State: c.State,
 		Fields: fields, Secret: sec, Revealed: reveal, CreatedAt: c.CreatedAt,
-		ExpiresAt: c.ExpiresAt, GraceEndsAt: c.GraceEndsAt, NextRotationAt: c.NextDueAt,
+		ExpiresAt: c.ExpiresAt, GraceEndsAt: c.GraceEndsAt, NextRotationAt: c.NextDueAt, Warnings: c.Warnings,
 	}
 }
 
@@ -63,6 +67,6 @@ func (w *Wire) Credential() *Credential {
 	return &Credential{
 		ID: w.ID, Type: w.Type, Version: w.Version, Labels: w.Labels, State: w.State,
 		Fields: w.Fields, Secret: sec, CreatedAt: w.CreatedAt, ExpiresAt: w.ExpiresAt,
-		GraceEndsAt: w.GraceEndsAt, NextDueAt: w.NextRotationAt,
+		GraceEndsAt: w.GraceEndsAt, NextDueAt: w.NextRotationAt, Warnings: w.Warnings,
 	}
 }

@@ -275,6 +275,9 @@ type Policy struct {
 	Validate       bool                `json:"validate"`
 	AutoRollback   bool                `json:"auto_rollback"`
 	Retention      int                 `json:"retention"`
+	// Warnings are what is wrong with the settings (rotation.CheckPolicy),
+	// each with the command that fixes it.
+	Warnings []rotation.Finding `json:"warnings"`
 }
 
 // GetPolicy returns the rotation settings.

@@ -45,3 +45,14 @@ func (c *Client) Consumers(ctx context.Context, id string) ([]credential.Consume
 	}
 	return out.Consumers, nil
 }
+
+// Status returns the server instances sharing the store (alive or dead by
+// heartbeat) and the lease holder of each open rotation the token's grants
+// cover (GET /v1/status).
+func (c *Client) Status(ctx context.Context) (*credential.ClusterStatus, error) {
+	var out credential.ClusterStatus
+	if err := c.call(ctx, request{method: "GET", path: "/v1/status"}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

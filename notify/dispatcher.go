@@ -65,8 +65,13 @@ type DispatcherConfig struct {
 	// expiring, overdue credentials, consumers behind) are checked
 	// (default 1m; negative disables).
 	CheckInterval time.Duration
-	// Retention: delivered deliveries older than this are deleted (default 7 days).
-	Retention time.Duration
+	// Retention: delivered deliveries older than this are deleted (default
+	// 7 days). Those of conditions (grace ending, certificate expiring,
+	// policy overdue, consumers behind) are kept ConditionRetention (default
+	// 400 days): the check would report a condition that lasts past its
+	// row's deletion again.
+	Retention          time.Duration
+	ConditionRetention time.Duration
 }
 
 func (c *DispatcherConfig) setDefaults() {
@@ -118,6 +123,10 @@ func (c *DispatcherConfig) setDefaults() {
 	if c.Retention <= 0 {
 		c.Retention = 7 * 24 * time.Hour
 	}
+	if c.ConditionRetention <= 0 {
+		c.ConditionRetention = 400 * 24 * time.Hour
+	}
+	c.ConditionRetention = max(c.ConditionRetention, c.Retention)
 }
 
 // Dispatcher delivers notifications. Run it once per process; several
@@ -234,7 +243,7 @@ func (d *Dispatcher) round(ctx context.Context, wg *sync.WaitGroup, done chan st
 	if now.Sub(d.lastPrune) >= time.Hour {
 		d.lastPrune = now
 		if err := d.svc.Store.Update(ctx, func(tx store.Tx) error {
-			_, err := tx.PruneDeliveries(ctx, now.Add(-d.cfg.Retention))
+			_, err := tx.PruneDeliveries(ctx, now.Add(-d.cfg.Retention), now.Add(-d.cfg.ConditionRetention))
 			return err
 		}); err != nil {
 			d.log.Warn("notify: prune", "err", err)

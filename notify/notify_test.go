@@ -506,3 +506,67 @@ func TestKeyRotateRewrapsSubscriptions(t *testing.T) {
 		t.Errorf("after key rotate: %d deliveries", len(got))
 	}
 }
+
+// TestConditionReportedOnceAcrossPrune: a condition that lasts longer than
+// the retention of delivered rows (a certificate expiring in 10 days, a
+// credential left overdue) is not reported again once the delivered
+// rotation events are pruned.
+func TestConditionReportedOnceAcrossPrune(t *testing.T) {
+	e := newEnv(t)
+	rcv := newReceiver(t)
+	e.subscribe(rcv.url("/hook"), func(r *notify.AddRequest) { r.ExpiryDays = 14 })
+	commits(t, e, "app/witness", 1) // an event's delivery: pruned after Retention
+	e.putGeneric("tls/web", "cert-key-prune", func(r *credential.PutRequest) {
+		r.ExpiresAt = ptr(e.clk.Now().Add(10 * 24 * time.Hour))
+	})
+	e.putGeneric("app/due", "initial-secret-due-prune", func(r *credential.PutRequest) {
+		r.Settings = &credential.Settings{Policies: []rotation.Policy{{Kind: "periodic", Interval: rotation.Duration(time.Hour)}}}
+	})
+	e.clk.Advance(3 * time.Hour)
+	d := e.dispatcher(nil)
+	if err := d.Check(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.Kick()
+	rcv.waitFor("the commit and both conditions", func(ds []delivery) bool { return len(ds) >= 3 })
+	waitDrained(t, e)
+
+	// Eight days later (past the 7-day retention): the event's row is
+	// pruned, both conditions still hold.
+	e.clk.Advance(8 * 24 * time.Hour)
+	d.Kick()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		ds, err := e.svc.Deliveries(e.ctx, store.DeliveryFilter{State: store.DeliveryDelivered})
+		if err != nil {
+			t.Fatal(err)
+		}
+		witness := false
+		for _, x := range ds {
+			witness = witness || x.Kind == notify.KindCommitted
+		}
+		if !witness {
+			if len(ds) != 2 {
+				t.Fatalf("after the prune %d condition rows are left, want 2", len(ds))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delivered event was never pruned")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 2 {
+		if err := d.Check(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Kick()
+	waitDrained(t, e)
+	if got := rcv.deliveries(); len(got) != 3 {
+		for _, x := range got {
+			t.Logf("%s", x.body)
+		}
+		t.Fatalf("%d deliveries, want 3: a condition was reported again after the prune", len(got))
+	}
+}

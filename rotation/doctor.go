@@ -84,6 +84,11 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 			if last.Open {
 				open = last
 			}
+			if n := last.FromVersion; n > 0 && vers[n] == nil && !last.Open {
+				if v, err := tx.GetVersion(ctx, id, n); err == nil {
+					vers[n] = v // to check that it is refused (stale.go)
+				}
+			}
 		}
 		return nil
 	})
@@ -158,7 +163,7 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 		add("error", "refresh token rejected: re-authorisation required", open.LastError, rec)
 	case open != nil && open.Step == StepNeedsAttention:
 		failed, rec := Recovery(open)
-		title := fmt.Sprintf("rotation %d needs attention: %s failed (%s)", open.ID, failed, open.ErrorClass)
+		title := attentionTitle(open, failed)
 		if decodeData(open).RevertFailed {
 			title = revertFailedTitle(open)
 		}
@@ -200,6 +205,17 @@ func (e *Engine) Doctor(ctx context.Context, id string) (*Report, error) {
 	case last != nil && last.Step == StepRolledBack && !decodeData(last).Rollback && last.LastError != "":
 		add("warning", fmt.Sprintf("last rotation rolled back: %s failed (%s)", decodeData(last).FailedStep, last.ErrorClass), last.LastError+"; the current version still works",
 			fmt.Sprintf("fix the cause, then: nebula-credential rotate %s", id))
+	}
+	if ok["current"] && staleCandidate(last, cur, now) && vers[last.FromVersion] != nil {
+		// The previous version must be refused now that its grace ended.
+		if v, err := e.vault.Open(c.Type, vers[last.FromVersion]); err == nil {
+			sctx, cancel := e.stepCtx(ctx)
+			_, verr := rot.Verify(sctx, rotator.VerifyRequest{Credential: toRotator(v), Resolver: e.resolver(id)})
+			cancel()
+			if verr == nil {
+				rep.Findings = append(rep.Findings, staleFinding(id, last))
+			}
+		}
 	}
 	if pf, err := e.PolicyFindings(ctx, id); err == nil { // see policycheck.go
 		rep.Findings = append(rep.Findings, pf...)

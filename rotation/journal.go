@@ -78,6 +78,9 @@ type data struct {
 	// VerifyPending: an in_place rotation committed before its verify (see
 	// earlyCommit); verify runs at committed, and its failure reverts.
 	VerifyPending bool `json:"verify_pending,omitempty"`
+	// RetiredAgain: the previous version still logged in after this closed
+	// rotation's grace and `rotations retry` retired it (stale.go).
+	RetiredAgain bool `json:"retired_again,omitempty"`
 }
 
 func decodeData(r *store.Rotation) data {

@@ -175,6 +175,11 @@ func (e *Engine) ExtendGrace(ctx context.Context, id string, by time.Duration) (
 // now (with rollback, it reverts instead).
 func (e *Engine) Retry(ctx context.Context, id string, rollback bool) (*store.Rotation, error) {
 	r, err := e.openRotation(ctx, id)
+	if errors.Is(err, store.ErrNotFound) && !rollback {
+		// Nothing open: a previous version that still logs in after its
+		// grace is retired again (stale.go).
+		return e.retryStale(ctx, id, fmt.Errorf("retry %s: %w", id, err))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("retry %s: %w", id, err)
 	}
@@ -392,6 +397,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Owner is the name this engine's process holds leases under (Config.Owner).
+func (e *Engine) Owner() string { return e.cfg.Owner }
+
+// LeaseTTL is how long a lease lasts (Config.LeaseTTL).
+func (e *Engine) LeaseTTL() time.Duration { return e.cfg.LeaseTTL }
 
 // Running reports whether the scheduler loop is running.
 func (e *Engine) Running() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
@@ -17,7 +18,27 @@ type PolicyInput struct {
 	// RotationTime is how long a rotation takes from start to commit (the
 	// last one's, 0 if unknown).
 	RotationTime time.Duration
+	// Consumers are what the credential's consumers reported about how long
+	// they keep using a version after it stopped being current.
+	Consumers []ConsumerTiming
 }
+
+// ConsumerTiming is one consumer's report (POST /v1/consumers) of its
+// refresh interval and, for a pool, its drain timeout.
+type ConsumerTiming struct {
+	ID, Name, Host, Kind string
+	Refresh              time.Duration
+	DrainTimeout         time.Duration
+}
+
+// Need is how long the consumer may keep using a version after it stopped
+// being current: its refresh interval plus its drain timeout.
+func (c ConsumerTiming) Need() time.Duration { return c.Refresh + c.DrainTimeout }
+
+// ConsumerWindow is how long ago a consumer must have reported for its
+// timing to count in CheckPolicy (the server deletes silent consumers after
+// the same time by default).
+const ConsumerWindow = 24 * time.Hour
 
 // CheckPolicy finds settings that cannot do what they say. Findings with
 // severity "error" are refused when the policy is written (a periodic
@@ -37,9 +58,10 @@ func CheckPolicy(s Settings, in PolicyInput) []Finding {
 		iv := time.Duration(p.Interval)
 		if need := grace + in.RotationTime; iv <= need {
 			out = append(out, Finding{Severity: "error",
-				Title:  fmt.Sprintf("periodic interval %s is not longer than grace %s plus the time a rotation takes (%s)", iv, grace, in.RotationTime.Round(time.Millisecond)),
-				Detail: fmt.Sprintf("a rotation stays open through its grace period, so rotations could run at best every %s, not every %s", need.Round(time.Millisecond), iv),
-				Fix:    fmt.Sprintf("nebula-credential policy set %s --periodic %s (or a grace shorter than %s)", in.ID, roundUp(need+time.Second), iv-in.RotationTime),
+				Title: fmt.Sprintf("periodic interval %s is not longer than grace %s plus the time a rotation takes (%s)", iv, grace, in.RotationTime.Round(time.Millisecond)),
+				Detail: fmt.Sprintf("a rotation stays open through its grace period, so rotations could run at best every %s, not every %s; a grace shorter than %s also fits",
+					need.Round(time.Millisecond), iv, iv-in.RotationTime),
+				Fix: fmt.Sprintf("nebula-credential policy set %s --periodic %s%s", in.ID, fmtDur(roundUp(need+time.Second)), jitterFlag(p)),
 			})
 		}
 	}
@@ -47,17 +69,97 @@ func CheckPolicy(s Settings, in PolicyInput) []Finding {
 		out = append(out, Finding{Severity: "warning",
 			Title:  fmt.Sprintf("grace %s is under 1s on strategy %s", grace, strategyName(in.Strategy)),
 			Detail: "consumers that cache the credential or open connections with it fail until they refetch",
-			Fix:    fmt.Sprintf("nebula-credential policy set %s --grace 5m", in.ID),
+			Fix:    graceFix(s, in, DefaultGrace),
 		})
 	}
 	if st := time.Duration(s.ConsumerMaxStaleness); !inPlace && st > 0 && grace < st {
 		out = append(out, Finding{Severity: "warning",
 			Title:  fmt.Sprintf("grace %s is shorter than consumer_max_staleness %s", grace, st),
 			Detail: "a consumer serving a cached version that long still uses the previous version after it was retired",
-			Fix:    fmt.Sprintf("nebula-credential policy set %s --grace %s", in.ID, roundUp(st)),
+			Fix:    graceFix(s, in, st),
 		})
 	}
+	if f := consumerFinding(s, in, grace); f != nil && !inPlace {
+		out = append(out, *f)
+	}
 	return out
+}
+
+// consumerFinding warns when a consumer reported a refresh interval plus
+// drain timeout longer than the grace period: after the previous version is
+// retired it still serves it (logins fail) or holds connections opened with it.
+func consumerFinding(s Settings, in PolicyInput, grace time.Duration) *Finding {
+	var (
+		worst ConsumerTiming
+		over  int
+	)
+	for _, c := range in.Consumers {
+		if c.Need() > grace {
+			over++
+			if c.Need() > worst.Need() {
+				worst = c
+			}
+		}
+	}
+	if over == 0 {
+		return nil
+	}
+	who := fmt.Sprintf("consumer %s (%s", worst.ID, worst.Kind)
+	if worst.Host != "" {
+		who += " on " + worst.Host
+	}
+	who += ")"
+	var title, detail string
+	switch {
+	case worst.DrainTimeout > grace:
+		title = fmt.Sprintf("grace %s is shorter than the drain timeout %s of %s", grace, worst.DrainTimeout, who)
+		detail = fmt.Sprintf("its connections opened with the previous version stay open up to %s after the rotation, past the retirement at the end of grace", worst.Need())
+	case worst.DrainTimeout > 0:
+		title = fmt.Sprintf("grace %s is shorter than the refresh interval %s plus drain timeout %s of %s", grace, worst.Refresh, worst.DrainTimeout, who)
+		detail = fmt.Sprintf("it may use the previous version up to %s after the rotation, past the retirement at the end of grace", worst.Need())
+	default:
+		title = fmt.Sprintf("grace %s is shorter than the refresh interval %s of %s", grace, worst.Refresh, who)
+		detail = fmt.Sprintf("it serves a cached version up to %s, so its logins fail after the previous version is retired until it refreshes", worst.Refresh)
+	}
+	if over > 1 {
+		detail += fmt.Sprintf(" (%d consumers need more than the grace; this one the most)", over)
+	}
+	if worst.DrainTimeout > 0 {
+		detail += "; or lower the pool's drain timeout (pgxswap.Config.DrainTimeout, sqlswap.Config.DrainTimeout) below the grace"
+	}
+	return &Finding{Severity: "warning", Title: title, Detail: detail, Fix: graceFix(s, in, worst.Need())}
+}
+
+// graceFix is the command that sets a grace of at least need, rounded up to
+// a second, lengthening a periodic interval that would no longer fit (a
+// policy set that the periodic check would refuse is no fix).
+func graceFix(s Settings, in PolicyInput, need time.Duration) string {
+	g := roundUp(need)
+	fix := fmt.Sprintf("nebula-credential policy set %s --grace %s", in.ID, fmtDur(g))
+	if len(s.Policies) == 1 && s.Policies[0].Kind == Periodic && time.Duration(s.Policies[0].Interval) <= g+in.RotationTime {
+		fix += fmt.Sprintf(" --periodic %s%s", fmtDur(roundUp(g+in.RotationTime+time.Second)), jitterFlag(s.Policies[0]))
+	}
+	return fix
+}
+
+func jitterFlag(p Policy) string {
+	if p.Jitter > 0 {
+		return " --jitter " + fmtDur(time.Duration(p.Jitter))
+	}
+	return ""
+}
+
+// fmtDur writes d as policy set reads it, without trailing zero units
+// ("5m", "1h30m", "90s").
+func fmtDur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func strategyName(s rotator.Strategy) string {
@@ -90,6 +192,14 @@ func (e *Engine) policyInput(ctx context.Context, tx store.Tx, c *store.Credenti
 			}
 		}
 	}
+	if cs, err := tx.ListConsumers(ctx, c.ID); err == nil {
+		now := e.now()
+		for _, r := range cs {
+			if now.Sub(r.LastSeen) <= ConsumerWindow && r.Refresh+r.DrainTimeout > 0 {
+				in.Consumers = append(in.Consumers, ConsumerTiming{ID: r.ID, Name: r.Name, Host: r.Host, Kind: r.Kind, Refresh: r.Refresh, DrainTimeout: r.DrainTimeout})
+			}
+		}
+	}
 	if rs, err := tx.ListRotations(ctx, store.RotationFilter{CredentialID: c.ID, Limit: 5}); err == nil {
 		for i := range rs {
 			if at := CommittedAt(&rs[i]); at != nil {
@@ -103,13 +213,30 @@ func (e *Engine) policyInput(ctx context.Context, tx store.Tx, c *store.Credenti
 
 // checkPolicy refuses settings with an error finding (ErrPolicy).
 func (e *Engine) checkPolicy(ctx context.Context, tx store.Tx, c *store.Credential, s Settings) error {
-	var errs []error
+	_, err := e.CheckPolicyTx(ctx, tx, c, s)
+	return err
+}
+
+// CheckPolicyTx checks settings s about to be written for credential c
+// (which may not be stored yet) inside tx: it returns the warnings, or an
+// error wrapping ErrPolicy when a finding is an error (then nothing may be
+// written). policy set and put both call it, so they refuse and warn alike.
+func (e *Engine) CheckPolicyTx(ctx context.Context, tx store.Tx, c *store.Credential, s Settings) ([]Finding, error) {
+	var (
+		errs  []error
+		warns []Finding
+	)
 	for _, f := range CheckPolicy(s, e.policyInput(ctx, tx, c, s)) {
 		if f.Severity == "error" {
 			errs = append(errs, fmt.Errorf("%w: %s (%s); fix: %s", ErrPolicy, f.Title, f.Detail, f.Fix))
+		} else {
+			warns = append(warns, f)
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return warns, nil
 }
 
 // PolicyFindings returns the findings of CheckPolicy for credential id's

@@ -27,12 +27,35 @@ func resolveCheckError(id string, keep int, err error) error {
 }
 
 // revertFailedTitle is doctor's title for a rotation whose automatic revert
-// failed too.
+// failed too ("Rollback failed? → Manual recovery required" in the
+// troubleshooting guide, docs/rotation.md).
 func revertFailedTitle(r *store.Rotation) string {
 	if r.ErrorClass == string(rotator.ClassTransient) {
 		return fmt.Sprintf("rotation %d: the target did not answer, so the new version could be neither finished nor rolled back", r.ID)
 	}
-	return fmt.Sprintf("rotation %d: the new version failed and the rollback failed too", r.ID)
+	return fmt.Sprintf("rotation %d: new credential failed and rollback failed: manual recovery required", r.ID)
+}
+
+// attentionTitle is doctor's title for a rotation parked in needs_attention
+// after failed: what failed, in the troubleshooting guide's terms (new
+// credential creation, verification, old credential revocation, rollback).
+func attentionTitle(r *store.Rotation, failed string) string {
+	what := map[string]string{
+		StepPlanned:     "new credential creation failed (stage)",
+		StepStaged:      "new credential creation failed (apply)",
+		StepApplied:     "new credential failed verification",
+		StepVerified:    "committing the new credential failed",
+		StepCommitted:   "committing the new credential failed",
+		StepGrace:       fmt.Sprintf("old credential revocation failed: version %d may still log in", r.FromVersion),
+		StepRollingBack: "rollback failed",
+	}[failed]
+	if what == "" {
+		what = failed + " failed"
+	}
+	if r.ErrorClass == string(rotator.ClassTransient) {
+		return fmt.Sprintf("rotation %d needs attention: %s (the target did not answer)", r.ID, what)
+	}
+	return fmt.Sprintf("rotation %d needs attention: %s (%s)", r.ID, what, r.ErrorClass)
 }
 
 // resolveRetire answers resolve (without --force) on a rotation whose retire
@@ -63,7 +86,7 @@ func (e *Engine) resolveRetire(ctx context.Context, id string, r *store.Rotation
 // StaysValid names the version a forced resolve of r leaves valid on the
 // target (its retire failed), or 0.
 func StaysValid(r *store.Rotation) int {
-	if r.Step == StepResolved && decodeData(r).FailedStep == StepGrace {
+	if d := decodeData(r); r.Step == StepResolved && d.FailedStep == StepGrace && !d.RetiredAgain {
 		return r.FromVersion
 	}
 	return 0

@@ -231,6 +231,13 @@ func validConsumerID(s string) bool {
 
 func shortText(s string, n int) bool { return utf8.ValidString(s) && len(s) <= n }
 
+// maxReportedSeconds bounds a reported refresh interval or drain timeout.
+const maxReportedSeconds = 366 * 24 * 3600
+
+func validSeconds(f float64) bool { return f >= 0 && f <= maxReportedSeconds } // NaN fails both
+
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
+
 // reportConsumer serves POST /v1/consumers: a registration or heartbeat.
 // Every credential reported needs read: a consumer receives its secrets.
 func (s *Server) reportConsumer(rq *request) error {
@@ -261,6 +268,9 @@ func (s *Server) reportConsumer(rq *request) error {
 		if !shortText(d.ActionError, 2000) {
 			return invalidf("credential %s: action_error must be UTF-8 of at most 2000 bytes", d.ID)
 		}
+		if !validSeconds(d.RefreshSeconds) || !validSeconds(d.DrainTimeoutSeconds) {
+			return invalidf("credential %s: refresh_seconds and drain_timeout_seconds must be between 0 and %d (a year)", d.ID, int(maxReportedSeconds))
+		}
 		if err := rq.authorize(acl.Read, d.ID); err != nil {
 			return err
 		}
@@ -279,6 +289,7 @@ func (s *Server) reportConsumer(rq *request) error {
 			row := store.Consumer{
 				ID: b.ID, CredentialID: d.ID, Name: b.Name, Host: b.Host, Kind: b.Kind, Version: d.Version,
 				ActionOK: d.ActionOK, ActionError: d.ActionError, TokenID: rq.tok.ID, FirstSeen: now, LastSeen: now,
+				Refresh: seconds(d.RefreshSeconds), DrainTimeout: seconds(d.DrainTimeoutSeconds),
 			}
 			if err := tx.PutConsumer(rq.ctx, &row); err != nil {
 				return err
@@ -357,6 +368,7 @@ func ListConsumers(ctx context.Context, st store.Store, id string, now time.Time
 				ConsumerID: r.ID, CredentialID: r.CredentialID, Name: r.Name, Host: r.Host, Kind: r.Kind,
 				Version: r.Version, CurrentVersion: cur, UpToDate: r.Version == cur,
 				ActionOK: r.ActionOK, ActionError: r.ActionError,
+				RefreshSeconds: r.Refresh.Seconds(), DrainTimeoutSeconds: r.DrainTimeout.Seconds(),
 				Live: now.Sub(r.LastSeen) <= timeout, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen,
 			})
 		}

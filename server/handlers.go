@@ -59,6 +59,8 @@ func (s *Server) table() []*route {
 
 		{method: "POST", path: "/v1/consumers", op: "consumer.report", audited: true, handle: s.reportConsumer},
 		{method: "GET", path: "/v1/consumers", op: "consumer.list", audited: true, handle: s.listConsumers},
+
+		{method: "GET", path: "/v1/status", op: "status", audited: true, handle: s.status},
 	}
 }
 
@@ -383,8 +385,12 @@ func (s *Server) policyOf(rq *request, id string) (*policyJSON, error) {
 	if err != nil {
 		return nil, err
 	}
+	ws, err := s.m.PolicyFindings(rq.ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	return &policyJSON{ID: id, Settings: st, NextRotationAt: c.NextDueAt, Grace: st.GraceOrDefault().String(),
-		Validate: st.ValidateOrDefault(), AutoRollback: st.AutoRollbackOrDefault(), Retention: st.RetentionOrDefault()}, nil
+		Validate: st.ValidateOrDefault(), AutoRollback: st.AutoRollbackOrDefault(), Retention: st.RetentionOrDefault(), Warnings: ws}, nil
 }
 
 func (s *Server) getPolicy(rq *request) error {

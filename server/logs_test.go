@@ -196,3 +196,25 @@ func TestServeGracefulShutdown(t *testing.T) {
 		t.Logf("after shutdown: %v", err)
 	}
 }
+
+// Issue 18: a previous version whose retire failed after its grace is
+// counted, per credential and in total, until it is retired.
+func TestMetricsPreviousValidAfterGrace(t *testing.T) {
+	e := newEnv(t)
+	e.target.AddUser("app", secret.FromStrings(map[string]string{"password": "p"}))
+	e.must(200, "PUT", "/v1/credentials/c/db", e.admin, pgBody("p"))
+	e.target.FailNext("retire", rotatortest.Failure{Class: rotator.ClassPermission, Message: "no"})
+	e.do("POST", "/v1/rotate/c/db", e.admin, `{"grace":"0s"}`)
+	body := string(e.must(200, "GET", "/metrics", e.admin, nil).body)
+	for _, want := range []string{
+		`nebula_credential_previous_valid_after_grace{id="c/db",type="postgres"} 1`,
+		`nebula_credential_credentials_previous_valid_after_grace 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(body)
+	}
+}

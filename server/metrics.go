@@ -194,6 +194,9 @@ type credStat struct {
 	graceLeft           *float64
 	consecutiveFailures int
 	needsAttention      bool
+	// previousValid: the previous version was not revoked though its grace
+	// ended (a retire late or failing, or forced closed).
+	previousValid bool
 }
 
 func (m *metrics) snapshot(ctx context.Context) (*snapshot, error) {
@@ -251,12 +254,16 @@ func (m *metrics) snapshot(ctx context.Context) (*snapshot, error) {
 					st.graceLeft = &d
 				}
 				st.needsAttention = r.Step == rotation.StepNeedsAttention || r.Step == rotation.StepReauthRequired
+				st.previousValid = rotation.RetireOverdue(r, now)
 			}
 			recent, err := tx.ListRotations(ctx, store.RotationFilter{CredentialID: c.ID, Limit: 20})
 			if err != nil {
 				return err
 			}
 			st.consecutiveFailures = consecutiveFailures(recent)
+			if r == nil && len(recent) > 0 && rotation.StaysValid(&recent[0]) != 0 {
+				st.previousValid = true
+			}
 			snap.creds = append(snap.creds, st)
 		}
 		return nil
@@ -313,6 +320,10 @@ var (
 		"Seconds until the previous version is retired (credentials in grace).", []string{"id", "type"}, nil)
 	descAttention = prometheus.NewDesc("nebula_credential_needs_attention",
 		"1 when a rotation of the credential needs a person (see doctor).", []string{"id", "type"}, nil)
+	descPrevValid = prometheus.NewDesc("nebula_credential_previous_valid_after_grace",
+		"1 when the previous version was not revoked on the target though its grace ended: its retire is late or failing (the target does not answer), or the rotation was closed with resolve --force. See doctor; `nebula-credential rotations retry ID` retires it.", []string{"id", "type"}, nil)
+	descPrevValidTotal = prometheus.NewDesc("nebula_credential_credentials_previous_valid_after_grace",
+		"Credentials whose previous version was not revoked though its grace ended.", nil, nil)
 	descAttentionTotal = prometheus.NewDesc("nebula_credential_credentials_needing_attention",
 		"Credentials whose rotation needs a person.", nil, nil)
 	descState = prometheus.NewDesc("nebula_credential_credentials",
@@ -324,7 +335,7 @@ var (
 )
 
 func (c *credCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAge, descNext, descFail, descGrace, descAttention, descAttentionTotal, descState, descTruncated, descScrapeErr} {
+	for _, d := range []*prometheus.Desc{descAge, descNext, descFail, descGrace, descAttention, descAttentionTotal, descPrevValid, descPrevValidTotal, descState, descTruncated, descScrapeErr} {
 		ch <- d
 	}
 }
@@ -340,7 +351,7 @@ func (c *credCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.GaugeValue, 0)
 	states := map[string]float64{}
-	attention := 0.0
+	attention, prevValid := 0.0, 0.0
 	emitted := 0
 	truncated := snap.truncated
 	for _, st := range snap.creds {
@@ -350,6 +361,9 @@ func (c *credCollector) Collect(ch chan<- prometheus.Metric) {
 		states[st.state]++
 		if st.needsAttention {
 			attention++
+		}
+		if st.previousValid {
+			prevValid++
 		}
 		if emitted >= c.m.s.cfg.MetricsMaxCredentials {
 			truncated = true
@@ -365,11 +379,13 @@ func (c *credCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descGrace, prometheus.GaugeValue, *st.graceLeft, st.id, st.typ)
 		}
 		ch <- prometheus.MustNewConstMetric(descAttention, prometheus.GaugeValue, b2f(st.needsAttention), st.id, st.typ)
+		ch <- prometheus.MustNewConstMetric(descPrevValid, prometheus.GaugeValue, b2f(st.previousValid), st.id, st.typ)
 	}
 	for state, n := range states {
 		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, n, state)
 	}
 	ch <- prometheus.MustNewConstMetric(descAttentionTotal, prometheus.GaugeValue, attention)
+	ch <- prometheus.MustNewConstMetric(descPrevValidTotal, prometheus.GaugeValue, prevValid)
 	ch <- prometheus.MustNewConstMetric(descTruncated, prometheus.GaugeValue, b2f(truncated))
 }
 

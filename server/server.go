@@ -122,6 +122,10 @@ type Config struct {
 
 	// Consumers configures consumer tracking and the early end of grace.
 	Consumers ConsumerConfig
+
+	// Instance is how this server announces itself to the others sharing
+	// its store (heartbeats, `nebula-credential status`).
+	Instance InstanceConfig
 }
 
 // Validate checks the configuration.
@@ -206,6 +210,7 @@ type Server struct {
 	met   *metrics
 	ui    *console.Console
 	cons  *consumers
+	inst  *instance
 
 	tokMu    sync.Mutex
 	tokCache map[[32]byte]cachedToken
@@ -243,6 +248,7 @@ func New(cfg Config) (*Server, error) {
 	s.hub = newHub(s)
 	s.met = newMetrics(s)
 	s.cons = newConsumers(s, cfg.Consumers)
+	s.inst = newInstance(s, cfg.Instance)
 	s.unsub = s.m.Engine().Subscribe(s.met.onEvent)
 	s.unsubStore = s.followStore()
 	for _, rt := range append(s.table(), s.notifyRoutes()...) {
@@ -274,6 +280,7 @@ func (s *Server) Close() error {
 		s.met.close()
 		s.ui.Close()
 		s.cons.close()
+		s.inst.close()
 	})
 	return nil
 }

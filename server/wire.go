@@ -71,6 +71,10 @@ type policyJSON struct {
 	Validate       bool                `json:"validate"`
 	AutoRollback   bool                `json:"auto_rollback"`
 	Retention      int                 `json:"retention"`
+	// Warnings are the settings' findings (rotation.CheckPolicy): a grace
+	// shorter than a consumer's refresh interval plus drain timeout, under
+	// 1s, ... Each has the command that fixes it. Never null.
+	Warnings []rotation.Finding `json:"warnings"`
 }
 
 // tokenJSON is a token without its value.

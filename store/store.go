@@ -153,6 +153,14 @@ type Tx interface {
 	PutConsumer(ctx context.Context, c *Consumer) error
 	ListConsumers(ctx context.Context, credentialID string) ([]Consumer, error)
 	DeleteConsumersSeenBefore(ctx context.Context, t time.Time) (int, error)
+	// Instances are the server processes sharing the store, each upserting
+	// its row at every heartbeat. PutInstance inserts or replaces the row by
+	// ID, keeping StartedAt of an existing row. ListInstances is ordered by
+	// ID. DeleteInstancesSeenBefore drops rows whose LastHeartbeat is before
+	// t and returns how many; it is idempotent.
+	PutInstance(ctx context.Context, in *Instance) error
+	ListInstances(ctx context.Context) ([]Instance, error)
+	DeleteInstancesSeenBefore(ctx context.Context, t time.Time) (int, error)
 	// Notifications (package notify). AppendEvent also writes a copy of the
 	// event to the outbox, in the same transaction, whenever at least one
 	// subscription exists; the dispatcher fans it out into deliveries.
@@ -176,9 +184,12 @@ type Tx interface {
 	// most limit, and returns them.
 	ClaimDeliveries(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]Delivery, error)
 	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
-	// PruneDeliveries deletes delivered deliveries delivered before t and
-	// returns how many.
-	PruneDeliveries(ctx context.Context, before time.Time) (int, error)
+	// PruneDeliveries deletes delivered deliveries delivered before before
+	// and returns how many. Deliveries of conditions (an event ID holding a
+	// ':', such as "certificate_expiring:tls/web:v3"), which a periodic
+	// check would report again once their row is gone, are kept until
+	// conditionsBefore instead.
+	PruneDeliveries(ctx context.Context, before, conditionsBefore time.Time) (int, error)
 	NotifyStats(ctx context.Context) (*NotifyStats, error)
 }
 
@@ -313,6 +324,16 @@ type Event struct {
 	Detail       []byte // JSON, never secret
 }
 
+// Instance is one server process using the store, as of its last heartbeat.
+type Instance struct {
+	ID            string // the lease owner name of its rotation engine
+	Host          string
+	Address       string // where it listens, as configured
+	Version       string // of nebula-credential
+	StartedAt     time.Time
+	LastHeartbeat time.Time
+}
+
 // Consumer is what one consumer of a credential last reported: the version it
 // delivered (an agent) or holds exclusively (a pool whose drain finished).
 type Consumer struct {
@@ -327,4 +348,10 @@ type Consumer struct {
 	TokenID      string // the token that reported
 	FirstSeen    time.Time
 	LastSeen     time.Time
+	// Refresh is the longest the consumer serves a version it cached before
+	// it reads again (a cache TTL, a poll interval); DrainTimeout, for a
+	// pool, how long connections on an old version may stay open. Stored to
+	// the millisecond; 0 = not reported.
+	Refresh      time.Duration
+	DrainTimeout time.Duration
 }

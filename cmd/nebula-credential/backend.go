@@ -161,8 +161,12 @@ func (l local) Policy(ctx context.Context, id string) (*client.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
+	ws, err := l.m.PolicyFindings(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	return &client.Policy{ID: id, Settings: s, NextRotationAt: c.NextDueAt, Grace: s.GraceOrDefault().String(),
-		Validate: s.ValidateOrDefault(), AutoRollback: s.AutoRollbackOrDefault(), Retention: s.RetentionOrDefault()}, nil
+		Validate: s.ValidateOrDefault(), AutoRollback: s.AutoRollbackOrDefault(), Retention: s.RetentionOrDefault(), Warnings: ws}, nil
 }
 
 func (l local) SetPolicy(ctx context.Context, id string, s credential.Settings) (*client.Policy, error) {

@@ -309,6 +309,9 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 			if err != nil {
 				return err
 			}
+			if !g.json { // --json carries them in "warnings"
+				printFindings(g, pol.Warnings)
+			}
 			return showPolicy(g, pol)
 		}),
 	}
@@ -336,6 +339,9 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 			pol, err := m.Policy(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if !g.json {
+				printFindings(g, pol.Warnings)
 			}
 			return showPolicy(g, pol)
 		}),
@@ -368,7 +374,21 @@ func showPolicy(g *globals, p *client.Policy) error {
 	}
 	g.printf("strategy:      %s\ngrace:         %s\nvalidate:      %v\nauto_rollback: %v\nretention:     %d\n",
 		strategy, s.GraceOrDefault(), s.ValidateOrDefault(), s.AutoRollbackOrDefault(), s.RetentionOrDefault())
+	g.printf("warnings:      %d\n", len(p.Warnings))
 	return nil
+}
+
+// printFindings writes policy warnings to stderr, each with its fix command.
+func printFindings(g *globals, fs []rotation.Finding) {
+	for _, f := range fs {
+		g.warnf("%s", f.Title)
+		if f.Detail != "" {
+			fmt.Fprintf(g.stderr, "  %s\n", f.Detail)
+		}
+		if f.Fix != "" {
+			fmt.Fprintf(g.stderr, "  fix: %s\n", f.Fix)
+		}
+	}
 }
 
 func cmdRotations(g *globals) *cobra.Command {

@@ -38,7 +38,7 @@ func cmdServe(g *globals) *cobra.Command {
 		shutdown                                  time.Duration
 		rateLimit                                 float64
 		publicMetrics                             bool
-		leaseTTL                                  time.Duration
+		leaseTTL, heartbeat                       time.Duration
 		consumers                                 server.ConsumerConfig
 		notifyCfg                                 notify.DispatcherConfig
 	)
@@ -72,7 +72,9 @@ Several serve processes may share one postgres:// store (see docs/ha.md):
 all answer the API and all run the scheduler; each due rotation and retire
 job is taken by exactly one of them. A rotation step holds a lease of
 --lease-ttl, renewed at every step; when its server dies, another takes the
-work over once the lease runs out. Each rotator call is bounded by half of it.`,
+work over once the lease runs out. Each instance records a heartbeat every
+--heartbeat-interval; 'nebula-credential status' lists the instances (alive
+or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 		Example: `  nebula-credential serve
   nebula-credential serve --early-retire --early-retire-min 1m --consumer-timeout 90s
   nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
@@ -97,11 +99,14 @@ work over once the lease runs out. Each rotator call is bounded by half of it.`,
 			if leaseTTL < 2*time.Second {
 				return usagef("--lease-ttl must be at least 2s (each rotator call may take half of it)")
 			}
+			if heartbeat < time.Second {
+				return usagef("--heartbeat-interval must be at least 1s")
+			}
 			logger := slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			return serve(cmd.Context(), g, logger, serveOptions{
 				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
 				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
-				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL,
+				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL, heartbeat: heartbeat,
 			})
 		},
 	}
@@ -117,6 +122,7 @@ work over once the lease runs out. Each rotator call is bounded by half of it.`,
 	c.Flags().DurationVar(&consumers.EarlyRetireMin, "early-retire-min", 30*time.Second, "with --early-retire, the shortest grace after a commit")
 	c.Flags().DurationVar(&consumers.Timeout, "consumer-timeout", 90*time.Second, "a consumer silent this long no longer counts as live")
 	c.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a rotation step's lease lasts: a dead server's work moves to another after this")
+	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "how often this instance records that it is alive ('status' shows it dead after 3 intervals)")
 	notifyFlags(c, &notifyCfg)
 	c.AddCommand(cmdServeCheck(g))
 	return c
@@ -129,7 +135,7 @@ type serveOptions struct {
 	publicMetrics                   bool
 	consumers                       server.ConsumerConfig
 	notify                          notify.DispatcherConfig
-	leaseTTL                        time.Duration
+	leaseTTL, heartbeat             time.Duration
 }
 
 func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
@@ -160,7 +166,8 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers, Notify: disp})
+	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers, Notify: disp,
+		Instance: server.InstanceConfig{Version: buildVersion(), HeartbeatInterval: o.heartbeat}})
 	if err != nil {
 		return err
 	}
@@ -181,7 +188,8 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 			if o.tlsCert != "" {
 				scheme = "https"
 			}
-			logger.Info("listening", "addr", a.String(), "url", scheme+"://"+a.String(), "store", loc)
+			logger.Info("listening", "addr", a.String(), "url", scheme+"://"+a.String(), "store", loc, "instance", m.Engine().Owner())
+			srv.SetAddress(scheme + "://" + a.String())
 			if o.addrFile != "" {
 				if werr := writeFileAtomic(o.addrFile, []byte(scheme+"://"+a.String()+"\n"), 0o644); werr != nil {
 					logger.Error("writing --addr-file", "err", werr)

@@ -181,8 +181,9 @@ Types: postgres, mysql, redis, api_key, oauth2, certificate, generic.`,
 				return err
 			}
 			if g.json {
-				return g.printJSON(c.Wire(false))
+				return g.printJSON(c.Wire(false)) // warnings in "warnings"
 			}
+			printFindings(g, c.Warnings)
 			g.printf("stored %s version %d (current)\n", c.ID, c.Version)
 			return nil
 		},

@@ -100,6 +100,12 @@ func (t *Target) AddUser(user string, sec secret.Map) {
 	t.update(func(s *targetState) error { s.Accepted[user] = []string{hashSecret(sec)}; return nil })
 }
 
+// Accept makes user accept sec as well as the secrets it accepts already (a
+// change made on the target behind the rotator's back).
+func (t *Target) Accept(user string, sec secret.Map) {
+	t.update(func(s *targetState) error { s.Accepted[user] = append(s.Accepted[user], hashSecret(sec)); return nil })
+}
+
 // Authenticates reports whether the target accepts the credential now.
 func (t *Target) Authenticates(c rotator.Credential) bool {
 	ok := false

@@ -66,7 +66,7 @@ func newBrowser(t *testing.T) (context.Context, string) {
 	t.Cleanup(cancel)
 	// One generous deadline for the whole test: waits end on the event
 	// they wait for, never on a timer.
-	ctx, cancel2 := context.WithTimeout(actx, 90*time.Second)
+	ctx, cancel2 := context.WithTimeout(actx, 3*time.Minute)
 	t.Cleanup(cancel2)
 	bctx, cancel3 := chromedp.NewContext(ctx)
 	t.Cleanup(cancel3)

@@ -10,7 +10,7 @@ import (
 func testConsumers(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	a1 := store.Consumer{ID: "agent-a", CredentialID: "app/db", Name: "web", Host: "h1", Kind: "agent", Version: 1, ActionOK: true, TokenID: "t1", FirstSeen: at(0), LastSeen: at(0)}
-	b1 := store.Consumer{ID: "agent-b", CredentialID: "app/db", Name: "cron", Host: "h2", Kind: "agent", Version: 1, ActionError: "exit status 3", TokenID: "t1", FirstSeen: at(0), LastSeen: at(time.Second)}
+	b1 := store.Consumer{ID: "agent-b", CredentialID: "app/db", Name: "cron", Host: "h2", Kind: "agent", Version: 1, ActionError: "exit status 3", TokenID: "t1", FirstSeen: at(0), LastSeen: at(time.Second), Refresh: 5 * time.Second, DrainTimeout: 5 * time.Minute}
 	a2 := store.Consumer{ID: "agent-a", CredentialID: "app/api", Name: "web", Host: "h1", Kind: "agent", Version: 4, ActionOK: true, TokenID: "t1", FirstSeen: at(0), LastSeen: at(0)}
 	view(t, s, func(tx store.Tx) error {
 		got, err := tx.ListConsumers(ctx, "app/db")

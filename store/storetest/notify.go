@@ -195,17 +195,29 @@ func testNotify(t *testing.T, s store.Store) {
 		return nil
 	})
 
-	// Prune removes delivered rows delivered before the cutoff only.
+	// Prune removes delivered rows delivered before the cutoff only; a
+	// condition's row (its event ID holds a ':') stays until the second cutoff.
+	cond := d("sub_b", "certificate_expiring:prod/a:v1", 0)
+	cond.State, cond.DeliveredAt = store.DeliveryDelivered, ptr(at(time.Hour))
 	update(t, s, func(tx store.Tx) error {
-		n, err := tx.PruneDeliveries(ctx, at(time.Hour))
+		_, err := tx.InsertDelivery(ctx, cond)
+		noErr(t, "InsertDelivery(condition)", err)
+		n, err := tx.PruneDeliveries(ctx, at(time.Hour), at(time.Hour))
 		noErr(t, "PruneDeliveries", err)
 		if n != 0 {
 			t.Errorf("PruneDeliveries(at delivery) = %d, want 0", n)
 		}
-		n, err = tx.PruneDeliveries(ctx, at(2*time.Hour))
+		n, err = tx.PruneDeliveries(ctx, at(2*time.Hour), at(time.Hour))
 		noErr(t, "PruneDeliveries", err)
 		if n != 1 {
-			t.Errorf("PruneDeliveries = %d, want 1", n)
+			t.Errorf("PruneDeliveries = %d, want 1 (the event's, not the condition's)", n)
+		}
+		_, err = tx.GetDelivery(ctx, cond.ID)
+		noErr(t, "GetDelivery(condition after prune)", err)
+		n, err = tx.PruneDeliveries(ctx, at(2*time.Hour), at(2*time.Hour))
+		noErr(t, "PruneDeliveries", err)
+		if n != 1 {
+			t.Errorf("PruneDeliveries past the condition cutoff = %d, want 1", n)
 		}
 		return nil
 	})

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Tokens", testTokens},
 		{"Events", testEvents},
 		{"Consumers", testConsumers},
+		{"Instances", testInstances},
 		{"Notify", testNotify},
 		{"Times", testTimes},
 		{"ViewIsReadOnly", testViewIsReadOnly},

@@ -10,8 +10,13 @@ import (
 // Consumers.
 
 func scanConsumer(s scanner, c *store.Consumer) error {
-	return s.Scan(&c.ID, &c.CredentialID, &c.Name, &c.Host, &c.Kind, &c.Version, &c.ActionOK,
-		&c.ActionError, &c.TokenID, timeCol{&c.FirstSeen}, timeCol{&c.LastSeen})
+	var refresh, drain int64
+	if err := s.Scan(&c.ID, &c.CredentialID, &c.Name, &c.Host, &c.Kind, &c.Version, &c.ActionOK,
+		&c.ActionError, &c.TokenID, timeCol{&c.FirstSeen}, timeCol{&c.LastSeen}, &refresh, &drain); err != nil {
+		return err
+	}
+	c.Refresh, c.DrainTimeout = time.Duration(refresh)*time.Millisecond, time.Duration(drain)*time.Millisecond
+	return nil
 }
 
 // PutConsumer inserts or replaces the row of (c.ID, c.CredentialID), keeping
@@ -21,7 +26,8 @@ func (t *Tx) PutConsumer(ctx context.Context, c *store.Consumer) error {
 		return err
 	}
 	_, err := t.exec(ctx, qPutConsumer, c.ID, c.CredentialID, c.Name, c.Host, c.Kind, c.Version,
-		c.ActionOK, c.ActionError, c.TokenID, t.time(c.FirstSeen), t.time(c.LastSeen))
+		c.ActionOK, c.ActionError, c.TokenID, t.time(c.FirstSeen), t.time(c.LastSeen),
+		c.Refresh.Milliseconds(), c.DrainTimeout.Milliseconds())
 	if err != nil {
 		return t.fail(err, "put consumer %q of %q", c.ID, c.CredentialID)
 	}

@@ -19,7 +19,9 @@ type Migration struct {
 }
 
 // LoadMigrations reads the files NNNN_description.sql in dir of fsys, ordered
-// by number. Numbers start at 1 and have no gaps.
+// by number. Numbers are positive and unique; they may have gaps (numbers are
+// handed out to features before they land, and one backend may skip a number
+// the other needs).
 func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
@@ -43,17 +45,19 @@ func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 		ms = append(ms, Migration{Version: v, Name: name, SQL: string(b)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
-	for i, m := range ms {
-		if m.Version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected number %d", m.Name, i+1)
+	for i := 1; i < len(ms); i++ {
+		if ms[i].Version == ms[i-1].Version {
+			return nil, fmt.Errorf("migrations %s and %s have the same number", ms[i-1].Name, ms[i].Name)
 		}
 	}
 	return ms, nil
 }
 
-// Migrate brings the schema of pool up to the last of ms in one transaction,
-// recording each step in the table schema_version. It is idempotent. A schema
-// newer than ms (written by a newer binary) is refused. lock, if not empty, is
+// Migrate applies, in one transaction and in order of number, every migration
+// of ms that the table schema_version does not list yet, and records it there.
+// It is idempotent. A migration number that lands later than a higher one
+// (because numbers were handed out ahead) is still applied. A schema with a
+// version ms does not know (written by a newer binary) is refused. lock, if not empty, is
 // run first in the transaction to serialize concurrent migrators (SQLite
 // needs none: its write transactions are IMMEDIATE).
 func Migrate(ctx context.Context, pool *sql.DB, d *Dialect, ms []Migration, lock string) (err error) {
@@ -80,14 +84,41 @@ func Migrate(ctx context.Context, pool *sql.DB, d *Dialect, ms []Migration, lock
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY)`); err != nil {
 		return fmt.Errorf("%s: migrate: create schema_version: %w", d.Name, err)
 	}
-	var cur int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&cur); err != nil {
+	rows, err := tx.QueryContext(ctx, `SELECT version FROM schema_version`)
+	if err != nil {
 		return fmt.Errorf("%s: migrate: read schema_version: %w", d.Name, err)
 	}
-	if latest := len(ms); cur > latest {
-		return fmt.Errorf("%s: store schema version %d is newer than this binary supports (%d): upgrade nebula-credential", d.Name, cur, latest)
+	applied := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return fmt.Errorf("%s: migrate: read schema_version: %w", d.Name, err)
+		}
+		applied[v] = true
 	}
-	for _, m := range ms[cur:] {
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%s: migrate: read schema_version: %w", d.Name, err)
+	}
+	known := map[int]bool{}
+	latest := 0
+	for _, m := range ms {
+		known[m.Version] = true
+		latest = max(latest, m.Version)
+	}
+	for v := range applied {
+		if v > latest {
+			return fmt.Errorf("%s: store schema version %d is newer than this binary supports (%d): upgrade nebula-credential", d.Name, v, latest)
+		}
+		if !known[v] {
+			return fmt.Errorf("%s: store schema version %d is not known to this binary (it was written by another build): use the build that wrote it", d.Name, v)
+		}
+	}
+	for _, m := range ms {
+		if applied[m.Version] {
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 			return fmt.Errorf("%s: migrate: apply %s: %w", d.Name, m.Name, err)
 		}

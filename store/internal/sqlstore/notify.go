@@ -57,7 +57,9 @@ var notifyQueryText = map[query]string{
 	qListDeliveries: `SELECT ` + deliveryCols + ` FROM notify_deliveries
 		WHERE (? = '' OR state = ?) AND (? = '' OR subscription_id = ?) AND id > ?
 		ORDER BY id LIMIT ?`,
-	qPruneDeliveries: `DELETE FROM notify_deliveries WHERE state = 'delivered' AND delivered_at < ?`,
+	// Arguments: before, conditionsBefore.
+	qPruneDeliveries: `DELETE FROM notify_deliveries WHERE state = 'delivered'
+		AND ((delivered_at < ? AND event_id NOT LIKE '%:%') OR delivered_at < ?)`,
 	qNotifyStats: `SELECT (SELECT COUNT(*) FROM notify_outbox),
 		(SELECT COUNT(*) FROM notify_deliveries WHERE state = 'pending'),
 		(SELECT COUNT(*) FROM notify_deliveries WHERE state = 'dead'),
@@ -256,11 +258,11 @@ func (t *Tx) ListDeliveries(ctx context.Context, f store.DeliveryFilter) ([]stor
 	return ds, nil
 }
 
-func (t *Tx) PruneDeliveries(ctx context.Context, before time.Time) (int, error) {
+func (t *Tx) PruneDeliveries(ctx context.Context, before, conditionsBefore time.Time) (int, error) {
 	if err := t.writable("prune deliveries"); err != nil {
 		return 0, err
 	}
-	n, err := t.exec(ctx, qPruneDeliveries, t.time(before))
+	n, err := t.exec(ctx, qPruneDeliveries, t.time(before), t.time(conditionsBefore))
 	if err != nil {
 		return 0, t.fail(err, "prune deliveries")
 	}

@@ -70,6 +70,9 @@ const (
 	qListConsumers
 	qListAllConsumers
 	qDeleteConsumersSeenBefore
+	qPutInstance
+	qListInstances
+	qDeleteInstancesSeenBefore
 	// Notifications: the text is in notify.go.
 	qPutSubscription
 	qGetSubscription
@@ -101,8 +104,9 @@ const (
 	auditCols    = `seq, at, payload, prev_hash, hash`
 	tokenCols    = `id, name, hash, grants, created_at, expires_at`
 	eventCols    = `seq, at, kind, credential_id, version, detail`
+	instanceCols = `id, host, address, version, started_at, last_heartbeat`
 	consumerCols = `id, credential_id, name, host, kind, version, action_ok, action_error, token_id,
-		first_seen, last_seen`
+		first_seen, last_seen, refresh_ms, drain_ms`
 )
 
 var queryText = [numQueries]string{
@@ -227,13 +231,20 @@ var queryText = [numQueries]string{
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?) RETURNING seq`,
 	qListEvents: `SELECT ` + eventCols + ` FROM events WHERE seq > ? ORDER BY seq LIMIT ?`,
 
-	qPutConsumer: `INSERT INTO consumers (` + consumerCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	qPutConsumer: `INSERT INTO consumers (` + consumerCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (credential_id, id) DO UPDATE SET name = excluded.name, host = excluded.host,
 			kind = excluded.kind, version = excluded.version, action_ok = excluded.action_ok,
-			action_error = excluded.action_error, token_id = excluded.token_id, last_seen = excluded.last_seen`,
+			action_error = excluded.action_error, token_id = excluded.token_id, last_seen = excluded.last_seen,
+			refresh_ms = excluded.refresh_ms, drain_ms = excluded.drain_ms`,
 	qListConsumers:             `SELECT ` + consumerCols + ` FROM consumers WHERE credential_id = ? ORDER BY id`,
 	qListAllConsumers:          `SELECT ` + consumerCols + ` FROM consumers ORDER BY credential_id, id`,
 	qDeleteConsumersSeenBefore: `DELETE FROM consumers WHERE last_seen < ?`,
+
+	qPutInstance: `INSERT INTO instances (` + instanceCols + `) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET host = excluded.host, address = excluded.address,
+			version = excluded.version, last_heartbeat = excluded.last_heartbeat`,
+	qListInstances:             `SELECT ` + instanceCols + ` FROM instances ORDER BY id`,
+	qDeleteInstancesSeenBefore: `DELETE FROM instances WHERE last_heartbeat < ?`,
 }
 
 // planned names the queries whose plans the backends' tests check: each must
