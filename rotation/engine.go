@@ -178,6 +178,9 @@ func (e *Engine) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	if e.reg != nil {
+		e.reg.Close() // idle admin connections; errors closing them change nothing
+	}
 }
 
 func (e *Engine) now() time.Time { return e.clock().UTC() }
