@@ -82,6 +82,10 @@ type Config struct {
 	// target (host:port or URL host), so a hung target holds at most these
 	// slots (default Concurrency/2, at least 1).
 	TargetConcurrency int
+	// TransientBudget is how long transient failures of one step are retried
+	// for a credential whose settings leave backoff.budget unset (default
+	// DefaultTransientBudget, 30m; never less than the grace period).
+	TransientBudget time.Duration
 	// HealInterval is how often the scheduler probes the target of a
 	// rotation parked in needs_attention for a transient reason (default 1m).
 	HealInterval time.Duration
@@ -146,6 +150,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.TargetConcurrency <= 0 {
 		cfg.TargetConcurrency = max(1, cfg.Concurrency/2)
+	}
+	if cfg.TransientBudget <= 0 {
+		cfg.TransientBudget = DefaultTransientBudget
 	}
 	if cfg.HealInterval <= 0 {
 		cfg.HealInterval = time.Minute

@@ -20,6 +20,7 @@ import (
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/client"
 	"github.com/nebula-credential/nebula-credential/notify"
+	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/server"
 	"github.com/nebula-credential/nebula-credential/store"
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
@@ -39,6 +40,7 @@ func cmdServe(g *globals) *cobra.Command {
 		rateLimit                                 float64
 		publicMetrics                             bool
 		leaseTTL, heartbeat                       time.Duration
+		engine                                    rotation.Config
 		consumers                                 server.ConsumerConfig
 		notifyCfg                                 notify.DispatcherConfig
 	)
@@ -74,13 +76,24 @@ job is taken by exactly one of them. A rotation step holds a lease of
 --lease-ttl, renewed at every step; when its server dies, another takes the
 work over once the lease runs out. Each instance records a heartbeat every
 --heartbeat-interval; 'nebula-credential status' lists the instances (alive
-or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
+or dead: silent for 3 intervals) and who holds each open rotation's lease.
+
+Outages (see docs/rotation.md, "Outages: budgets and healing"): a step whose
+target does not answer is retried with backoff for --retry-budget (a
+credential's backoff.budget setting overrides it; never less than its grace);
+a rotation parked because its target was away is probed every
+--heal-interval and finished once the target answers. The scheduler runs
+--concurrency steps at once, at most --target-concurrency of them against one
+target (host:port), so a hung target cannot starve the others; the first
+connection of each step attempt waits at most --probe-timeout.`,
 		Example: `  nebula-credential serve
   nebula-credential serve --early-retire --early-retire-min 1m --consumer-timeout 90s
   nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
   nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt &   # pick a free port
   nebula-credential serve check --addr-file addr.txt --wait 10s
-  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s`,
+  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s
+  nebula-credential serve --retry-budget 1h --heal-interval 30s   # ride out hour-long maintenance windows
+  nebula-credential serve --concurrency 16 --target-concurrency 4 --probe-timeout 3s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (tlsCert == "") != (tlsKey == "") {
@@ -99,6 +112,9 @@ or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 			if leaseTTL < 2*time.Second {
 				return usagef("--lease-ttl must be at least 2s (each rotator call may take half of it)")
 			}
+			if err := checkEngineFlags(engine, leaseTTL); err != nil {
+				return err
+			}
 			if heartbeat < time.Second {
 				return usagef("--heartbeat-interval must be at least 1s")
 			}
@@ -106,7 +122,7 @@ or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 			return serve(cmd.Context(), g, logger, serveOptions{
 				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
 				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
-				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL, heartbeat: heartbeat,
+				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL, heartbeat: heartbeat, engine: engine,
 			})
 		},
 	}
@@ -123,6 +139,11 @@ or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 	c.Flags().DurationVar(&consumers.Timeout, "consumer-timeout", 90*time.Second, "a consumer silent this long no longer counts as live")
 	c.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a rotation step's lease lasts: a dead server's work moves to another after this")
 	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "how often this instance records that it is alive ('status' shows it dead after 3 intervals)")
+	c.Flags().DurationVar(&engine.TransientBudget, "retry-budget", rotation.DefaultTransientBudget, "how long a step whose target does not answer is retried before reverting or parking (per credential: backoff.budget)")
+	c.Flags().DurationVar(&engine.HealInterval, "heal-interval", time.Minute, "how often the target of a rotation parked because it was away is probed")
+	c.Flags().IntVar(&engine.Concurrency, "concurrency", 4, "rotation steps the scheduler runs at once")
+	c.Flags().IntVar(&engine.TargetConcurrency, "target-concurrency", 0, "at most this many of them against one target (0: half of --concurrency, at least 1)")
+	c.Flags().DurationVar(&engine.ProbeTimeout, "probe-timeout", 5*time.Second, "how long the first connection of each step attempt may take")
 	notifyFlags(c, &notifyCfg)
 	c.AddCommand(cmdServeCheck(g))
 	return c
@@ -136,15 +157,16 @@ type serveOptions struct {
 	consumers                       server.ConsumerConfig
 	notify                          notify.DispatcherConfig
 	leaseTTL, heartbeat             time.Duration
+	engine                          rotation.Config
 }
 
 func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
 	loc := g.storeLocation()
-	m, err := g.open(ctx, openOpts{logger: logger, leaseTTL: o.leaseTTL})
+	m, err := g.open(ctx, openOpts{logger: logger, leaseTTL: o.leaseTTL, engine: o.engine})
 	firstRun := false
 	if errors.Is(err, store.ErrNotFound) && (isPostgres(loc) || !sqlite.Exists(loc)) {
 		firstRun = true
-		m, err = g.open(ctx, openOpts{create: true, logger: logger, leaseTTL: o.leaseTTL})
+		m, err = g.open(ctx, openOpts{create: true, logger: logger, leaseTTL: o.leaseTTL, engine: o.engine})
 	}
 	if err != nil {
 		return err
@@ -282,7 +304,9 @@ nothing is probed, and check fails when --wait runs out.`,
 		Example: `  nebula-credential serve check
   nebula-credential serve check --addr https://creds.internal:8270 --ca-cert ca.pem
   nebula-credential serve check --addr-file addr.txt --wait 10s
-  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s`,
+  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s
+  nebula-credential serve --retry-budget 1h --heal-interval 30s   # ride out hour-long maintenance windows
+  nebula-credential serve --concurrency 16 --target-concurrency 4 --probe-timeout 3s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -356,4 +380,23 @@ nothing is probed, and check fails when --wait runs out.`,
 	c.Flags().StringVar(&caCert, "ca-cert", "", "CA certificate (PEM) to trust for https")
 	c.Flags().DurationVar(&wait, "wait", 0, "keep probing this long")
 	return c
+}
+
+// checkEngineFlags refuses outage tuning that cannot work, naming the flag.
+func checkEngineFlags(c rotation.Config, leaseTTL time.Duration) error {
+	switch {
+	case c.TransientBudget <= 0:
+		return usagef("--retry-budget must be positive, e.g. 30m")
+	case c.HealInterval <= 0:
+		return usagef("--heal-interval must be positive, e.g. 1m")
+	case c.Concurrency < 1:
+		return usagef("--concurrency must be at least 1")
+	case c.TargetConcurrency < 0 || c.TargetConcurrency > c.Concurrency:
+		return usagef("--target-concurrency must be between 1 and --concurrency (%d), or 0 for half of it", c.Concurrency)
+	case c.ProbeTimeout <= 0:
+		return usagef("--probe-timeout must be positive, e.g. 5s")
+	case c.ProbeTimeout > leaseTTL/2:
+		return usagef("--probe-timeout (%s) must not exceed half of --lease-ttl (%s), which bounds each rotator call", c.ProbeTimeout, leaseTTL/2)
+	}
+	return nil
 }
