@@ -142,3 +142,30 @@ func TestRetryRollbackGivesUpWaitingRotation(t *testing.T) {
 }
 
 func dur2(d time.Duration) *rotation.Duration { x := rotation.Duration(d); return &x }
+
+// serve --retry-budget (Config.TransientBudget) is the budget of a credential
+// that sets none; a credential's backoff.budget overrides it.
+func TestConfigTransientBudget(t *testing.T) {
+	run := func(t *testing.T, s *credential.Settings) time.Duration {
+		e := newEnv(t, func(c *credential.Config) { c.Engine.TransientBudget = 3 * time.Minute })
+		e.put("a", s)
+		fails := make([]rotatortest.Failure, 1000)
+		for i := range fails {
+			fails[i] = rotatortest.Failure{Class: rotator.ClassTransient}
+		}
+		e.tg.FailNext("verify", fails...)
+		_, _ = e.m.Rotate(context.Background(), "a", credential.RotateOptions{})
+		start := e.clock.Now()
+		if r := e.runDue("a", 1000); r.Step != rotation.StepRolledBack {
+			t.Fatalf("step %s", r.Step)
+		}
+		return e.clock.Now().Sub(start)
+	}
+	if used := run(t, &credential.Settings{Grace: dur2(0)}); used < 3*time.Minute || used >= 3*time.Minute+rotation.DefaultBackoffCap {
+		t.Fatalf("gave up after %v with a 3m configured budget", used)
+	}
+	own := &credential.Settings{Grace: dur2(0), Backoff: rotation.Backoff{Budget: rotation.Duration(10 * time.Minute)}}
+	if used := run(t, own); used < 10*time.Minute {
+		t.Fatalf("gave up after %v; the credential's own 10m budget must win", used)
+	}
+}

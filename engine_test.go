@@ -757,3 +757,54 @@ func TestNoSecretInLogsOrErrors(t *testing.T) {
 		t.Fatal("expected the echoed secrets to show as [REDACTED]")
 	}
 }
+
+// TestRetryDuringHealthyGraceRefused: `rotations retry` (with or without
+// --rollback) on a rotation that did not fail and is in its grace period is
+// refused with the commands that do end or undo it; it used to retire the
+// old version at once and cut off the consumers still on it.
+func TestRetryDuringHealthyGraceRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	v1 := e.put("a", nil)
+	if _, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{Grace: dur(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, rollback := range []bool{false, true} {
+		_, err := e.m.Engine().Retry(context.Background(), "a", rollback)
+		if !errors.Is(err, rotation.ErrWrongStep) || !strings.Contains(err.Error(), "nebula-credential grace end a") || !strings.Contains(err.Error(), "nebula-credential rollback a") {
+			t.Fatalf("retry (rollback=%v) during grace: %v", rollback, err)
+		}
+		if !e.auth(v1) {
+			t.Fatalf("retry (rollback=%v) retired the old version during grace", rollback)
+		}
+	}
+	// After the grace period the scheduler retires it as before.
+	e.clock.Advance(2 * time.Hour)
+	e.tick()
+	if e.auth(v1) {
+		t.Fatal("old version still accepted after grace")
+	}
+}
+
+// TestRollbackHints: a rollback with nothing in grace names the version to
+// re-apply, which works when followed; an unknown credential is not found.
+func TestRollbackHints(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put("a", nil)
+	if _, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{Grace: dur(0)}); err != nil {
+		t.Fatal(err)
+	}
+	e.tick()
+	_, err := e.m.Rollback(context.Background(), "a", credential.RollbackOptions{})
+	if !errors.Is(err, rotation.ErrGraceEnded) || !strings.Contains(err.Error(), "`nebula-credential rollback a --to-version 1`") {
+		t.Fatalf("rollback after grace: %v", err)
+	}
+	if _, err := e.m.Rollback(context.Background(), "a", credential.RollbackOptions{ToVersion: 1}); err != nil {
+		t.Fatalf("the hint, followed: %v", err)
+	}
+	if c := e.get("a", "current"); !e.auth(c) {
+		t.Fatalf("after re-apply: v%d does not authenticate", c.Version)
+	}
+	if _, err := e.m.Rollback(context.Background(), "nosuch", credential.RollbackOptions{}); !errors.Is(err, store.ErrNotFound) || strings.Contains(err.Error(), "to-version") {
+		t.Fatalf("rollback of an unknown credential: %v", err)
+	}
+}

@@ -13,6 +13,7 @@
 package credential
 
 import (
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -110,6 +111,9 @@ func ValidateValues(t Type, fields map[string]any, sec secret.Map) error {
 			return fmt.Errorf("%w: type %s needs field %q under \"fields\"", ErrInvalid, t, f)
 		}
 	}
+	if t == Certificate && !holdsPEMCertificate(fields["certificate"]) {
+		return fmt.Errorf("%w: field \"certificate\" of type certificate holds no PEM certificate: put the current certificate and its chain (\"-----BEGIN CERTIFICATE-----\"...); docs/targets/x509.md shows how to make a first one", ErrInvalid)
+	}
 	allowed := append(slices.Clone(s.Secret), s.OptionalSecret...)
 	for _, f := range allowed {
 		if _, ok := fields[f]; ok {
@@ -148,6 +152,25 @@ func ValidateValues(t Type, fields map[string]any, sec secret.Map) error {
 		}
 	}
 	return nil
+}
+
+// holdsPEMCertificate reports whether v is text with a PEM CERTIFICATE block.
+func holdsPEMCertificate(v any) bool {
+	str, ok := v.(string)
+	if !ok {
+		return false
+	}
+	rest := []byte(str)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return false
+		}
+		if b.Type == "CERTIFICATE" && len(b.Bytes) > 0 {
+			return true
+		}
+	}
 }
 
 func validateFieldName(name string) error {

@@ -89,6 +89,11 @@ type Agent struct {
 	children  chan childExit
 	healthLn  net.Listener
 	eventAt   time.Time // when the first event behind the next pass arrived
+	recheckAt time.Time // a grace a template listed the previous version of ends
+	sigs      chan os.Signal // signals to forward to the child (run, ForwardSignals)
+	// stopped is set when INT or TERM arrived while the child was being
+	// stopped for a restart: no new child starts, and Run exits with it.
+	stopped *ExitError
 }
 
 type health struct {
@@ -303,10 +308,19 @@ func unreachable(err error) bool {
 
 // fetch gets the current version of id from the first server that answers.
 func (a *Agent) fetch(ctx context.Context, id string) (*credential.Credential, error) {
+	return a.fetchLabel(ctx, id, "")
+}
+
+// fetchPrevious gets the previous version of id (during grace).
+func (a *Agent) fetchPrevious(ctx context.Context, id string) (*credential.Credential, error) {
+	return a.fetchLabel(ctx, id, "previous")
+}
+
+func (a *Agent) fetchLabel(ctx context.Context, id, label string) (*credential.Credential, error) {
 	var last error
 	for i := range a.clients {
 		k := (a.cur + i) % len(a.clients)
-		c, err := a.clients[k].Get(ctx, id, client.GetOptions{Reveal: true})
+		c, err := a.clients[k].Get(ctx, id, client.GetOptions{Reveal: true, Label: label})
 		if err == nil {
 			if k != a.cur {
 				a.log.Warn("switched server", "from", a.clients[a.cur].Addr(), "to", a.clients[k].Addr())
@@ -385,11 +399,14 @@ func (a *Agent) watch(ctx context.Context) (<-chan client.Event, context.CancelF
 	)
 	for i := range a.clients {
 		k := (a.cur + i) % len(a.clients)
-		ch, err = a.clients[k].Watch(wctx, "", a.st.LastSeq)
+		ch, err = a.clients[k].WatchOnce(wctx, "", a.st.LastSeq)
 		if err == nil {
 			a.cur = k
+			a.setHealth(func(h *health) { h.Server = a.clients[k].Addr() })
+			a.log.Info("following the watch stream", "server", a.clients[k].Addr(), "after", a.st.LastSeq)
 			return ch, cancel, nil
 		}
+		a.log.Warn("cannot open the watch stream", "server", a.clients[k].Addr(), "err", err)
 		if !unreachable(err) {
 			break
 		}
@@ -415,15 +432,26 @@ func (a *Agent) Run(ctx context.Context) error {
 		sigs = make(chan os.Signal, 8)
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 		defer signal.Stop(sigs)
+		a.sigs = sigs
 	}
 	defer a.stopChild()
 
+	// The watch stream: one connection at a time; when it breaks the next
+	// address is tried at once (each address once, then with backoff),
+	// resuming after the last event seen. Every reopening is followed by a
+	// full pass, so nothing missed in between stays missed.
+	var rewatch <-chan time.Time
 	events, stopWatch, err := a.watch(ctx)
 	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+		if !unreachable(err) {
+			return fmt.Errorf("watch: %w", err)
+		}
+		stopWatch = func() {}
+		rewatch = time.After(250 * time.Millisecond)
 	}
 	defer func() { stopWatch() }()
 	watchedOn := a.cur
+	watchOpened, watchFails := time.Now(), 0
 
 	full := time.Duration(a.cfg.FullCheck)
 	if full == 0 {
@@ -443,8 +471,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	var (
 		dirty   = map[string]bool{}
 		all     = true
-		rewatch <-chan time.Time
+		recheck <-chan time.Time
 	)
+	watchRetry := func() time.Duration {
+		// each address once right away, then jittered exponential backoff
+		watchFails++
+		if watchFails < len(a.clients) {
+			return 0
+		}
+		b := min(250*time.Millisecond<<min(watchFails-len(a.clients), 10), retryMax)
+		return b/2 + time.Duration(rand.Int64N(int64(b/2)+1))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -466,10 +503,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
-				a.log.Error("the watch stream ended; reopening", "in", backoff)
-				rewatch = time.After(backoff)
+				stopWatch()
+				if ctx.Err() != nil {
+					return nil
+				}
+				if time.Since(watchOpened) > 30*time.Second {
+					watchFails = 0 // it served a while: this is a new outage
+				}
+				from := a.clients[watchedOn].Addr()
+				a.cur = (watchedOn + 1) % len(a.clients)
+				d := watchRetry()
+				a.log.Warn("the watch stream ended; reconnecting", "server", from, "next", a.clients[a.cur].Addr(), "in", d.Round(time.Millisecond), "after", a.st.LastSeq)
+				rewatch = time.After(d)
 				continue
 			}
+			watchFails = 0
 			a.onEvent(ev, dirty)
 			for drained := false; !drained; {
 				select {
@@ -491,20 +539,34 @@ func (a *Agent) Run(ctx context.Context) error {
 			rewatch = nil
 			ch, stop, err := a.watch(ctx)
 			if err != nil {
-				a.log.Error("cannot reopen the watch stream", "err", err)
-				rewatch = time.After(retryMax)
+				if ctx.Err() != nil {
+					return nil
+				}
+				if !unreachable(err) {
+					return fmt.Errorf("watch: %w", err)
+				}
+				d := watchRetry()
+				a.log.Warn("server unreachable; keeping every file as it is", "watch_retry_in", d.Round(time.Millisecond), "err", err)
+				a.setHealth(func(h *health) { h.Status, h.Error = "unreachable", "watch: " + err.Error() })
+				rewatch = time.After(d)
 				continue
 			}
-			stopWatch, events, watchedOn = stop, ch, a.cur
+			stopWatch, events, watchedOn, watchOpened = stop, ch, a.cur, time.Now()
 			all = true
 		case <-fullTick.C:
 			all = true
+		case <-recheck:
+			// a grace ended: drop the previous version's lines
+			recheck, all = nil, true
 		case <-retry.C:
 		case <-heartbeat.C:
 			a.report(ctx, heartbeat)
 			continue
 		}
 		err := a.sync(ctx, all, dirty)
+		if a.stopped != nil {
+			return a.stopped
+		}
 		if err != nil {
 			var ue *unreachableError
 			if errors.As(err, &ue) {
@@ -531,6 +593,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			stopWatch()
 			rewatch = time.After(0)
 			events = nil
+		}
+		if !a.recheckAt.IsZero() {
+			recheck = time.After(time.Until(a.recheckAt) + 100*time.Millisecond)
+			a.recheckAt = time.Time{}
 		}
 		a.report(ctx, heartbeat)
 	}
@@ -581,6 +647,12 @@ func (a *Agent) saveSeqLater() { a.saveState() }
 // all), writes those whose content changed, then runs each action once.
 func (a *Agent) sync(ctx context.Context, all bool, dirty map[string]bool) error {
 	r := newRenderer(ctx, a.fetch)
+	r.fetchPrev = a.fetchPrevious
+	defer func() {
+		if !r.graceEnds.IsZero() && (a.recheckAt.IsZero() || r.graceEnds.Before(a.recheckAt)) {
+			a.recheckAt = r.graceEnds
+		}
+	}()
 	type out struct {
 		i    int
 		data []byte
@@ -836,7 +908,7 @@ func (a *Agent) runActions(ctx context.Context, envChanged bool) (int, error) {
 			delete(a.owed, i)
 		}
 	}
-	if a.cfg.Exec != nil && a.child == nil && ctx.Err() == nil {
+	if a.cfg.Exec != nil && a.child == nil && ctx.Err() == nil && a.stopped == nil {
 		if err := a.startChild(); err != nil {
 			return n, err
 		}

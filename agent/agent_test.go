@@ -3,11 +3,15 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,5 +248,88 @@ func TestRenderErrorsCarryNoSecret(t *testing.T) {
 		if strings.Contains(err.Error(), "w/o'rd") || strings.Contains(err.Error(), nasty) {
 			t.Errorf("%s: secret in error %q", text, err)
 		}
+	}
+}
+
+// owners picks a user and a group to give destinations to: as root another
+// user and group (so the test sees chown happen); otherwise the current user
+// and, if it has one, a supplementary group other than its primary one.
+func owners(t *testing.T) (u *user.User, g *user.Group) {
+	t.Helper()
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u = me
+	if os.Getuid() == 0 {
+		if nb, err := user.Lookup("nobody"); err == nil {
+			u = nb
+		}
+	}
+	gids, _ := os.Getgroups()
+	pick := me.Gid
+	if os.Getuid() == 0 {
+		pick = u.Gid
+	} else {
+		for _, id := range gids {
+			if s := strconv.Itoa(id); s != me.Gid {
+				pick = s
+				break
+			}
+		}
+	}
+	g, err = user.LookupGroupId(pick)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, g
+}
+
+// TestDestinationOwnerAndGroup: user and group (names or numeric IDs) own
+// the destination; an owner change alone rewrites it; an unknown group is a
+// config error naming the file, line and field.
+func TestDestinationOwnerAndGroup(t *testing.T) {
+	u, g := owners(t)
+	t.Logf("user %s (%s), group %s (%s)", u.Username, u.Uid, g.Name, g.Gid)
+	dir := t.TempDir()
+	for _, tc := range []struct{ user, group string }{
+		{u.Username, g.Name},
+		{u.Uid, g.Gid},
+	} {
+		p := writeConfig(t, fmt.Sprintf("servers: [a:1]\ntemplates:\n  - contents: x\n    destination: %s\n    user: %q\n    group: %q\n", filepath.Join(dir, "f"), tc.user, tc.group))
+		c, err := LoadConfig(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp := c.Templates[0]
+		if strconv.Itoa(tp.uid) != u.Uid || strconv.Itoa(tp.gid) != g.Gid {
+			t.Fatalf("%s/%s resolved to %d/%d", tc.user, tc.group, tp.uid, tp.gid)
+		}
+		// the file first belongs to the agent; the owner alone changes it
+		os.Remove(tp.Destination)
+		if _, err := WriteFile(tp.Destination, []byte("same"), 0o640, -1, -1); err != nil {
+			t.Fatal(err)
+		}
+		changed, err := WriteFile(tp.Destination, []byte("same"), 0o640, tp.uid, tp.gid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(tp.Destination)
+		st := fi.Sys().(*syscall.Stat_t)
+		if strconv.Itoa(int(st.Uid)) != u.Uid || strconv.Itoa(int(st.Gid)) != g.Gid || fi.Mode().Perm() != 0o640 {
+			t.Errorf("owner %d:%d mode %v, want %s:%s 0640", st.Uid, st.Gid, fi.Mode().Perm(), u.Uid, g.Gid)
+		}
+		if want := strconv.Itoa(os.Getuid()) != u.Uid || strconv.Itoa(os.Getgid()) != g.Gid; changed != want {
+			t.Errorf("changed = %v, want %v (only the owner differs)", changed, want)
+		}
+		if changed, _ := WriteFile(tp.Destination, []byte("same"), 0o640, tp.uid, tp.gid); changed {
+			t.Error("an unchanged file with its owner was rewritten")
+		}
+	}
+	p := writeConfig(t, "servers: [a:1]\ntemplates:\n  - contents: x\n    destination: /tmp/x\n    user: "+u.Username+"\n    group: no-such-group-here\n")
+	_, err := LoadConfig(p)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.File != p || ce.Line != 6 || ce.Field != "templates[0].group" || !strings.Contains(ce.Msg, `no group "no-such-group-here"`) {
+		t.Errorf("unknown group: %v", err)
 	}
 }

@@ -80,16 +80,37 @@ func (a *Agent) stopChild() {
 		sig = a.cfg.Exec.sig
 	}
 	c.signal(sig)
-	select {
-	case <-c.done:
-	case <-time.After(time.Duration(a.cfg.Exec.KillTimeout)):
-		a.log.Warn("the child did not stop in time; killing it", "pid", c.cmd.Process.Pid, "after", time.Duration(a.cfg.Exec.KillTimeout))
-		c.cmd.Process.Kill()
-		<-c.done
+	kill := time.After(time.Duration(a.cfg.Exec.KillTimeout))
+	for done := false; !done; {
+		select {
+		case <-c.done:
+			done = true
+		case s := <-a.sigs:
+			// the agent's own signals still reach the child while it stops;
+			// INT or TERM also cancel a restart
+			sig := s.(syscall.Signal)
+			a.log.Info("forwarding a signal to the stopping child", "signal", sig.String())
+			c.signal(sig)
+			if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+				a.stopped = &ExitError{}
+			}
+		case <-kill:
+			a.log.Warn("the child did not stop in time; killing it", "pid", c.cmd.Process.Pid, "after", time.Duration(a.cfg.Exec.KillTimeout))
+			c.cmd.Process.Kill()
+			<-c.done
+			done = true
+		}
+	}
+	if a.stopped != nil {
+		a.stopped.Code = c.code // the child's own status is run's
 	}
 }
 
 func (a *Agent) restartChild() error {
 	a.stopChild()
+	if a.stopped != nil {
+		a.log.Info("told to stop during the restart; not starting the child again", "status", a.stopped.Code)
+		return nil
+	}
 	return a.startChild()
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -27,15 +28,24 @@ func childMain(config string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	a, err := New(cfg, Options{Token: os.Getenv("NC_AGENT_CHILD_TOKEN"), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	forward := os.Getenv("NC_AGENT_CHILD_FORWARD") == "1" // as `run` does
+	a, err := New(cfg, Options{Token: os.Getenv("NC_AGENT_CHILD_TOKEN"), Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)), ForwardSignals: forward})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
+	ctx := context.Background()
+	if !forward {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM)
+		defer stop()
+	}
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			return ee.Code
+		}
 		return 1
 	}
 	return 0

@@ -110,6 +110,11 @@ type psqlLoop struct {
 }
 
 func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
+	return startPsqlWith(t, env, func() ([]string, error) { return args, nil })
+}
+
+// startPsqlWith takes psql's arguments anew before every query.
+func startPsqlWith(t *testing.T, env []string, argsf func() ([]string, error)) *psqlLoop {
 	l := &psqlLoop{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -118,6 +123,14 @@ func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
 			case <-l.stop:
 				return
 			default:
+			}
+			args, err := argsf()
+			if err != nil {
+				l.failed.Add(1)
+				l.mu.Lock()
+				l.errs = append(l.errs, err.Error())
+				l.mu.Unlock()
+				continue
 			}
 			cmd := exec.Command("psql", append([]string{"-w", "-X", "-A", "-t", "-c", "select 1"}, args...)...)
 			cmd.Env = append(os.Environ(), env...)
@@ -138,9 +151,13 @@ func startPsql(t *testing.T, env []string, args ...string) *psqlLoop {
 
 func (l *psqlLoop) end() { close(l.stop); <-l.done }
 
-// TestPsqlThroughAgentRotations: a real psql, a new connection per query,
-// reads user and password from the pg_service.conf the agent renders, while
-// the alternating credential is rotated 100 times: no login fails.
+// TestPsqlThroughAgentRotations: two real psql loops, a new process and
+// connection per query, while the alternating credential is rotated 100
+// times. One reads user and password from the pg_service.conf the agent
+// renders. The other reads the password from the .pgpass the agent renders
+// (PGPASSFILE; psql says "password retrieved from file") and host, port and
+// user from a service file without a password, rendered after the .pgpass in
+// the same pass. No login fails.
 func TestPsqlThroughAgentRotations(t *testing.T) {
 	s, _ := realPG(t, time.Second)
 	dir := t.TempDir()
@@ -150,16 +167,58 @@ servers: [%s]
 templates:
   - contents: '{{ pgservice "app" "app/db" }}'
     destination: pg_service.conf
+  # the .pgpass first: while the user file still names the previous user,
+  # the new .pgpass still holds that user's line (grace)
+  - contents: '{{ pgpass "app/db" }}'
+    destination: .pgpass
+  - contents: |
+      [app]
+      host={{ field "app/db" "host" }}
+      port={{ field "app/db" "port" }}
+      dbname=postgres
+      user={{ field "app/db" "username" }}
+    destination: user_service.conf
 `, s.ts.URL))
 	st := startAgent(t, cfg, s.token)
 	st.waitVersion(t, "app/db", 1)
-	l := startPsql(t, []string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGCONNECT_TIMEOUT=10"}, "service=app")
+	pgpass := filepath.Join(dir, ".pgpass")
+	service := startPsql(t, []string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGCONNECT_TIMEOUT=10"}, "service=app")
+	passfile := startPsql(t, []string{"PGSERVICEFILE=" + filepath.Join(dir, "user_service.conf"), "PGPASSFILE=" + pgpass, "PGCONNECT_TIMEOUT=10"}, "service=app")
+	// during grace the .pgpass lists the previous user's line too
+	var most atomic.Int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			b, _ := os.ReadFile(pgpass)
+			if n := int64(strings.Count(string(b), "\n")); n > most.Load() {
+				most.Store(n)
+			}
+		}
+	}()
 	pws := rotateAll(t, s, rotations(), nil)
-	l.end()
-	if l.failed.Load() != 0 || l.ok.Load() < int64(rotations()) {
-		t.Fatalf("psql: %d ok, %d failed: %q", l.ok.Load(), l.failed.Load(), l.errs[:min(5, len(l.errs))])
+	close(stopSampling)
+	<-sampled
+	service.end()
+	passfile.end()
+	if most.Load() != 2 {
+		t.Errorf("the .pgpass held at most %d lines, want 2 during grace (current and previous user)", most.Load())
 	}
-	t.Logf("%d rotations, %d psql logins, 0 failed", rotations(), l.ok.Load())
+	for name, l := range map[string]*psqlLoop{"pg_service.conf": service, ".pgpass": passfile} {
+		if l.failed.Load() != 0 || l.ok.Load() < int64(rotations()) {
+			t.Errorf("psql through %s: %d ok, %d failed: %q", name, l.ok.Load(), l.failed.Load(), l.errs[:min(5, len(l.errs))])
+		}
+		t.Logf("psql through %s: %d rotations, %d logins, %d failed", name, rotations(), l.ok.Load(), l.failed.Load())
+	}
+	if fi, err := os.Stat(pgpass); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf(".pgpass: %v %v (psql ignores a .pgpass readable by others)", fi, err)
+	}
 	for _, pw := range pws {
 		if strings.Contains(st.log.String(), pw) {
 			t.Fatal("a password is in the agent's log")

@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,5 +290,179 @@ templates:
 	}
 	if !strings.Contains(st.log.String(), "server unreachable") || strings.Contains(st.log.String(), "kept-secret-1111") {
 		t.Errorf("log:\n%s", st.log)
+	}
+}
+
+// TestRunForwardsSignalsIncludingDuringRestart runs the agent as its own
+// process with an exec child, as `run` does: SIGTERM and SIGINT sent to the
+// agent reach the child and the agent exits with the child's status; one
+// sent while a restart waits for the old child to stop reaches that child,
+// and no new child starts.
+func TestRunForwardsSignalsIncludingDuringRestart(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "app/x", "fwd-secret-1")
+	child := `echo "start $$" >> "$OUT"
+trap 'echo usr1 >> "$OUT"' USR1
+trap 'echo term >> "$OUT"; exit 9' TERM
+trap 'echo int >> "$OUT"; exit 8' INT
+while :; do sleep 0.05; done`
+	for _, tc := range []struct {
+		name    string
+		sig     syscall.Signal
+		restart bool
+		want    string
+		code    int
+	}{
+		{"TERM", syscall.SIGTERM, false, "term", 9},
+		{"INT", syscall.SIGINT, false, "int", 8},
+		{"TERM during a restart", syscall.SIGTERM, true, "term", 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			cfgPath := filepath.Join(dir, "agent.yaml")
+			// the restart asks the child to stop with USR1, which it ignores
+			// (a slow shutdown): the kill timeout is far away
+			text := fmt.Sprintf("servers: [%s]\ntemplates:\n  - contents: '{{ secret \"app/x\" \"password\" }}'\n    destination: pw\nexec:\n  command: [sh, -c, %q]\n  on_change: restart\n  signal: USR1\n  kill_timeout: 10m\n", s.ts.URL, child)
+			if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LoadConfig(cfgPath); err != nil {
+				t.Fatal(err)
+			}
+			var stderr testenv.Buffer
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "NC_AGENT_CHILD_CONFIG="+cfgPath, "NC_AGENT_CHILD_TOKEN="+s.token, "NC_AGENT_CHILD_FORWARD=1", "OUT="+out)
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill() })
+			waitOut := func(want string) {
+				t.Helper()
+				for deadline := time.Now().Add(2 * time.Minute); ; {
+					b, _ := os.ReadFile(out)
+					if strings.Contains(string(b), want) {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no %q in %q\n%s", want, b, stderr.String())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			waitOut("start")
+			if tc.restart {
+				s.put(t, "app/x", "fwd-secret-"+testenv.UniqueName(""))
+				waitOut("usr1") // the restart is waiting for the child to stop
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() { waited <- cmd.Wait() }()
+			var err error
+			select {
+			case err = <-waited:
+			case <-time.After(2 * time.Minute):
+				cmd.Process.Kill()
+				t.Fatalf("the agent did not exit after %v\n%s", tc.sig, stderr.String())
+			}
+			code := exitCode(err)
+			b, _ := os.ReadFile(out)
+			if code != tc.code || !strings.Contains(string(b), tc.want) {
+				t.Errorf("agent status %d (want the child's %d), child saw %q\n%s", code, tc.code, b, stderr.String())
+			}
+			if n := strings.Count(string(b), "start"); n != 1 {
+				t.Errorf("the child started %d times, want 1: %q", n, b)
+			}
+			if strings.Contains(stderr.String(), "fwd-secret") {
+				t.Error("a secret is in the agent's log")
+			}
+		})
+	}
+}
+
+// TestWatchFailsOverWhenTheStreamBreaks: two addresses of one server (one
+// store). When the stream on the first breaks, the agent reopens it on the
+// second at once, resuming after the last event (Last-Event-ID), and a
+// change made after the break arrives through the second stream, with no
+// fetch having failed and the full check an hour away.
+func TestWatchFailsOverWhenTheStreamBreaks(t *testing.T) {
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "app/x", "fo-secret-1")
+	var (
+		mu      sync.Mutex
+		resumed []string
+	)
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/watch" {
+			mu.Lock()
+			resumed = append(resumed, r.Header.Get("Last-Event-ID"))
+			mu.Unlock()
+		}
+		s.s.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { second.CloseClientConnections(); second.Close() })
+	dir := t.TempDir()
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+servers: [%s, %s]
+full_check: 1h
+retry_max: 1h
+health_addr: 127.0.0.1:0
+templates:
+  - contents: '{{ secret "app/x" "password" }}'
+    destination: pw
+`, s.ts.URL, second.URL))
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "app/x", 1)
+	s.put(t, "app/x", "fo-secret-2") // an event: the agent has a cursor now
+	st.waitVersion(t, "app/x", 2)
+	// the first address goes away: its stream breaks
+	s.ts.CloseClientConnections()
+	s.ts.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		mu.Lock()
+		n := len(resumed)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never opened the stream on the second address\n%s", st.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := s.m.Get(context.Background(), "app/x", credential.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.put(t, "app/x", "fo-secret-3")
+	st.waitVersion(t, "app/x", c.Version+1)
+	if b, _ := os.ReadFile(filepath.Join(dir, "pw")); string(b) != "fo-secret-3" {
+		t.Errorf("pw = %q", b)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if resumed[0] == "" || resumed[0] == "0" {
+		t.Errorf("the stream on the second address did not resume after the last event: Last-Event-ID %q", resumed[0])
+	}
+	log := st.log.String()
+	if !strings.Contains(log, "the watch stream ended; reconnecting") || strings.Contains(log, "server unreachable") {
+		t.Errorf("log:\n%s", log)
+	}
+	if res, err := http.Get("http://" + st.a.HealthAddr() + "/healthz"); err == nil {
+		var h map[string]any
+		json.NewDecoder(res.Body).Decode(&h)
+		res.Body.Close()
+		if h["server"] != second.URL {
+			t.Errorf("health names server %v, want %s", h["server"], second.URL)
+		}
+	}
+	for _, pw := range []string{"fo-secret-1", "fo-secret-2", "fo-secret-3"} {
+		if strings.Contains(log, pw) {
+			t.Errorf("secret %q in the log", pw)
+		}
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -36,16 +38,26 @@ type renderer struct {
 	cache map[string]*credential.Credential
 	// used is what the template read: credential ID → version.
 	used map[string]int
+	// fetchPrev, if set, gets the previous version of a credential in grace
+	// (the pgpass helper lists it too); prev caches it.
+	fetchPrev func(ctx context.Context, id string) (*credential.Credential, error)
+	prev      map[string]*credential.Credential
+	// graceEnds is the earliest end of a grace whose previous version a
+	// template listed: the file must be rendered again then.
+	graceEnds time.Time
 }
 
 func newRenderer(ctx context.Context, fetch func(context.Context, string) (*credential.Credential, error)) *renderer {
-	return &renderer{ctx: ctx, fetch: fetch, cache: map[string]*credential.Credential{}, used: map[string]int{}}
+	return &renderer{ctx: ctx, fetch: fetch, cache: map[string]*credential.Credential{}, used: map[string]int{}, prev: map[string]*credential.Credential{}}
 }
 
 // secrets lists every secret value fetched so far, to scrub error text.
 func (r *renderer) secrets() []string {
 	var out []string
-	for _, c := range r.cache {
+	for _, c := range slices.Concat(slices.Collect(maps.Values(r.cache)), slices.Collect(maps.Values(r.prev))) {
+		if c == nil {
+			continue
+		}
 		for _, v := range c.Secret {
 			if s := v.Reveal(); len(s) >= 3 {
 				out = append(out, s)
@@ -176,6 +188,10 @@ func (r *renderer) db(id string, defPort string) (db, error) {
 	if err != nil {
 		return db{}, err
 	}
+	return r.dbOf(id, c, defPort)
+}
+
+func (r *renderer) dbOf(id string, c *credential.Credential, defPort string) (db, error) {
 	d := db{
 		host: fieldString(c.Fields["host"]), port: fieldString(c.Fields["port"]),
 		database: fieldString(c.Fields["database"]), user: fieldString(c.Fields["username"]),
@@ -242,6 +258,46 @@ func (r *renderer) pgpass(id string) (string, error) {
 	if d.database == "" {
 		d.database = "*"
 	}
+	line, err := pgpassLine(id, d)
+	if err != nil {
+		return "", err
+	}
+	// During grace the previous version still logs in. With the alternating
+	// strategy its user differs: a program that took the user a moment
+	// before the file changed (a script reading it, a service file) still
+	// finds a password for it. The line goes at the next render after grace.
+	c := r.cache[id]
+	if r.fetchPrev == nil || c.State != credential.StateGrace {
+		return line, nil
+	}
+	p, ok := r.prev[id]
+	if !ok {
+		if p, err = r.fetchPrev(r.ctx, id); err != nil && !errors.Is(err, credential.ErrNotFound) {
+			return "", err
+		}
+		r.prev[id] = p
+	}
+	if p == nil || p.Version == c.Version {
+		return line, nil
+	}
+	pd, err := r.dbOf(id, p, "5432")
+	if err != nil || pd.user == d.user {
+		return line, nil
+	}
+	if pd.database == "" {
+		pd.database = "*"
+	}
+	pl, err := pgpassLine(id, pd)
+	if err != nil {
+		return line, nil
+	}
+	if c.GraceEndsAt != nil && (r.graceEnds.IsZero() || c.GraceEndsAt.Before(r.graceEnds)) {
+		r.graceEnds = *c.GraceEndsAt
+	}
+	return line + pl, nil
+}
+
+func pgpassLine(id string, d db) (string, error) {
 	e := strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace
 	for _, s := range []string{d.host, d.port, d.database, d.user, d.password} {
 		if strings.ContainsAny(s, "\r\n") {

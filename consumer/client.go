@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/client"
@@ -20,15 +21,24 @@ import (
 type ClientSource struct {
 	c *client.Client
 
-	mu    sync.Mutex
-	cache map[string]Credential
-	who   credential.ConsumerReport // identity for reports; Credentials unused
+	mu     sync.Mutex
+	cache  map[string]cached
+	maxAge time.Duration            // 0: cached until the watch says it moved
+	drains map[string]time.Duration // drain timeout of the pool on each ID
+	who    credential.ConsumerReport // identity for reports; Credentials unused
+	now    func() time.Time
+}
+
+type cached struct {
+	c  Credential
+	at time.Time
 }
 
 var (
 	_ Source         = (*ClientSource)(nil)
 	_ UnusedReporter = (*ClientSource)(nil)
 	_ Refresher      = (*ClientSource)(nil)
+	_ TimingReporter = (*ClientSource)(nil)
 )
 
 // FromClient returns a Source reading from a server. The client's token needs
@@ -36,7 +46,7 @@ var (
 // "pool:HOST:PID" until SetConsumer names it.
 func FromClient(c *client.Client) *ClientSource {
 	host, _ := os.Hostname()
-	return &ClientSource{c: c, cache: map[string]Credential{}, who: credential.ConsumerReport{
+	return &ClientSource{c: c, cache: map[string]cached{}, drains: map[string]time.Duration{}, now: time.Now, who: credential.ConsumerReport{
 		ID: fmt.Sprintf("pool:%s:%d", host, os.Getpid()), Name: "pool", Host: host, Kind: "pool",
 	}}
 }
@@ -47,6 +57,39 @@ func (s *ClientSource) SetConsumer(id, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.who.ID, s.who.Name = id, name
+}
+
+// SetMaxAge bounds how long Current serves a cached version: an entry older
+// than d is read again from the server, even if no change arrived (a watch
+// stream that broke, or nobody watching). 0, the default, keeps an entry
+// until the watch stream reports that current moved. The bound is reported
+// to the server as this consumer's refresh interval: a grace period shorter
+// than it makes policy set and doctor warn.
+func (s *ClientSource) SetMaxAge(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxAge = max(d, 0)
+}
+
+// ReportTiming implements TimingReporter: it registers this consumer of id
+// on version with its refresh interval (SetMaxAge) and the pool's drain
+// timeout. A pool calls it when it opens.
+func (s *ClientSource) ReportTiming(ctx context.Context, id string, version int, drainTimeout time.Duration) error {
+	s.mu.Lock()
+	s.drains[id] = drainTimeout
+	s.mu.Unlock()
+	return s.report(ctx, id, version)
+}
+
+func (s *ClientSource) report(ctx context.Context, id string, version int) error {
+	s.mu.Lock()
+	r := s.who
+	d := credential.ConsumerDelivery{ID: id, Version: version, ActionOK: true,
+		RefreshSeconds: s.maxAge.Seconds(), DrainTimeoutSeconds: s.drains[id].Seconds()}
+	s.mu.Unlock()
+	r.Credentials = []credential.ConsumerDelivery{d}
+	_, err := s.c.ReportConsumer(ctx, r)
+	return err
 }
 
 // ReportUnused implements UnusedReporter: the pool holds no connection on
@@ -60,29 +103,26 @@ func (s *ClientSource) ReportUnused(ctx context.Context, id string, version int)
 	if cur.Version == version {
 		return nil // current again (a rollback): still in use
 	}
-	s.mu.Lock()
-	r := s.who
-	s.mu.Unlock()
-	r.Credentials = []credential.ConsumerDelivery{{ID: id, Version: cur.Version, ActionOK: true}}
-	_, err = s.c.ReportConsumer(ctx, r)
-	return err
+	return s.report(ctx, id, cur.Version)
 }
 
 // Current implements Source.
 func (s *ClientSource) Current(ctx context.Context, id string) (Credential, error) {
 	s.mu.Lock()
-	c, ok := s.cache[id]
+	e, ok := s.cache[id]
+	fresh := ok && (s.maxAge == 0 || s.now().Sub(e.at) < s.maxAge)
 	s.mu.Unlock()
-	if ok {
-		return c, nil
+	if fresh {
+		return e.c, nil
 	}
+	at := s.now()
 	got, err := s.c.Get(ctx, id, client.GetOptions{Reveal: true})
 	if err != nil {
 		return Credential{}, err
 	}
-	c = Credential{ID: got.ID, Type: string(got.Type), Version: got.Version, Fields: got.Fields, Secret: got.Secret}
+	c := Credential{ID: got.ID, Type: string(got.Type), Version: got.Version, Fields: got.Fields, Secret: got.Secret}
 	s.mu.Lock()
-	s.cache[id] = c
+	s.cache[id] = cached{c: c, at: at}
 	s.mu.Unlock()
 	return c, nil
 }

@@ -96,6 +96,15 @@ type UnusedReporter interface {
 	ReportUnused(ctx context.Context, id string, version int) error
 }
 
+// TimingReporter is optionally implemented by a Source that reports to a
+// server: a pool (pgxswap, sqlswap) tells it, when it opens, the version it
+// starts on and its drain timeout; the source reports them with its own
+// refresh interval, so that policy set and doctor can warn about a grace
+// period shorter than refresh plus drain timeout.
+type TimingReporter interface {
+	ReportTiming(ctx context.Context, id string, version int, drainTimeout time.Duration) error
+}
+
 // Drain is the outcome of draining one old version from a pool.
 type Drain struct {
 	ID      string

@@ -6,10 +6,11 @@ import (
 )
 
 // RedactURL returns raw with what may be a credential replaced by "xxxxx":
-// the user information, every query value, and every path segment after the
+// the user information, every query value, every path segment after the
 // first that is 12 characters or longer (Slack, Teams and similar services
-// put the secret in the path). What remains identifies the receiver. An
-// unparseable URL is redacted whole.
+// put the secret in the path), and a first segment that long holding a digit
+// (a topic name such as ntfy's, which is the secret). What remains
+// identifies the receiver. An unparseable URL is redacted whole.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
@@ -33,7 +34,7 @@ func RedactURL(raw string) string {
 			continue
 		}
 		seen++
-		if seen > 1 && len(s) >= 12 {
+		if len(s) >= 12 && (seen > 1 || strings.ContainsAny(s, "0123456789")) {
 			segs[i] = "xxxxx"
 		}
 	}

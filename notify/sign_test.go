@@ -45,6 +45,8 @@ func TestRedactURL(t *testing.T) {
 		"https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX": "https://hooks.slack.com/services/T000/B000/xxxxx",
 		"https://example.com/x?token=abc&x=1":                                 "https://example.com/x?token=xxxxx&x=xxxxx",
 		"not a url":                                                           "xxxxx",
+		"https://ntfy.sh/alerts7f3k2q9zx1":                                    "https://ntfy.sh/xxxxx",
+		"https://example.com/notifications/in":                                "https://example.com/notifications/in",
 	} {
 		if got := notify.RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

@@ -137,7 +137,12 @@ const DefaultTransientBudget = 30 * time.Minute
 // TransientBudget returns how long transient failures of one step are retried:
 // Budget (default 30m), never less than grace.
 func (b Backoff) TransientBudget(grace time.Duration) time.Duration {
-	d := DefaultTransientBudget
+	return b.transientBudget(DefaultTransientBudget, grace)
+}
+
+// transientBudget is TransientBudget with def for an unset Budget.
+func (b Backoff) transientBudget(def, grace time.Duration) time.Duration {
+	d := def
 	if b.Budget > 0 {
 		d = time.Duration(b.Budget)
 	}
@@ -154,7 +159,7 @@ func (e *Engine) retryUntil(j *job, now time.Time) (time.Time, bool) {
 		j.d.TransientSince = &t
 	}
 	grace := time.Duration(j.d.GraceSeconds * float64(time.Second))
-	end := j.d.TransientSince.Add(j.settings.Backoff.TransientBudget(grace))
+	end := j.d.TransientSince.Add(j.settings.Backoff.transientBudget(e.cfg.TransientBudget, grace))
 	if n := j.settings.Backoff.Attempts; n > 0 && j.r.Attempt+1 >= n {
 		return end, false
 	}

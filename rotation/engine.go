@@ -82,6 +82,10 @@ type Config struct {
 	// target (host:port or URL host), so a hung target holds at most these
 	// slots (default Concurrency/2, at least 1).
 	TargetConcurrency int
+	// TransientBudget is how long transient failures of one step are retried
+	// for a credential whose settings leave backoff.budget unset (default
+	// DefaultTransientBudget, 30m; never less than the grace period).
+	TransientBudget time.Duration
 	// HealInterval is how often the scheduler probes the target of a
 	// rotation parked in needs_attention for a transient reason (default 1m).
 	HealInterval time.Duration
@@ -147,6 +151,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.TargetConcurrency <= 0 {
 		cfg.TargetConcurrency = max(1, cfg.Concurrency/2)
 	}
+	if cfg.TransientBudget <= 0 {
+		cfg.TransientBudget = DefaultTransientBudget
+	}
 	if cfg.HealInterval <= 0 {
 		cfg.HealInterval = time.Minute
 	}
@@ -178,6 +185,9 @@ func (e *Engine) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	if e.reg != nil {
+		e.reg.Close() // idle admin connections; errors closing them change nothing
+	}
 }
 
 func (e *Engine) now() time.Time { return e.clock().UTC() }
@@ -193,6 +203,9 @@ type RotateOptions struct {
 	// rotation asked for during a grace period waits for it to end and then
 	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
+	// OnQueued, with Wait, is called when the rotation was queued durably
+	// behind a running grace period (see Engine.Rotate).
+	OnQueued func(graceEndsAt time.Time)
 	// IfDueAt, if set, plans the rotation only while the credential's next
 	// due time is still this one, else fails with ErrNotDue (the scheduler).
 	IfDueAt *time.Time
@@ -201,13 +214,35 @@ type RotateOptions struct {
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
 // retirement) and returns the journal row. It fails with
 // store.ErrRotationInProgress when another rotation is open.
+//
+// With Wait during a grace period the request is queued durably first: the
+// credential's next due time becomes the grace end (audited rotate.queued),
+// so the scheduler runs the rotation then even if this process dies or is
+// interrupted (a *QueuedError says so). This process waits, retires the
+// previous version at the grace end and rotates; if the scheduler started
+// the rotation first, it follows that one to grace and returns it.
 func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	var queued *InGraceError
 	if opts.Wait {
+		var err error
+		if queued, err = e.queueAfterGrace(ctx, id, opts); err != nil {
+			return nil, err
+		}
+		if queued != nil && opts.OnQueued != nil {
+			opts.OnQueued(queued.GraceEndsAt)
+		}
 		if err := e.waitGrace(ctx, id); err != nil {
+			if queued != nil && ctx.Err() != nil {
+				return nil, &QueuedError{InGraceError: *queued, Err: err}
+			}
 			return nil, err
 		}
 	}
 	r, err := e.plan(ctx, id, KindRotate, 0, opts)
+	if queued != nil && errors.Is(err, store.ErrRotationInProgress) {
+		// Another process (the scheduler) ran the queued rotation first.
+		return e.followQueued(ctx, id, queued)
+	}
 	if err != nil {
 		return nil, err
 	}

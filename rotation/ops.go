@@ -100,7 +100,7 @@ func (e *Engine) Rollback(ctx context.Context, id string, opts RollbackOptions) 
 	}
 	r, err := e.openRotation(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("rollback %s: %w: no rotation is in its grace period, so the previous version may already be retired on the target; re-apply an older version with `nebula-credential rollback %s --to-version K`", id, ErrGraceEnded, id)
+		return nil, e.noGraceToRollBack(ctx, id)
 	}
 	if err != nil {
 		return nil, err
@@ -182,6 +182,12 @@ func (e *Engine) Retry(ctx context.Context, id string, rollback bool) (*store.Ro
 	}
 	if err != nil {
 		return nil, fmt.Errorf("retry %s: %w", id, err)
+	}
+	if r.Step == StepGrace && r.Attempt == 0 && r.LastError == "" && r.GraceEndsAt != nil && e.now().Before(*r.GraceEndsAt) {
+		// Nothing failed: a retry here would retire the old version now and
+		// cut off the consumers the grace period is for.
+		return nil, fmt.Errorf("retry %s: %w: rotation %d has not failed; it is in its grace period until %s and the old version retires then. To retire it now: `nebula-credential grace end %s`; to go back: `nebula-credential rollback %s`",
+			id, ErrWrongStep, r.ID, r.GraceEndsAt.UTC().Format(time.RFC3339), id, id)
 	}
 	claimed, err := e.claim(ctx, r)
 	if err != nil {
@@ -614,6 +620,52 @@ func (GenericRotator) Revert(context.Context, rotator.RevertRequest) (rotator.Re
 }
 
 // openRotation returns the credential's open rotation (store.ErrNotFound if none).
+// noGraceToRollBack is the error of a rollback with no rotation in grace: the
+// credential is not found, or the way forward names the version to re-apply.
+func (e *Engine) noGraceToRollBack(ctx context.Context, id string) error {
+	older := 0
+	err := e.st.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetCredential(ctx, id)
+		if err != nil {
+			return err
+		}
+		if c.DeletedAt != nil {
+			return store.ErrNotFound
+		}
+		labels, err := tx.Labels(ctx, id)
+		if err != nil {
+			return err
+		}
+		vs, err := tx.ListVersions(ctx, id)
+		if err != nil {
+			return err
+		}
+		// The newest version before the current one, else the newest other.
+		cur, other := labels["current"], 0
+		for _, v := range vs {
+			if v.Version < cur && v.Version > older {
+				older = v.Version
+			}
+			if v.Version != cur && v.Version > other {
+				other = v.Version
+			}
+		}
+		if older == 0 {
+			older = other
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("rollback %s: %w: credential %q not found (see `nebula-credential list`)", id, store.ErrNotFound, id)
+	case err != nil:
+		return fmt.Errorf("rollback %s: %w", id, err)
+	case older == 0:
+		return fmt.Errorf("rollback %s: %w: no rotation is in its grace period and no other version is stored, so there is nothing to roll back to", id, ErrGraceEnded)
+	}
+	return fmt.Errorf("rollback %s: %w: no rotation is in its grace period, so the previous version may already be retired on the target; re-apply version %d (set on the target again, verified, made current) with `nebula-credential rollback %s --to-version %d` (all versions: `nebula-credential history %s`)", id, ErrGraceEnded, older, id, older, id)
+}
+
 func (e *Engine) openRotation(ctx context.Context, id string) (*store.Rotation, error) {
 	var r *store.Rotation
 	err := e.st.View(ctx, func(tx store.Tx) error {

@@ -182,7 +182,7 @@ func CheckScope(id string, b Binding, adminID string, s Scope) error {
 				m = strings.Join(s.Manages, ", ")
 			}
 			return &Error{Class: ClassPermission, Op: op, Privilege: FieldManages,
-				Err: fmt.Errorf("admin credential %s does not manage account %q of credential %s (its %s: %s): add the account or a pattern to the admin's %s", adminID, a, id, FieldManages, m, FieldManages)}
+				Err: fmt.Errorf("admin credential %s does not manage account %q of credential %s (its %s: %s): store the admin again with the account or a pattern in its fields (\"%s\":[%q], see docs/admin-credentials.md)", adminID, a, id, FieldManages, m, FieldManages, a)}
 		}
 	}
 	return nil

@@ -16,7 +16,9 @@ package rotator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/secret"
@@ -274,6 +276,19 @@ func (r *Registry) Lookup(typ string) (Rotator, error) {
 		return nil, &Error{Class: ClassConfig, Op: "lookup", Err: fmt.Errorf("no rotator registered for type %q", typ)}
 	}
 	return rot, nil
+}
+
+// Close closes the connections the registered rotators keep between calls
+// (those that implement io.Closer: the database rotators' idle admin
+// connections). The rotators stay usable; a later call opens new ones.
+func (r *Registry) Close() error {
+	var errs []error
+	for _, rot := range r.m {
+		if c, ok := Unwrap(rot).(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Types lists the registered types.

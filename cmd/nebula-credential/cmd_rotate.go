@@ -115,6 +115,11 @@ docs/rotation.md#emergency-rotation.`,
 				g.warnf("--no-validate: the new secret is committed without a test login")
 			}
 			opts.Actor, _ = audit.ActorOf(cmd.Context())
+			if !all {
+				opts.OnQueued = func(end time.Time) {
+					fmt.Fprintf(g.stderr, "%s: queued behind the grace period ending at %s; waiting. If this stops, the scheduler (`nebula-credential serve`) still runs the rotation then\n", args[0], end.Format(time.RFC3339))
+				}
+			}
 			if now {
 				if all || grace != "" {
 					return usagef("--now rotates one credential with zero grace: drop --all and --grace")
@@ -188,6 +193,7 @@ func cmdPolicy(g *globals) *cobra.Command {
 	p := &cobra.Command{Use: "policy", Short: "Show or set a credential's rotation policies and settings"}
 	var (
 		periodic, jitter, cronExpr, window, grace, minRemaining, strategy string
+		retryBudget                                                       string
 		beforeExpiry, manual, fromStdin, clear                            bool
 		fraction                                                          float64
 		retention                                                         int
@@ -203,6 +209,7 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
   nebula-credential policy set prod/api/token --before-expiry --fraction 0.8 --min-remaining 1h
   nebula-credential policy set prod/db/orders --cron "0 3 * * 1" --window 2h --grace 15m
   nebula-credential policy set prod/db/orders --manual
+  nebula-credential policy set prod/db/orders --retry-budget 2h   # ride out a long maintenance window
   echo '{"policies":[{"kind":"periodic","interval":"90d"}]}' | nebula-credential policy set prod/db/orders --stdin`,
 		Args: exactArgs(1, "ID"),
 		RunE: g.withBackend(openOpts{}, func(cmd *cobra.Command, args []string, m backend) error {
@@ -282,6 +289,16 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 				}
 				s.Grace = &d
 			}
+			if retryBudget != "" {
+				d, err := dur("retry-budget", retryBudget)
+				if err != nil {
+					return err
+				}
+				if d <= 0 {
+					return usagef("--retry-budget must be positive, e.g. 30m")
+				}
+				s.Backoff.Budget = d
+			}
 			if strategy != "" {
 				s.Strategy = rotator.Strategy(strategy)
 			}
@@ -325,6 +342,7 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 	set.Flags().BoolVar(&manual, "manual", false, "rotate only when asked")
 	set.Flags().BoolVar(&clear, "clear", false, "remove all policies")
 	set.Flags().StringVar(&grace, "grace", "", "grace period for future rotations")
+	set.Flags().StringVar(&retryBudget, "retry-budget", "", "how long a step whose target does not answer is retried (default: serve --retry-budget, 30m; never less than the grace)")
 	set.Flags().StringVar(&strategy, "strategy", "", "dual, alternating or in_place (default: the rotator's best)")
 	set.Flags().IntVar(&retention, "retention", 0, "versions to keep (default 10)")
 	set.Flags().StringVar(&validate, "validate", "", "verify before commit: true or false")

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/client"
 	"github.com/nebula-credential/nebula-credential/notify"
+	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/server"
 	"github.com/nebula-credential/nebula-credential/store"
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
@@ -39,6 +41,7 @@ func cmdServe(g *globals) *cobra.Command {
 		rateLimit                                 float64
 		publicMetrics                             bool
 		leaseTTL, heartbeat                       time.Duration
+		engine                                    rotation.Config
 		consumers                                 server.ConsumerConfig
 		notifyCfg                                 notify.DispatcherConfig
 	)
@@ -74,13 +77,25 @@ job is taken by exactly one of them. A rotation step holds a lease of
 --lease-ttl, renewed at every step; when its server dies, another takes the
 work over once the lease runs out. Each instance records a heartbeat every
 --heartbeat-interval; 'nebula-credential status' lists the instances (alive
-or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
+or dead: silent for 3 intervals) and who holds each open rotation's lease.
+
+Outages (see docs/rotation.md, "Outages: budgets and healing"): a step whose
+target does not answer is retried with backoff for --retry-budget (a
+credential's backoff.budget setting overrides it; never less than its grace);
+a rotation parked because its target was away is probed every
+--heal-interval and finished once the target answers. The scheduler runs
+--concurrency steps at once, at most --target-concurrency of them against one
+target (host:port), so a hung target cannot starve the others; the first
+connection of each step attempt waits at most --probe-timeout.`,
 		Example: `  nebula-credential serve
   nebula-credential serve --early-retire --early-retire-min 1m --consumer-timeout 90s
   nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
   nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt &   # pick a free port
   nebula-credential serve check --addr-file addr.txt --wait 10s
-  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s`,
+  nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt & nebula-credential serve check --addr-file addr.txt --pid $! --wait 30s
+  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s
+  nebula-credential serve --retry-budget 1h --heal-interval 30s   # ride out hour-long maintenance windows
+  nebula-credential serve --concurrency 16 --target-concurrency 4 --probe-timeout 3s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (tlsCert == "") != (tlsKey == "") {
@@ -99,6 +114,9 @@ or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 			if leaseTTL < 2*time.Second {
 				return usagef("--lease-ttl must be at least 2s (each rotator call may take half of it)")
 			}
+			if err := checkEngineFlags(engine, leaseTTL); err != nil {
+				return err
+			}
 			if heartbeat < time.Second {
 				return usagef("--heartbeat-interval must be at least 1s")
 			}
@@ -106,7 +124,7 @@ or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 			return serve(cmd.Context(), g, logger, serveOptions{
 				addr: addr, addrFile: addrFile, tlsCert: tlsCert, tlsKey: tlsKey,
 				shutdown: shutdown, rateLimit: rateLimit, publicMetrics: publicMetrics,
-				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL, heartbeat: heartbeat,
+				consumers: consumers, notify: notifyCfg, leaseTTL: leaseTTL, heartbeat: heartbeat, engine: engine,
 			})
 		},
 	}
@@ -123,6 +141,11 @@ or dead: silent for 3 intervals) and who holds each open rotation's lease.`,
 	c.Flags().DurationVar(&consumers.Timeout, "consumer-timeout", 90*time.Second, "a consumer silent this long no longer counts as live")
 	c.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a rotation step's lease lasts: a dead server's work moves to another after this")
 	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", 10*time.Second, "how often this instance records that it is alive ('status' shows it dead after 3 intervals)")
+	c.Flags().DurationVar(&engine.TransientBudget, "retry-budget", rotation.DefaultTransientBudget, "how long a step whose target does not answer is retried before reverting or parking (per credential: backoff.budget)")
+	c.Flags().DurationVar(&engine.HealInterval, "heal-interval", time.Minute, "how often the target of a rotation parked because it was away is probed")
+	c.Flags().IntVar(&engine.Concurrency, "concurrency", 4, "rotation steps the scheduler runs at once")
+	c.Flags().IntVar(&engine.TargetConcurrency, "target-concurrency", 0, "at most this many of them against one target (0: half of --concurrency, at least 1)")
+	c.Flags().DurationVar(&engine.ProbeTimeout, "probe-timeout", 5*time.Second, "how long the first connection of each step attempt may take")
 	notifyFlags(c, &notifyCfg)
 	c.AddCommand(cmdServeCheck(g))
 	return c
@@ -136,15 +159,16 @@ type serveOptions struct {
 	consumers                       server.ConsumerConfig
 	notify                          notify.DispatcherConfig
 	leaseTTL, heartbeat             time.Duration
+	engine                          rotation.Config
 }
 
 func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions) error {
 	loc := g.storeLocation()
-	m, err := g.open(ctx, openOpts{logger: logger, leaseTTL: o.leaseTTL})
+	m, err := g.open(ctx, openOpts{logger: logger, leaseTTL: o.leaseTTL, engine: o.engine})
 	firstRun := false
 	if errors.Is(err, store.ErrNotFound) && (isPostgres(loc) || !sqlite.Exists(loc)) {
 		firstRun = true
-		m, err = g.open(ctx, openOpts{create: true, logger: logger, leaseTTL: o.leaseTTL})
+		m, err = g.open(ctx, openOpts{create: true, logger: logger, leaseTTL: o.leaseTTL, engine: o.engine})
 	}
 	if err != nil {
 		return err
@@ -181,6 +205,12 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	go func() { schedDone <- m.Engine().Run(schedCtx) }()
 	notifyDone := runDispatcher(schedCtx, m, disp)
 
+	var addrLock *os.File
+	defer func() {
+		if addrLock != nil {
+			addrLock.Close()
+		}
+	}()
 	err = server.ListenAndServe(ctx, srv, server.ServeConfig{
 		Addr: o.addr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, ShutdownTimeout: o.shutdown, Logger: logger,
 		OnListen: func(a net.Addr) {
@@ -191,8 +221,11 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 			logger.Info("listening", "addr", a.String(), "url", scheme+"://"+a.String(), "store", loc, "instance", m.Engine().Owner())
 			srv.SetAddress(scheme + "://" + a.String())
 			if o.addrFile != "" {
-				if werr := writeFileAtomic(o.addrFile, []byte(scheme+"://"+a.String()+"\n"), 0o644); werr != nil {
+				f, werr := writeAddrFile(o.addrFile, []byte(scheme+"://"+a.String()+"\n"))
+				if werr != nil {
 					logger.Error("writing --addr-file", "err", werr)
+				} else {
+					addrLock = f // held until serve returns: `serve check` sees the owner
 				}
 			}
 		},
@@ -264,10 +297,47 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return os.Rename(f.Name(), path)
 }
 
+// writeAddrFile writes the address file atomically with a shared lock on it
+// that lasts while the returned file stays open (taken before the rename, so
+// the file is never visible unlocked while serve runs).
+func writeAddrFile(path string, data []byte) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := lockShared(f); err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(data); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return nil, err
+	}
+	ok = true
+	return f, nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
 func cmdServeCheck(g *globals) *cobra.Command {
 	var (
 		addr, addrFile, caCert string
 		wait                   time.Duration
+		pid                    int
 	)
 	c := &cobra.Command{
 		Use:   "check [--addr ADDR | --addr-file FILE] [--wait 10s]",
@@ -278,11 +348,18 @@ container health checks).
 
 With --addr-file, the address comes only from that file (written by
 'serve --addr-file' once the server listens): while the file does not exist,
-nothing is probed, and check fails when --wait runs out.`,
+nothing is probed, and check fails when --wait runs out. A running serve holds
+a lock on the file: a file no process holds (left by a server that has exited)
+is not probed either, and once the server that wrote it is seen to exit, check
+fails at once instead of waiting out --wait. With --pid, check also fails at
+once when that process (the serve being waited for) has exited.`,
 		Example: `  nebula-credential serve check
   nebula-credential serve check --addr https://creds.internal:8270 --ca-cert ca.pem
   nebula-credential serve check --addr-file addr.txt --wait 10s
-  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s`,
+  nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt & nebula-credential serve check --addr-file addr.txt --pid $! --wait 30s
+  nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s
+  nebula-credential serve --retry-budget 1h --heal-interval 30s   # ride out hour-long maintenance windows
+  nebula-credential serve --concurrency 16 --target-concurrency 4 --probe-timeout 3s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -304,7 +381,11 @@ nothing is probed, and check fails when --wait runs out.`,
 				return usagef("give --addr or --addr-file, not both")
 			}
 			var last error
+			sawOwner := false
 			for {
+				if pid > 0 && processGone(pid) {
+					return fmt.Errorf("server not ready: process %d (the serve being waited for) has exited: see its output for why", pid)
+				}
 				target := addr
 				if addrFile != "" {
 					// Only the file names the server: while it does not
@@ -313,6 +394,8 @@ nothing is probed, and check fails when --wait runs out.`,
 					target = ""
 					b, err := os.ReadFile(addrFile)
 					switch {
+					case errors.Is(err, os.ErrNotExist) && sawOwner:
+						return fmt.Errorf("server not ready: the serve that wrote %s has exited (the file is gone): see its output for why", addrFile)
 					case errors.Is(err, os.ErrNotExist):
 						last = fmt.Errorf("address file %s does not exist (yet): start `nebula-credential serve --addr-file %s`, and give check a --wait (e.g. --wait 30s) while it starts", addrFile, addrFile)
 					case err != nil:
@@ -321,6 +404,17 @@ nothing is probed, and check fails when --wait runs out.`,
 						last = fmt.Errorf("address file %s is empty", addrFile)
 					default:
 						target = strings.TrimSpace(string(b))
+						switch held, known := addrFileHeld(addrFile); {
+						case !known || held:
+							sawOwner = sawOwner || held
+						case sawOwner:
+							return fmt.Errorf("server not ready: the serve that wrote %s (%s) has exited: see its output for why", addrFile, target)
+						default:
+							// Left by a server that is gone: another
+							// server may answer on that address now.
+							last = fmt.Errorf("address file %s (%s) was left by a server that is no longer running: start `nebula-credential serve --addr-file %s`, and give check a --wait while it starts", addrFile, target, addrFile)
+							target = ""
+						}
 					}
 				}
 				if target != "" {
@@ -355,5 +449,25 @@ nothing is probed, and check fails when --wait runs out.`,
 	c.Flags().StringVar(&addrFile, "addr-file", "", "read the address from this file (written by serve --addr-file); nothing is probed until it exists")
 	c.Flags().StringVar(&caCert, "ca-cert", "", "CA certificate (PEM) to trust for https")
 	c.Flags().DurationVar(&wait, "wait", 0, "keep probing this long")
+	c.Flags().IntVar(&pid, "pid", 0, "the process ID of the serve being waited for: fail at once when it has exited")
 	return c
+}
+
+// checkEngineFlags refuses outage tuning that cannot work, naming the flag.
+func checkEngineFlags(c rotation.Config, leaseTTL time.Duration) error {
+	switch {
+	case c.TransientBudget <= 0:
+		return usagef("--retry-budget must be positive, e.g. 30m")
+	case c.HealInterval <= 0:
+		return usagef("--heal-interval must be positive, e.g. 1m")
+	case c.Concurrency < 1:
+		return usagef("--concurrency must be at least 1")
+	case c.TargetConcurrency < 0 || c.TargetConcurrency > c.Concurrency:
+		return usagef("--target-concurrency must be between 1 and --concurrency (%d), or 0 for half of it", c.Concurrency)
+	case c.ProbeTimeout <= 0:
+		return usagef("--probe-timeout must be positive, e.g. 5s")
+	case c.ProbeTimeout > leaseTTL/2:
+		return usagef("--probe-timeout (%s) must not exceed half of --lease-ttl (%s), which bounds each rotator call", c.ProbeTimeout, leaseTTL/2)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	credential "github.com/nebula-credential/nebula-credential"
+	"github.com/nebula-credential/nebula-credential/rotator"
 	"github.com/nebula-credential/nebula-credential/rotator/apikey"
 	"github.com/nebula-credential/nebula-credential/rotator/mysql"
 	"github.com/nebula-credential/nebula-credential/rotator/oauth2"
@@ -78,5 +79,15 @@ func fieldsHelp() string {
 			fmt.Fprintf(&b, "    see %s\n", d)
 		}
 	}
+	fmt.Fprintf(&b, `
+A credential that others name as their admin (admin_credential, auth_credential,
+a certificate's CA) declares what it may manage, or binding to it is refused:
+  %s: the accounts (or certificate names) it may manage, names or patterns
+    ("app_*"); none by default
+  %s, %s: true to allow its own account, or one another
+    credential already manages
+  target (api_key auth credential), directory_url (ACME account): where it may be used
+  see docs/admin-credentials.md
+`, rotator.FieldManages, rotator.FieldManageSelf, rotator.FieldManageShared)
 	return b.String()
 }

@@ -92,6 +92,9 @@ type openOpts struct {
 	noRecover bool
 	logger    *slog.Logger
 	leaseTTL  time.Duration // 0: the engine's default
+	// engine sets the scheduler's outage tuning (serve flags); zero values
+	// are the engine's defaults. Its LeaseTTL is leaseTTL.
+	engine rotation.Config
 }
 
 // open opens the manager on the configured store.
@@ -113,7 +116,7 @@ func (g *globals) open(ctx context.Context, o openOpts) (*credential.Manager, er
 		Rotators:   rotators(),
 		Logger:     logger,
 		NoRecover:  o.noRecover,
-		Engine:     rotation.Config{LeaseTTL: o.leaseTTL},
+		Engine:     engineConfig(o),
 	})
 	if err != nil {
 		st.Close()
@@ -140,5 +143,17 @@ func (g *globals) warnIgnoredPassphrase(ctx context.Context, m *credential.Manag
 	})
 	if string(mode) == "key_file" {
 		g.warnf("NEBULA_CREDENTIAL_PASSPHRASE is set but store %s uses the key file %s; the passphrase is ignored (unset it)", displayLocation(g.storeLocation()), g.keyFileLocation())
+	}
+}
+
+// engineConfig is the engine tuning of o.
+func engineConfig(o openOpts) rotation.Config {
+	return rotation.Config{
+		LeaseTTL:          o.leaseTTL,
+		TransientBudget:   o.engine.TransientBudget,
+		HealInterval:      o.engine.HealInterval,
+		Concurrency:       o.engine.Concurrency,
+		TargetConcurrency: o.engine.TargetConcurrency,
+		ProbeTimeout:      o.engine.ProbeTimeout,
 	}
 }

@@ -151,6 +151,15 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("pgxswap: watch %s: %w", p.id, err)
 	}
 	p.wg.Go(func() { follow.Run(wctx, p.src, p.id, changes, p.log, p.apply) })
+	if tr, ok := p.src.(consumer.TimingReporter); ok {
+		p.wg.Go(func() { // the server learns the drain timeout before the first rotation
+			rctx, cancel := context.WithTimeout(wctx, 30*time.Second)
+			defer cancel()
+			if err := tr.ReportTiming(rctx, p.id, cur.Version, timeout); err != nil && rctx.Err() == nil {
+				p.log.Warn("reporting drain timeout", "credential", p.id, "err", err)
+			}
+		})
+	}
 	return p, nil
 }
 

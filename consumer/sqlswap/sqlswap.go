@@ -147,6 +147,15 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 		return nil, fmt.Errorf("sqlswap: watch %s: %w", c.id, err)
 	}
 	c.wg.Go(func() { follow.Run(wctx, c.src, c.id, changes, c.log, c.apply) })
+	if tr, ok := c.src.(consumer.TimingReporter); ok {
+		c.wg.Go(func() { // the server learns the drain timeout before the first rotation
+			rctx, cancel := context.WithTimeout(wctx, 30*time.Second)
+			defer cancel()
+			if err := tr.ReportTiming(rctx, c.id, cur.Version, timeout); err != nil && rctx.Err() == nil {
+				c.log.Warn("reporting drain timeout", "credential", c.id, "err", err)
+			}
+		})
+	}
 	return c, nil
 }
 

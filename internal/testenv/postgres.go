@@ -290,3 +290,68 @@ func (p *PG) stop() {
 	}
 	os.RemoveAll(p.base)
 }
+
+// CPUTime is the CPU time the cluster has used so far: the postmaster, the
+// backends it has reaped, and those running now, read from /proc (Linux
+// only). The difference between two calls is the server's CPU in between,
+// for benchmarks that report PostgreSQL CPU per operation.
+func (p *PG) CPUTime() (time.Duration, error) {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0, errors.New("testenv: postgres not started by this process")
+	}
+	pid := p.cmd.Process.Pid
+	// The postmaster's own time and its reaped children's (utime, stime,
+	// cutime, cstime: fields 14-17, in clock ticks of 10 ms).
+	f, _, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	total := time.Duration(f[11]+f[12]+f[13]+f[14]) * tick
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		f, ppid, err := procStat(child)
+		if err != nil || ppid != pid {
+			continue // gone meanwhile, or not a backend
+		}
+		// A running backend: its time so far, in nanoseconds where the
+		// kernel keeps them (schedstat), in ticks otherwise.
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", child)); err == nil {
+			if ns, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64); err == nil {
+				total += time.Duration(ns)
+				continue
+			}
+		}
+		total += time.Duration(f[11]+f[12]) * tick
+	}
+	return total, nil
+}
+
+// procStat reads /proc/pid/stat: the fields after the command name (f[0] is
+// field 3, the state; f[11] is utime) as numbers, and the parent pid.
+func procStat(pid int) (f []int64, ppid int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, 0, fmt.Errorf("testenv: /proc/%d/stat: unexpected format", pid)
+	}
+	for _, w := range strings.Fields(s[i+1:]) {
+		n, _ := strconv.ParseInt(w, 10, 64)
+		f = append(f, n)
+	}
+	if len(f) < 15 {
+		return nil, 0, fmt.Errorf("testenv: /proc/%d/stat: unexpected format", pid)
+	}
+	return f, int(f[1]), nil
+}

@@ -19,8 +19,9 @@ import (
 
 // session is one server connection.
 type session struct {
-	conn *sql.Conn
-	db   *sql.DB
+	conn    *sql.Conn
+	db      *sql.DB
+	version string // SELECT VERSION(), once read
 }
 
 func (s *session) Close() {
@@ -67,7 +68,11 @@ func (nopLogger) Print(...any) {}
 
 // db is how the shared login steps reach the server.
 func (r *Rotator) db() dbrot.Driver[target, *session] {
-	return dbrot.Driver[target, *session]{Connect: r.connect, Close: (*session).Close, ClassOf: classOf}
+	return dbrot.Driver[target, *session]{Connect: r.connect, Close: (*session).Close, ClassOf: classOf,
+		Pool: &r.pool, Ping: func(ctx context.Context, s *session) error { return s.conn.PingContext(ctx) },
+		LoginKey: func(t target) string {
+			return strings.Join([]string{t.Host, strconv.Itoa(int(t.Port)), t.Database, t.TLS, t.Username, t.Password.Reveal()}, "\x00")
+		}}
 }
 
 // manager is the connection that changes accounts, and what it knows.
@@ -75,6 +80,7 @@ type manager struct {
 	*session
 	admin   bool // logged in as admin_credential, not as the account itself
 	dialect dialect
+	release func(error)
 }
 
 // manager opens the connection that changes accounts: admin_credential when
@@ -88,16 +94,18 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	for i := range logins {
 		logins[i].Database = "" // as for the admin: account changes need no database
 	}
-	s, err := r.db().Manager(ctx, op, base, adm, ok, logins)
+	s, release, err := r.db().Manager(ctx, op, base, adm, ok, logins)
 	if err != nil {
 		return nil, err
 	}
-	var version string
-	if err := s.conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
-		s.Close()
-		return nil, classify(op, "", fmt.Errorf("server version: %w", err))
+	if s.version == "" {
+		if err := s.conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&s.version); err != nil {
+			err = classify(op, "", fmt.Errorf("server version: %w", err))
+			release(err)
+			return nil, err
+		}
 	}
-	return &manager{session: s, admin: ok, dialect: parseVersion(version)}, nil
+	return &manager{session: s, admin: ok, dialect: parseVersion(s.version), release: release}, nil
 }
 
 // exec runs one account statement. Arguments are inlined by the driver.

@@ -46,6 +46,14 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// QueryTimeout bounds each read or write on a connection. Default 30s.
 	QueryTimeout time.Duration
+	// AdminIdle bounds the admin connections kept logged in between steps:
+	// 0 means 8, negative keeps none. An admin connection is taken only
+	// after the engine has resolved the admin (and so applied the binding
+	// rule) for that step.
+	AdminIdle int
+	// AdminIdleTimeout closes an admin connection unused this long. Default
+	// 30s.
+	AdminIdleTimeout time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -60,14 +68,28 @@ func (c Config) connectTimeout() time.Duration { return cmp.Or(c.ConnectTimeout,
 
 func (c Config) queryTimeout() time.Duration { return cmp.Or(c.QueryTimeout, 30*time.Second) }
 
-// Rotator rotates MySQL/MariaDB passwords. It is safe for concurrent use and
-// keeps no connection between calls.
-type Rotator struct{ cfg Config }
+// Rotator rotates MySQL/MariaDB passwords. It is safe for concurrent use.
+// The only connections it keeps between calls are idle admin connections
+// (Config.AdminIdle); Close closes them.
+type Rotator struct {
+	cfg  Config
+	pool dbrot.Pool[*session]
+}
 
 var _ rotator.Rotator = (*Rotator)(nil)
 
 // New returns a Rotator. An invalid cfg makes every call fail with ClassConfig.
-func New(cfg Config) *Rotator { return &Rotator{cfg: cfg} }
+func New(cfg Config) *Rotator {
+	r := &Rotator{cfg: cfg}
+	r.pool.MaxIdle, r.pool.IdleTimeout = cfg.AdminIdle, cfg.AdminIdleTimeout
+	return r
+}
+
+// Close closes the idle admin connections. The Rotator stays usable.
+func (r *Rotator) Close() error {
+	r.pool.Close()
+	return nil
+}
 
 // Capabilities: dual, alternating, in place.
 func (r *Rotator) Capabilities() rotator.Capabilities {
@@ -134,6 +156,7 @@ func (r *Rotator) checkPair(op string, st rotator.Strategy, cur, other target) e
 // Apply safe on MySQL, where a second RETAIN would push the old password out.
 func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
@@ -158,7 +181,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	switch req.Strategy {
 	case rotator.Dual:
 		if !m.dialect.dual() {
@@ -215,6 +238,7 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // is locked with a random password. InPlace: nothing is left to do. Idempotent.
 func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	old, cur, err := dbrot.Versions(op, r.checkConfig, parse, req.Old, req.Current)
 	if err != nil {
 		return resp, err
@@ -230,7 +254,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	if req.Strategy == rotator.Dual {
 		if m.dialect.mariaDB {
 			return resp, m.setOne(ctx, op, cur.Username, cur.UserHost, cur.Password, "")
@@ -253,6 +277,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // req.Pending. Idempotent, and safe when Apply never ran.
 func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
@@ -280,7 +305,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	switch req.Strategy {
 	case rotator.Alternating:
 		if err := m.exec(ctx, op, "CREATE USER", "ALTER USER ?@? ACCOUNT UNLOCK", cur.Username, cur.UserHost); err != nil {

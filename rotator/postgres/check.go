@@ -22,11 +22,11 @@ func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rot
 		return resp, err
 	}
 	defer func() { err = scrub(err, t.Password) }()
-	conn, err := r.manager(ctx, req.Resolver, t, op, t)
+	conn, release, err := r.manager(ctx, req.Resolver, t, op, t)
 	if err != nil {
 		return resp, err
 	}
-	defer conn.Close(context.Background())
+	defer func() { release(err) }()
 	warn := func(format string, args ...any) { resp.Warnings = append(resp.Warnings, fmt.Sprintf(format, args...)) }
 
 	var super, createrole bool

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,16 +44,21 @@ func (r *Rotator) connect(ctx context.Context, t target) (*pgx.Conn, error) {
 // db is how the shared login steps reach PostgreSQL.
 func (r *Rotator) db() dbrot.Driver[target, *pgx.Conn] {
 	return dbrot.Driver[target, *pgx.Conn]{Connect: r.connect, ClassOf: classOf,
-		Close: func(c *pgx.Conn) { c.Close(context.Background()) }}
+		Close: func(c *pgx.Conn) { c.Close(context.Background()) },
+		Pool:  &r.pool, Ping: func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) },
+		LoginKey: func(t target) string {
+			return strings.Join([]string{t.Host, strconv.Itoa(int(t.Port)), t.Database, t.SSLMode, t.Username, t.Password.Reveal()}, "\x00")
+		}}
 }
 
 // manager opens the connection that changes roles: the admin credential when
 // base names one, otherwise the first of logins that logs in (the role
 // changing itself).
-func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target, op string, logins ...target) (*pgx.Conn, error) {
+// The caller ends its use with release(err), err being the step's outcome.
+func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target, op string, logins ...target) (*pgx.Conn, func(error), error) {
 	adm, ok, err := admin(ctx, res, base, op)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return r.db().Manager(ctx, op, base, adm, ok, logins)
 }

@@ -44,6 +44,15 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// ApplicationName is sent as application_name. Default "nebula-credential".
 	ApplicationName string
+	// AdminIdle bounds the admin connections kept logged in between steps,
+	// so a rotation does not pay a new admin login (a backend fork and a
+	// SCRAM exchange) at every step: 0 means 8, negative keeps none. An
+	// admin connection is taken only after the engine has resolved the admin
+	// (and so applied the binding rule) for that step.
+	AdminIdle int
+	// AdminIdleTimeout closes an admin connection unused this long. Default
+	// 30s.
+	AdminIdleTimeout time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -58,9 +67,13 @@ func (c Config) connectTimeout() time.Duration { return cmp.Or(c.ConnectTimeout,
 
 func (c Config) applicationName() string { return cmp.Or(c.ApplicationName, "nebula-credential") }
 
-// Rotator rotates PostgreSQL role passwords. It is safe for concurrent use and
-// keeps no connection between calls.
-type Rotator struct{ cfg Config }
+// Rotator rotates PostgreSQL role passwords. It is safe for concurrent use.
+// The only connections it keeps between calls are idle admin connections
+// (Config.AdminIdle); Close closes them.
+type Rotator struct {
+	cfg  Config
+	pool dbrot.Pool[*pgx.Conn]
+}
 
 var (
 	_ rotator.Rotator = (*Rotator)(nil)
@@ -68,7 +81,17 @@ var (
 )
 
 // New returns a Rotator. An invalid cfg makes every call fail with ClassConfig.
-func New(cfg Config) *Rotator { return &Rotator{cfg: cfg} }
+func New(cfg Config) *Rotator {
+	r := &Rotator{cfg: cfg}
+	r.pool.MaxIdle, r.pool.IdleTimeout = cfg.AdminIdle, cfg.AdminIdleTimeout
+	return r
+}
+
+// Close closes the idle admin connections. The Rotator stays usable.
+func (r *Rotator) Close() error {
+	r.pool.Close()
+	return nil
+}
 
 // Capabilities: alternating users, then in place.
 func (r *Rotator) Capabilities() rotator.Capabilities {
@@ -115,6 +138,7 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 // role's password and LOGIN, and the old role's deadline, land together.
 func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
@@ -149,11 +173,11 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if ok && req.Strategy == rotator.InPlace {
 		return rotator.ApplyResponse{Skipped: true}, nil
 	}
-	conn, err := r.manager(ctx, req.Resolver, cur, op, cur)
+	conn, release, err := r.manager(ctx, req.Resolver, cur, op, cur)
 	if err != nil {
 		return resp, err
 	}
-	defer conn.Close(context.Background())
+	defer func() { release(err) }()
 
 	var stmt string
 	if !ok {
@@ -216,6 +240,7 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // password. Idempotent.
 func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
+	r.pool.Forget(req.Current.ID)
 	old, cur, err := dbrot.Versions(op, r.checkConfig, parse, req.Old, req.Current)
 	if err != nil {
 		return resp, err
@@ -235,11 +260,11 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if old.Username != other {
 		return resp, rotator.Errorf(rotator.ClassConfig, op, "refusing to retire %q: it is not the other strategy user %q", old.Username, other)
 	}
-	conn, err := r.manager(ctx, req.Resolver, cur, op, cur, old)
+	conn, release, err := r.manager(ctx, req.Resolver, cur, op, cur, old)
 	if err != nil {
 		return resp, err
 	}
-	defer conn.Close(context.Background())
+	defer func() { release(err) }()
 	if err := alter(ctx, conn, op, "ALTER ROLE "+ident(cur.Username)+" WITH LOGIN VALID UNTIL 'infinity'"); err != nil {
 		return resp, err
 	}
@@ -256,6 +281,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // its password. Idempotent, and safe when Apply never ran.
 func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
+	r.pool.Forget(req.Current.ID)
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
@@ -266,15 +292,15 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		if pend.Username != cur.Username {
 			return resp, rotator.Errorf(rotator.ClassConfig, op, "in_place cannot change the username (%q to %q)", cur.Username, pend.Username)
 		}
-		ok, err := r.db().LogsIn(ctx, cur, op+": check current")
-		if err != nil || ok {
-			return resp, err
+		ok, lerr := r.db().LogsIn(ctx, cur, op+": check current")
+		if lerr != nil || ok {
+			return resp, lerr
 		}
-		conn, err := r.manager(ctx, req.Resolver, cur, op, pend)
+		conn, release, err := r.manager(ctx, req.Resolver, cur, op, pend)
 		if err != nil {
 			return resp, err
 		}
-		defer conn.Close(context.Background())
+		defer func() { release(err) }()
 		v, err := scramVerifier(cur.Password.Reveal())
 		if err != nil {
 			return resp, rotator.Wrap(rotator.ClassUnknown, op, err)
@@ -292,11 +318,11 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		if pend.Username != other {
 			return resp, rotator.Errorf(rotator.ClassConfig, op, "refusing to revert %q: it is not the other strategy user %q", pend.Username, other)
 		}
-		conn, err := r.manager(ctx, req.Resolver, cur, op, cur, pend)
+		conn, release, err := r.manager(ctx, req.Resolver, cur, op, cur, pend)
 		if err != nil {
 			return resp, err
 		}
-		defer conn.Close(context.Background())
+		defer func() { release(err) }()
 		return resp, alter(ctx, conn, op, "ALTER ROLE "+ident(cur.Username)+" WITH LOGIN VALID UNTIL 'infinity'; "+
 			"ALTER ROLE "+ident(pend.Username)+" WITH NOLOGIN PASSWORD NULL")
 	default:

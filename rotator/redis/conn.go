@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -50,7 +51,17 @@ func isPermission(err error) bool {
 // db is how the shared login steps reach the server.
 func (r *Rotator) db() dbrot.Driver[target, *redis.Client] {
 	return dbrot.Driver[target, *redis.Client]{Connect: r.connect, ClassOf: classOf,
-		Close: func(c *redis.Client) { c.Close() }}
+		Close: func(c *redis.Client) { c.Close() },
+		Pool:  &r.pool,
+		Ping: func(ctx context.Context, c *redis.Client) error {
+			if err := c.Ping(ctx).Err(); err != nil && !isPermission(err) {
+				return err
+			}
+			return nil
+		},
+		LoginKey: func(t target) string {
+			return strings.Join([]string{t.Host, strconv.Itoa(int(t.Port)), t.Username, t.Password.Reveal()}, "\x00")
+		}}
 }
 
 // manager is the connection that changes the ACL.
@@ -58,6 +69,7 @@ type manager struct {
 	*redis.Client
 	file    string
 	fileSet bool
+	release func(error) // ends the step's use of the connection
 }
 
 // manager connects as admin_credential when base names one, otherwise as the
@@ -67,11 +79,11 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	if err != nil {
 		return nil, err
 	}
-	c, err := r.db().Manager(ctx, op, base, adm, ok, logins)
+	c, release, err := r.db().Manager(ctx, op, base, adm, ok, logins)
 	if err != nil {
 		return nil, err
 	}
-	return &manager{Client: c}, nil
+	return &manager{Client: c, release: release}, nil
 }
 
 // aclUser is what ACL GETUSER says.

@@ -40,6 +40,14 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// CommandTimeout bounds each command. Default 10s.
 	CommandTimeout time.Duration
+	// AdminIdle bounds the admin connections kept logged in between steps:
+	// 0 means 8, negative keeps none. An admin connection is taken only
+	// after the engine has resolved the admin (and so applied the binding
+	// rule) for that step.
+	AdminIdle int
+	// AdminIdleTimeout closes an admin connection unused this long. Default
+	// 30s.
+	AdminIdleTimeout time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -54,9 +62,13 @@ func (c Config) connectTimeout() time.Duration { return cmp.Or(c.ConnectTimeout,
 
 func (c Config) commandTimeout() time.Duration { return cmp.Or(c.CommandTimeout, 10*time.Second) }
 
-// Rotator rotates Redis ACL passwords. It is safe for concurrent use and keeps
-// no connection between calls.
-type Rotator struct{ cfg Config }
+// Rotator rotates Redis ACL passwords. It is safe for concurrent use. The
+// only connections it keeps between calls are idle admin connections
+// (Config.AdminIdle); Close closes them.
+type Rotator struct {
+	cfg  Config
+	pool dbrot.Pool[*redis.Client]
+}
 
 var (
 	_ rotator.Rotator = (*Rotator)(nil)
@@ -64,7 +76,17 @@ var (
 )
 
 // New returns a Rotator. An invalid cfg makes every call fail with ClassConfig.
-func New(cfg Config) *Rotator { return &Rotator{cfg: cfg} }
+func New(cfg Config) *Rotator {
+	r := &Rotator{cfg: cfg}
+	r.pool.MaxIdle, r.pool.IdleTimeout = cfg.AdminIdle, cfg.AdminIdleTimeout
+	return r
+}
+
+// Close closes the idle admin connections. The Rotator stays usable.
+func (r *Rotator) Close() error {
+	r.pool.Close()
+	return nil
+}
 
 // Capabilities: dual only.
 func (r *Rotator) Capabilities() rotator.Capabilities {
@@ -114,7 +136,7 @@ func samePair(op string, a, b target) error {
 }
 
 // user checks that cur and other name the same user, connects (as the admin,
-// or as either version) and reads the user's ACL. The caller closes m.
+// or as either version) and reads the user's ACL. The caller releases m.
 func (r *Rotator) user(ctx context.Context, res rotator.Resolver, op string, cur, other target) (m *manager, u aclUser, err error) {
 	if err := samePair(op, cur, other); err != nil {
 		return nil, u, err
@@ -123,7 +145,7 @@ func (r *Rotator) user(ctx context.Context, res rotator.Resolver, op string, cur
 		return nil, u, err
 	}
 	if u, err = m.getUser(ctx, op, cur.Username); err != nil {
-		m.Close()
+		m.release(err)
 		return nil, u, err
 	}
 	return m, u, nil
@@ -134,6 +156,7 @@ func (r *Rotator) user(ctx context.Context, res rotator.Resolver, op string, cur
 // case an earlier Apply died between SETUSER and SAVE.
 func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
@@ -149,7 +172,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	u, err := m.getUser(ctx, op, cur.Username)
 	if err != nil {
 		return resp, err
@@ -187,6 +210,7 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // Idempotent: a password already gone is not removed again.
 func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	old, cur, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Old, req.Current)
 	if err != nil {
 		return resp, err
@@ -196,7 +220,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	if !slices.Contains(u.passwords, hash(cur.Password.Reveal())) {
 		return resp, rotator.Errorf(rotator.ClassUnknown, op,
 			"refusing to retire: ACL user %q does not have the current version's password (add it back, then retry)", cur.Username)
@@ -213,6 +237,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // Idempotent, and safe when Apply never ran.
 func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
+	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Current, req.Pending)
 	if err != nil {
 		return resp, err
@@ -222,7 +247,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	var rules []any
 	if h := hash(cur.Password.Reveal()); !slices.Contains(u.passwords, h) {
 		rules = append(rules, "#"+h)
@@ -252,7 +277,7 @@ func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer m.Close()
+	defer func() { m.release(err) }()
 	warn := func(format string, args ...any) { resp.Warnings = append(resp.Warnings, fmt.Sprintf(format, args...)) }
 	file, err := m.aclFile(ctx, op)
 	if err != nil {

@@ -34,7 +34,9 @@ func NewCA(certPEM, keyPEM []byte) (*CA, error) {
 		return nil, fmt.Errorf("ca key: %w", err)
 	}
 	ca := &CA{Chain: chain, Key: key}
-	if !chain[0].IsCA || chain[0].KeyUsage&stdx509.KeyUsageCertSign == 0 {
+	// A certificate without a key usage extension may be used for any purpose
+	// (RFC 5280 4.2.1.3): `openssl req -x509` makes such CAs.
+	if !chain[0].IsCA || (chain[0].KeyUsage != 0 && chain[0].KeyUsage&stdx509.KeyUsageCertSign == 0) {
 		return nil, errors.New("ca certificate is not a CA (basic constraints or key usage)")
 	}
 	if !publicKeyEqual(chain[0].PublicKey, key.Public()) {

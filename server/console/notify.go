@@ -27,8 +27,10 @@ import (
 // notifyData is the webhook page.
 type notifyData struct {
 	Subscriptions []notify.Subscription
-	Dead          []notify.Delivery
-	Pending       []notify.Delivery
+	Dead          []notify.Delivery // the oldest maxListed
+	Pending       []notify.Delivery // the oldest maxListed
+	DeadCount     int
+	PendingCount  int
 	// Selected is the subscription whose deliveries are listed (?subscription=).
 	Selected   *notify.Subscription
 	Deliveries []notify.Delivery // newest first, at most maxListed
@@ -94,9 +96,10 @@ func (c *Console) notifyPage(rq *req) (*notifyData, error) {
 	if err != nil {
 		return nil, apiError(err)
 	}
-	d := &notifyData{Subscriptions: subs, Dead: dead, Pending: pending, CanManage: canNotify(rq.p),
+	d := &notifyData{Subscriptions: subs, DeadCount: len(dead), PendingCount: len(pending), CanManage: canNotify(rq.p),
 		Kinds: notify.Kinds(), Formats: []string{notify.FormatJSON, notify.FormatSlack},
 		Form: notifyForm{Format: notify.FormatJSON}}
+	d.Dead, d.Pending = dead[:min(len(dead), maxListed)], pending[:min(len(pending), maxListed)]
 	if sid := rq.r.URL.Query().Get("subscription"); sid != "" {
 		for i := range subs {
 			if subs[i].ID == sid {

@@ -242,3 +242,37 @@ func TestNotifyManage(t *testing.T) {
 		t.Fatal("the audit log holds a URL credential or the signing secret")
 	}
 }
+
+// TestNotifyPageCaps: long queues and delivery lists are cut to 100 rows
+// with a count and a hint that works.
+func TestNotifyPageCaps(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	svc := &notify.Service{Store: e.m.Store(), Keys: e.m.SubscriptionKeys()}
+	sub, _, err := svc.Add(ctx, notify.AddRequest{URL: secret.New("https://hooks.example.com/x"), Prefix: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 101 {
+		if _, err := svc.Test(ctx, sub.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.browser()
+	b.signIn(e.token("notify:prod"))
+	p := b.get("/ui/notifications?subscription=" + sub.ID)
+	if p.status != 200 {
+		t.Fatalf("%d %s", p.status, p.body)
+	}
+	for _, want := range []string{"The oldest 100 of 101 are shown", "The newest 100 are shown", "GET /v1/notify/deliveries?subscription=" + sub.ID} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if n := strings.Count(p.body, `<tr data-id="`); n != 1+100+100 {
+		t.Errorf("%d rows, want 1 subscription, 100 deliveries, 100 queued", n)
+	}
+	if p := b.get("/ui/notifications?subscription=sub_nope"); p.status != 404 {
+		t.Errorf("unknown subscription: %d", p.status)
+	}
+}

@@ -3,6 +3,7 @@ package dbrot
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/nebula-credential/nebula-credential/rotator"
 )
@@ -20,6 +21,14 @@ type Driver[L Login, C any] struct {
 	// error type, never by message text. A login refused for the credential
 	// itself (wrong password, locked or expired login) is ClassAuth.
 	ClassOf func(error) rotator.Class
+	// Pool, if set with Ping and LoginKey, keeps admin connections between
+	// steps (Manager). Only admin logins are pooled.
+	Pool *Pool[C]
+	// Ping checks that an idle pooled connection still answers.
+	Ping func(context.Context, C) error
+	// LoginKey is everything l logs in with, the password included, as one
+	// string: only a keyed hash of it is kept (Pool.Key).
+	LoginKey func(L) string
 }
 
 func (d Driver[L, C]) classify(op, priv string, err error) error {
@@ -61,28 +70,65 @@ func (d Driver[L, C]) VerifyLogin(ctx context.Context, l L, priv string) (C, err
 // Manager opens the connection that changes logins: as adm when hasAdmin (the
 // admin resolved from base's admin_credential; its own login refused is
 // ClassAuth, to be fixed in the admin credential), otherwise as the first of
-// logins that logs in (base changing itself).
-func (d Driver[L, C]) Manager(ctx context.Context, op string, base, adm L, hasAdmin bool, logins []L) (C, error) {
+// logins that logs in (base changing itself). The caller ends its use with
+// release(err), err being the step's outcome: an admin connection that saw no
+// error goes back to the pool (if there is one), any other is closed.
+//
+// The admin was resolved by the caller just before, through the engine's
+// resolver, which applies the binding rule at every resolve: the pool is
+// reached only after that check.
+func (d Driver[L, C]) Manager(ctx context.Context, op string, base, adm L, hasAdmin bool, logins []L) (conn C, release func(error), err error) {
 	var zero C
 	if hasAdmin {
+		pooled := d.Pool != nil && d.Ping != nil && d.LoginKey != nil && d.Pool.maxIdle() > 0
+		var key PoolKey
+		var gen uint64
+		if pooled {
+			id, version := adm.adminRef()
+			key = d.Pool.Key(id, version, d.LoginKey(adm))
+			gen = d.Pool.generation(id)
+			if c, ok := d.Pool.checkout(ctx, key, d.Ping, d.Close); ok {
+				return c, d.releaser(key, gen, c), nil
+			}
+		}
 		c, err := d.Connect(ctx, adm)
 		if err != nil {
-			return zero, rotator.NotReached(d.classify(op, "", fmt.Errorf("admin login as %q: %w", adm.username(), err)))
+			return zero, nil, rotator.NotReached(d.classify(op, "", fmt.Errorf("admin login as %q: %w", adm.username(), err)))
 		}
-		return c, nil
+		if pooled {
+			return c, d.releaser(key, gen, c), nil
+		}
+		return c, func(error) { d.Close(c) }, nil
 	}
 	var last error
 	for _, l := range logins {
 		c, err := d.Connect(ctx, l)
 		if err == nil {
-			return c, nil
+			return c, func(error) { d.Close(c) }, nil
 		}
 		if !d.authFailure(err) {
-			return zero, rotator.NotReached(d.classify(op, "", err))
+			return zero, nil, rotator.NotReached(d.classify(op, "", err))
 		}
 		last = err
 	}
-	return zero, rotator.NotReached(d.classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.username(), last)))
+	return zero, nil, rotator.NotReached(d.classify(op, "", fmt.Errorf("no admin_credential set and no known password logs in as %q: %w", base.username(), last)))
+}
+
+// releaser returns c to the pool under key after a step without error, and
+// closes it after any other.
+func (d Driver[L, C]) releaser(key PoolKey, gen uint64, c C) func(error) {
+	var once sync.Once
+	return func(err error) {
+		once.Do(func() {
+			if err != nil {
+				d.Close(c)
+				return
+			}
+			for _, x := range d.Pool.put(key, gen, c, d.Close) {
+				d.Close(x)
+			}
+		})
+	}
 }
 
 // CheckCurrent makes sure cur logs in before old is retired, so a retire never

@@ -10,7 +10,8 @@
 //     does not support (Unsupported);
 //   - the login steps every one of them takes, generic over the rotator's
 //     login and connection types: Driver (LogsIn, VerifyLogin, Manager,
-//     CheckCurrent);
+//     CheckCurrent), and the pool of admin connections Manager keeps
+//     between steps (Pool);
 //   - error handling: Classify and Transient (classes by server code or error
 //     type, never by text) and Scrub (secret values and the forms derived from
 //     them taken out of error text).
@@ -44,6 +45,13 @@ type Fields struct {
 	Probe           string                 `json:"probe"`
 	AdminCredential string                 `json:"admin_credential"`
 	PasswordPolicy  *secret.PasswordPolicy `json:"password_policy"`
+
+	// admin is the admin credential these fields were read from (Admin), for
+	// the pool's key; zero for any other credential.
+	admin struct {
+		id      string
+		version int
+	}
 }
 
 // Embedder is a pointer to a rotator's own fields struct, which embeds Fields
@@ -53,10 +61,15 @@ type Embedder interface{ common() *Fields }
 func (f *Fields) common() *Fields { return f }
 
 // Login is the constraint on a rotator's login type (the fields plus the
-// password): a struct that embeds Fields, which gives it this method.
-type Login interface{ username() string }
+// password): a struct that embeds Fields, which gives it these methods.
+type Login interface {
+	username() string
+	adminRef() (id string, version int)
+}
 
 func (f Fields) username() string { return f.Username }
+
+func (f Fields) adminRef() (string, int) { return f.admin.id, f.admin.version }
 
 // Port is the port field: a JSON number or a string.
 type Port int
@@ -194,6 +207,8 @@ func Admin(ctx context.Context, res rotator.Resolver, op string, base Fields, f 
 	if err := adminFields(c, op, f, s); err != nil {
 		return rotator.Credential{}, false, err
 	}
+	af := f.common()
+	af.admin.id, af.admin.version = c.ID, c.Version
 	return c, true, nil
 }
 
