@@ -115,6 +115,11 @@ docs/rotation.md#emergency-rotation.`,
 				g.warnf("--no-validate: the new secret is committed without a test login")
 			}
 			opts.Actor, _ = audit.ActorOf(cmd.Context())
+			if !all {
+				opts.OnQueued = func(end time.Time) {
+					fmt.Fprintf(g.stderr, "%s: queued behind the grace period ending at %s; waiting. If this stops, the scheduler (`nebula-credential serve`) still runs the rotation then\n", args[0], end.Format(time.RFC3339))
+				}
+			}
 			if now {
 				if all || grace != "" {
 					return usagef("--now rotates one credential with zero grace: drop --all and --grace")

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,7 @@ connection of each step attempt waits at most --probe-timeout.`,
   nebula-credential serve --store /var/lib/nebula/creds.db --addr 0.0.0.0:8270 --tls-cert cert.pem --tls-key key.pem
   nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt &   # pick a free port
   nebula-credential serve check --addr-file addr.txt --wait 10s
+  nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt & nebula-credential serve check --addr-file addr.txt --pid $! --wait 30s
   nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s
   nebula-credential serve --retry-budget 1h --heal-interval 30s   # ride out hour-long maintenance windows
   nebula-credential serve --concurrency 16 --target-concurrency 4 --probe-timeout 3s`,
@@ -203,6 +205,12 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	go func() { schedDone <- m.Engine().Run(schedCtx) }()
 	notifyDone := runDispatcher(schedCtx, m, disp)
 
+	var addrLock *os.File
+	defer func() {
+		if addrLock != nil {
+			addrLock.Close()
+		}
+	}()
 	err = server.ListenAndServe(ctx, srv, server.ServeConfig{
 		Addr: o.addr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, ShutdownTimeout: o.shutdown, Logger: logger,
 		OnListen: func(a net.Addr) {
@@ -213,8 +221,11 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 			logger.Info("listening", "addr", a.String(), "url", scheme+"://"+a.String(), "store", loc, "instance", m.Engine().Owner())
 			srv.SetAddress(scheme + "://" + a.String())
 			if o.addrFile != "" {
-				if werr := writeFileAtomic(o.addrFile, []byte(scheme+"://"+a.String()+"\n"), 0o644); werr != nil {
+				f, werr := writeAddrFile(o.addrFile, []byte(scheme+"://"+a.String()+"\n"))
+				if werr != nil {
 					logger.Error("writing --addr-file", "err", werr)
+				} else {
+					addrLock = f // held until serve returns: `serve check` sees the owner
 				}
 			}
 		},
@@ -286,10 +297,47 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return os.Rename(f.Name(), path)
 }
 
+// writeAddrFile writes the address file atomically with a shared lock on it
+// that lasts while the returned file stays open (taken before the rename, so
+// the file is never visible unlocked while serve runs).
+func writeAddrFile(path string, data []byte) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := lockShared(f); err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(data); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return nil, err
+	}
+	ok = true
+	return f, nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
 func cmdServeCheck(g *globals) *cobra.Command {
 	var (
 		addr, addrFile, caCert string
 		wait                   time.Duration
+		pid                    int
 	)
 	c := &cobra.Command{
 		Use:   "check [--addr ADDR | --addr-file FILE] [--wait 10s]",
@@ -300,10 +348,15 @@ container health checks).
 
 With --addr-file, the address comes only from that file (written by
 'serve --addr-file' once the server listens): while the file does not exist,
-nothing is probed, and check fails when --wait runs out.`,
+nothing is probed, and check fails when --wait runs out. A running serve holds
+a lock on the file: a file no process holds (left by a server that has exited)
+is not probed either, and once the server that wrote it is seen to exit, check
+fails at once instead of waiting out --wait. With --pid, check also fails at
+once when that process (the serve being waited for) has exited.`,
 		Example: `  nebula-credential serve check
   nebula-credential serve check --addr https://creds.internal:8270 --ca-cert ca.pem
   nebula-credential serve check --addr-file addr.txt --wait 10s
+  nebula-credential serve --addr 127.0.0.1:0 --addr-file addr.txt & nebula-credential serve check --addr-file addr.txt --pid $! --wait 30s
   nebula-credential serve --store postgres://nebula@db/creds --key-file /etc/nebula/root.key --lease-ttl 30s
   nebula-credential serve --retry-budget 1h --heal-interval 30s   # ride out hour-long maintenance windows
   nebula-credential serve --concurrency 16 --target-concurrency 4 --probe-timeout 3s`,
@@ -328,7 +381,11 @@ nothing is probed, and check fails when --wait runs out.`,
 				return usagef("give --addr or --addr-file, not both")
 			}
 			var last error
+			sawOwner := false
 			for {
+				if pid > 0 && processGone(pid) {
+					return fmt.Errorf("server not ready: process %d (the serve being waited for) has exited: see its output for why", pid)
+				}
 				target := addr
 				if addrFile != "" {
 					// Only the file names the server: while it does not
@@ -337,6 +394,8 @@ nothing is probed, and check fails when --wait runs out.`,
 					target = ""
 					b, err := os.ReadFile(addrFile)
 					switch {
+					case errors.Is(err, os.ErrNotExist) && sawOwner:
+						return fmt.Errorf("server not ready: the serve that wrote %s has exited (the file is gone): see its output for why", addrFile)
 					case errors.Is(err, os.ErrNotExist):
 						last = fmt.Errorf("address file %s does not exist (yet): start `nebula-credential serve --addr-file %s`, and give check a --wait (e.g. --wait 30s) while it starts", addrFile, addrFile)
 					case err != nil:
@@ -345,6 +404,17 @@ nothing is probed, and check fails when --wait runs out.`,
 						last = fmt.Errorf("address file %s is empty", addrFile)
 					default:
 						target = strings.TrimSpace(string(b))
+						switch held, known := addrFileHeld(addrFile); {
+						case !known || held:
+							sawOwner = sawOwner || held
+						case sawOwner:
+							return fmt.Errorf("server not ready: the serve that wrote %s (%s) has exited: see its output for why", addrFile, target)
+						default:
+							// Left by a server that is gone: another
+							// server may answer on that address now.
+							last = fmt.Errorf("address file %s (%s) was left by a server that is no longer running: start `nebula-credential serve --addr-file %s`, and give check a --wait while it starts", addrFile, target, addrFile)
+							target = ""
+						}
 					}
 				}
 				if target != "" {
@@ -379,6 +449,7 @@ nothing is probed, and check fails when --wait runs out.`,
 	c.Flags().StringVar(&addrFile, "addr-file", "", "read the address from this file (written by serve --addr-file); nothing is probed until it exists")
 	c.Flags().StringVar(&caCert, "ca-cert", "", "CA certificate (PEM) to trust for https")
 	c.Flags().DurationVar(&wait, "wait", 0, "keep probing this long")
+	c.Flags().IntVar(&pid, "pid", 0, "the process ID of the serve being waited for: fail at once when it has exited")
 	return c
 }
 
