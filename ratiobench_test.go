@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,6 +16,9 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	mysqlrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
+	pgrot "github.com/nebula-credential/nebula-credential/rotator/postgres"
+	redisrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 	"github.com/nebula-credential/nebula-credential/secret"
 )
 
@@ -27,6 +31,9 @@ import (
 // outside the measurement.
 //
 //	go test -run '^$' -bench RotationVsRaw -benchtime 40x .
+//
+// NC_BENCH_NO_ADMIN_POOL=1 runs the rotators without their admin connection
+// pool (every step logs in afresh), for comparison.
 //
 // Reported per kind: ops/s (workers × rounds / time spent in that kind), and
 // the ratios the goals of issue 15 are stated in:
@@ -89,6 +96,11 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	clk.now = time.Now().UTC()
 	cfg := realConfig(dir, false)
 	cfg.Clock = clk.Now
+	if os.Getenv("NC_BENCH_NO_ADMIN_POOL") != "" { // the comparison without the admin pool
+		cfg.Rotators.Register(string(credential.Postgres), pgrot.New(pgrot.Config{AdminIdle: -1}))
+		cfg.Rotators.Register(string(credential.MySQL), mysqlrot.New(mysqlrot.Config{AdminIdle: -1}))
+		cfg.Rotators.Register(string(credential.Redis), redisrot.New(redisrot.Config{AdminIdle: -1}))
+	}
 	if m, err = credential.Open(ctx, cfg); err != nil {
 		b.Fatal(err)
 	}

@@ -203,6 +203,9 @@ type RotateOptions struct {
 	// rotation asked for during a grace period waits for it to end and then
 	// runs (without Wait it is refused with an *InGraceError).
 	Wait bool
+	// OnQueued, with Wait, is called when the rotation was queued durably
+	// behind a running grace period (see Engine.Rotate).
+	OnQueued func(graceEndsAt time.Time)
 	// IfDueAt, if set, plans the rotation only while the credential's next
 	// due time is still this one, else fails with ErrNotDue (the scheduler).
 	IfDueAt *time.Time
@@ -211,13 +214,35 @@ type RotateOptions struct {
 // Rotate runs a rotation of credential id up to grace (or, with zero grace, to
 // retirement) and returns the journal row. It fails with
 // store.ErrRotationInProgress when another rotation is open.
+//
+// With Wait during a grace period the request is queued durably first: the
+// credential's next due time becomes the grace end (audited rotate.queued),
+// so the scheduler runs the rotation then even if this process dies or is
+// interrupted (a *QueuedError says so). This process waits, retires the
+// previous version at the grace end and rotates; if the scheduler started
+// the rotation first, it follows that one to grace and returns it.
 func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*store.Rotation, error) {
+	var queued *InGraceError
 	if opts.Wait {
+		var err error
+		if queued, err = e.queueAfterGrace(ctx, id, opts); err != nil {
+			return nil, err
+		}
+		if queued != nil && opts.OnQueued != nil {
+			opts.OnQueued(queued.GraceEndsAt)
+		}
 		if err := e.waitGrace(ctx, id); err != nil {
+			if queued != nil && ctx.Err() != nil {
+				return nil, &QueuedError{InGraceError: *queued, Err: err}
+			}
 			return nil, err
 		}
 	}
 	r, err := e.plan(ctx, id, KindRotate, 0, opts)
+	if queued != nil && errors.Is(err, store.ErrRotationInProgress) {
+		// Another process (the scheduler) ran the queued rotation first.
+		return e.followQueued(ctx, id, queued)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nebula-credential/nebula-credential/audit"
 	"github.com/nebula-credential/nebula-credential/store"
 )
 
@@ -41,6 +42,99 @@ func inGrace(open *store.Rotation) *InGraceError {
 		return nil
 	}
 	return &InGraceError{CredentialID: open.CredentialID, RotationID: open.ID, Version: open.FromVersion, GraceEndsAt: *open.GraceEndsAt}
+}
+
+// QueuedError: a rotation queued behind a grace period (RotateOptions.Wait)
+// whose caller stopped waiting (interrupted, or its deadline passed). The
+// rotation stays queued: the scheduler runs it when the grace ends.
+type QueuedError struct {
+	InGraceError
+	Err error // why the wait stopped
+}
+
+func (e *QueuedError) Error() string {
+	id := e.CredentialID
+	return fmt.Sprintf("rotate %s: stopped waiting (%v); the rotation stays queued: the scheduler (`nebula-credential serve`) runs it when the grace of version %d ends at %s. Follow it: `nebula-credential rotations %s`; wait again before the grace ends: `nebula-credential rotate %s --wait`; drop it: `nebula-credential policy set %s` (recomputes the next rotation from the policy)",
+		id, e.Err, e.Version, e.GraceEndsAt.Format(time.RFC3339), id, id, id)
+}
+
+func (e *QueuedError) Unwrap() []error { return []error{store.ErrRotationInProgress, e.Err} }
+
+// queueAfterGrace queues a rotation of id behind its running grace period,
+// durably: the credential's next due time becomes the grace end (unless it
+// is earlier already), audited as rotate.queued. It returns the grace
+// (nil, writing nothing, when no rotation is in grace), or an *InGraceError
+// without writing when ctx's deadline comes before the grace end.
+func (e *Engine) queueAfterGrace(ctx context.Context, id string, opts RotateOptions) (*InGraceError, error) {
+	var ig *InGraceError
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		ig = nil
+		c, err := tx.GetCredential(ctx, id)
+		if err != nil {
+			return err
+		}
+		open, err := tx.OpenRotation(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if ig = inGrace(open); ig == nil {
+			return nil
+		}
+		if dl, ok := ctx.Deadline(); ok && ig.GraceEndsAt.After(dl) {
+			dl = dl.UTC()
+			ig.Deadline = &dl
+			return fmt.Errorf("rotate %s: %w", id, ig)
+		}
+		if c.NextDueAt == nil || c.NextDueAt.After(ig.GraceEndsAt) {
+			t := ig.GraceEndsAt
+			c.NextDueAt = &t
+			if err := tx.PutCredential(ctx, c); err != nil {
+				return err
+			}
+		}
+		actor := opts.Actor
+		if actor == "" {
+			actor, _ = audit.ActorOf(ctx)
+		}
+		detail := fmt.Sprintf("runs when the grace of rotation %d (version %d) ends at %s", open.ID, ig.Version, ig.GraceEndsAt.Format(time.RFC3339))
+		if opts.Reason != "" {
+			detail += "; reason: " + opts.Reason
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: e.now(), Actor: actor, Action: "rotate.queued", CredentialID: id, FromVersion: open.ToVersion, Outcome: "ok", Detail: detail})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ig, nil
+}
+
+// followQueued follows the rotation another process started after the
+// grace q ended, until it reaches grace or closes, and returns it.
+func (e *Engine) followQueued(ctx context.Context, id string, q *InGraceError) (*store.Rotation, error) {
+	for {
+		var r *store.Rotation
+		err := e.st.View(ctx, func(tx store.Tx) error {
+			rs, err := tx.ListRotations(ctx, store.RotationFilter{CredentialID: id, Limit: 1})
+			if err == nil && len(rs) > 0 {
+				r = &rs[0]
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if r != nil && r.ID != q.RotationID && (!r.Open || r.Step == StepGrace || r.Step == StepNeedsAttention || r.Step == StepReauthRequired) {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &QueuedError{InGraceError: *q, Err: ctx.Err()}
+		case <-time.After(e.cfg.TickInterval):
+		}
+	}
 }
 
 // waitGrace blocks while the open rotation of id is in its grace period, and

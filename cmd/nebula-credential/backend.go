@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"github.com/spf13/cobra"
 	"io"
 	"os"
@@ -238,7 +240,15 @@ func (r remote) Delete(ctx context.Context, id string) error { return r.c.Delete
 func (r remote) Purge(ctx context.Context, id string) error  { return r.c.Purge(ctx, id) }
 
 func (r remote) Rotate(ctx context.Context, id string, opts rotation.RotateOptions) (*rotation.Info, error) {
-	return r.c.Rotate(ctx, id, opts)
+	info, err := r.c.Rotate(ctx, id, opts)
+	var ae *client.Error
+	if err != nil && opts.Wait && !errors.As(err, &ae) {
+		// No answer: the server may have restarted during the wait. A
+		// rotation queued behind a grace period is stored, not held in the
+		// request, so it still runs when the grace ends.
+		err = fmt.Errorf("%w; if the server restarted while this waited for a grace period, the rotation stays queued there and runs when the grace ends. Check: `nebula-credential rotations %s`; wait again: `nebula-credential rotate %s --wait`", err, id, id)
+	}
+	return info, err
 }
 
 func (r remote) Rollback(ctx context.Context, id string, opts rotation.RollbackOptions) (*rotation.Info, error) {
