@@ -113,7 +113,7 @@ func TestRealAdminAttackRefused(t *testing.T) {
 			}
 			for _, a := range attacks {
 				body, _ := json.Marshal(map[string]any{"type": string(tg.typ), "fields": a.fields, "secret": map[string]string{"password": "x"},
-					"settings": map[string]any{"policies": []any{map[string]any{"kind": "periodic", "interval": "1m"}}}})
+					"settings": map[string]any{"policies": []any{map[string]any{"kind": "periodic", "interval": "1h"}}}})
 				req, _ := http.NewRequest("PUT", ts.URL+"/v1/credentials/az/evil", bytes.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+a.token)
 				req.Header.Set("Content-Type", "application/json")

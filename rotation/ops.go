@@ -429,7 +429,14 @@ func (e *Engine) Tick(ctx context.Context) (int, error) {
 func (e *Engine) tick(ctx context.Context, sem chan struct{}) (int, error) {
 	ctx = audit.WithActor(ctx, "scheduler", "")
 	now := e.now()
-	limit := cap(sem) * 4
+	// Rows this process already drives (waiting for a slot of a hung target,
+	// say) come back from the due queries without being launched again: read
+	// that many more, so they never crowd out due work of other targets
+	// (issue 18 starvation).
+	e.mu.Lock()
+	busy := len(e.inflight)
+	e.mu.Unlock()
+	limit := cap(sem)*4 + busy
 	var (
 		rots  []store.Rotation
 		creds []store.Credential

@@ -131,3 +131,24 @@ func TestInPlaceNothingLogsIn(t *testing.T) {
 	_, err = rot.Revert(ctx(t), rotator.RevertRequest{Current: cur, Pending: pend, Strategy: rotator.InPlace, Resolver: e.res})
 	wantClass(t, "revert", err, rotator.ClassAuth, pw(cur), pw(pend))
 }
+
+// The server freezes mid-rotation (blackhole: pooled admin connections hang
+// inside their command): each later step ends at its deadline as
+// ClassTransient naming the address and the step (issue 18).
+func TestServerFreezesMidRotation(t *testing.T) {
+	e := newEnv(t)
+	rot := myrot.New(myrot.Config{ConnectTimeout: time.Second})
+	for _, st := range []rotator.Strategy{rotator.Dual, rotator.Alternating, rotator.InPlace} {
+		t.Run(string(st), func(t *testing.T) {
+			p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.db.Host, e.db.Port))
+			direct := e.single(t, "", true)
+			if st == rotator.Alternating {
+				direct = e.pair(t, "")
+			}
+			cur, res := e.viaProxy(direct, p)
+			pend := stage(t, rot, res, cur, st)
+			errs.ServerFreezes(t, dbrottest.Rotation{Rotator: rot, Resolver: res, Strategy: st}, p.Blackhole,
+				cur, pend, st != rotator.InPlace, pw(cur), pw(pend), secret.New(e.adminPW))
+		})
+	}
+}

@@ -178,3 +178,24 @@ func TestCheck(t *testing.T) {
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 var _ = context.Background
+
+// The server freezes mid-rotation (blackhole: pooled admin connections hang
+// inside their command): each later step ends at its deadline as
+// ClassTransient naming the address and the step (issue 18).
+func TestServerFreezesMidRotation(t *testing.T) {
+	e := newEnv(t)
+	rot := postgres.New(postgres.Config{ConnectTimeout: time.Second})
+	for _, st := range []rotator.Strategy{rotator.Alternating, rotator.InPlace} {
+		t.Run(string(st), func(t *testing.T) {
+			p := testenv.NewProxy(t, fmt.Sprintf("%s:%d", e.pg.Host, e.pg.Port))
+			direct := e.alternatingCred(t, "")
+			if st == rotator.InPlace {
+				direct = e.inPlaceCred(t, "", false)
+			}
+			cur, res := e.viaProxy(direct, p)
+			pend := stage(t, rot, res, cur, st)
+			errs.ServerFreezes(t, dbrottest.Rotation{Rotator: rot, Resolver: res, Strategy: st, Grace: time.Hour}, p.Blackhole,
+				cur, pend, st == rotator.Alternating, pw(cur), pw(pend), secret.New(e.adminPW))
+		})
+	}
+}

@@ -139,3 +139,17 @@ func TestRetireGuardsCurrent(t *testing.T) {
 }
 
 var _ = context.Background
+
+// The server freezes (SIGSTOP) mid-rotation: pooled admin connections hang
+// inside their command; each later step ends at its deadline as
+// ClassTransient naming the address and the step (issue 18).
+func TestServerFreezesMidRotation(t *testing.T) {
+	e := newEnv(t, true)
+	rot := rrot.New(rrot.Config{ConnectTimeout: time.Second})
+	cur := e.user(t, "app", true)
+	e.srv.Do(t, "ACL", "SAVE")
+	pend := stage(t, rot, e.res, cur)
+	t.Cleanup(e.srv.Thaw)
+	errs.ServerFreezes(t, dbrottest.Rotation{Rotator: rot, Resolver: e.res, Strategy: rotator.Dual}, e.srv.Freeze,
+		cur, pend, true, pw(cur), pw(pend), secret.New(e.srv.AdminPassword))
+}

@@ -374,3 +374,47 @@ func (l Load) FailureWindow(t *testing.T, r Rotation, cur rotator.Credential, pa
 	t.Logf("%s: %d rotations; failure window (apply → publish) median %v, max %v; %d of %d logins failed, 0 queries failed",
 		l.Name, n, windows[n/2].Round(10*time.Microsecond), windows[n-1].Round(10*time.Microsecond), loginFail, load.Logins())
 }
+
+// ServerFreezes applies pend through r, then freezes the server (freeze: a
+// blackhole that holds every byte, also on connections already open, so a
+// pooled admin connection hangs in the middle of its command) and checks
+// that Verify, Apply again, Revert and (with retire) Retire each end within
+// their call's deadline with ClassTransient, an error that names the
+// server's address and the step, and none of secrets (issue 18).
+func (e Errors) ServerFreezes(t testing.TB, r Rotation, freeze func(), cur, pend rotator.Credential, retire bool, secrets ...secret.Value) {
+	t.Helper()
+	if _, err := r.Rotator.Apply(Ctx(t), r.applyRequest(cur, pend)); err != nil {
+		t.Fatal(err)
+	}
+	freeze()
+	call := func(what string, c rotator.Credential, f func(ctx context.Context) error) {
+		t.Helper()
+		// The engine bounds every call (StepTimeout); 3 s stands for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		err := f(ctx)
+		e.WantClass(t, what, err, rotator.ClassTransient, secrets...)
+		NamesAddr(t, what, err, c)
+		if !strings.Contains(err.Error(), what) {
+			t.Fatalf("%s: error %v does not name the step", what, err)
+		}
+	}
+	call("verify", pend, func(ctx context.Context) error {
+		_, err := r.Rotator.Verify(ctx, rotator.VerifyRequest{Credential: pend, Resolver: r.Resolver})
+		return err
+	})
+	call("apply", pend, func(ctx context.Context) error {
+		_, err := r.Rotator.Apply(ctx, r.applyRequest(cur, pend))
+		return err
+	})
+	call("revert", cur, func(ctx context.Context) error {
+		_, err := r.Rotator.Revert(ctx, rotator.RevertRequest{Current: cur, Pending: pend, Strategy: r.Strategy, Resolver: r.Resolver})
+		return err
+	})
+	if retire {
+		call("retire", cur, func(ctx context.Context) error {
+			_, err := r.Rotator.Retire(ctx, rotator.RetireRequest{Old: cur, Current: pend, Strategy: r.Strategy, Resolver: r.Resolver})
+			return err
+		})
+	}
+}
