@@ -53,6 +53,22 @@ func (m *Manager) ValidatePut(id string, req PutRequest) error {
 // in the order of items. The returned error is for the batch as a whole
 // (store unreachable, context cancelled): then nothing was written.
 func (m *Manager) PutMany(ctx context.Context, items []PutItem) ([]PutResult, error) {
+	return m.putMany(ctx, items, false)
+}
+
+// PutManyDryRun reports what PutMany would do with items against the store
+// as it is now, without writing anything: each result has the version the
+// item would get (1: a new credential; more: a new version of an existing
+// one) or the error that would refuse it (permissions and bindings
+// included). It runs the same transaction and rolls it back.
+func (m *Manager) PutManyDryRun(ctx context.Context, items []PutItem) ([]PutResult, error) {
+	return m.putMany(ctx, items, true)
+}
+
+// errDryRun rolls back a dry run's transaction.
+var errDryRun = errors.New("dry run: rolled back")
+
+func (m *Manager) putMany(ctx context.Context, items []PutItem, dryRun bool) ([]PutResult, error) {
 	res := make([]PutResult, len(items))
 	live := make([]int, 0, len(items))
 	for i, it := range items {
@@ -87,9 +103,14 @@ func (m *Manager) PutMany(ctx context.Context, items []PutItem) ([]PutResult, er
 				res[i].Version = c.Version
 				written = append(written, i)
 			}
+			if dryRun {
+				return errDryRun
+			}
 			return nil
 		})
 		switch {
+		case dryRun && errors.Is(err, errDryRun):
+			return res, nil
 		case err == nil:
 			for _, i := range written {
 				m.engine.Notify(rotation.Event{Kind: rotation.EventCurrentChanged, CredentialID: items[i].ID, Version: res[i].Version})

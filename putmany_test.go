@@ -33,9 +33,25 @@ func TestPutMany(t *testing.T) {
 		{ID: "app/c", PutRequest: gen("c1")},
 		{ID: "app/c", PutRequest: gen("c2")},
 	}
+	// A dry run reports the same outcomes and writes nothing.
+	dry, err := m.PutManyDryRun(ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get(ctx, "app/a", credential.GetOptions{}); err == nil {
+		t.Fatal("the dry run wrote app/a")
+	}
+	if hs, _ := m.History(ctx, "app/busy", 10); len(hs) != 2 {
+		t.Fatalf("the dry run left history on app/busy: %+v", hs)
+	}
 	res, err := m.PutMany(ctx, items)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range items {
+		if dry[i].Version != res[i].Version || (dry[i].Err == nil) != (res[i].Err == nil) {
+			t.Errorf("item %d: dry run %d %v, import %d %v", i, dry[i].Version, dry[i].Err, res[i].Version, res[i].Err)
+		}
 	}
 	want := []struct {
 		version int

@@ -390,6 +390,11 @@ func (a *Agent) serveHealth(ctx context.Context) error {
 	return nil
 }
 
+// watchIdle: a stream that carried nothing, not even the server's
+// keep-alive (every 15 s by default), for this long is dead; the agent moves
+// to the next address.
+var watchIdle = 45 * time.Second
+
 // watch opens the event stream on the server in use, after the last event.
 func (a *Agent) watch(ctx context.Context) (<-chan client.Event, context.CancelFunc, error) {
 	wctx, cancel := context.WithCancel(ctx)
@@ -399,7 +404,7 @@ func (a *Agent) watch(ctx context.Context) (<-chan client.Event, context.CancelF
 	)
 	for i := range a.clients {
 		k := (a.cur + i) % len(a.clients)
-		ch, err = a.clients[k].WatchOnce(wctx, "", a.st.LastSeq)
+		ch, err = a.clients[k].WatchOnce(wctx, "", a.st.LastSeq, watchIdle)
 		if err == nil {
 			a.cur = k
 			a.setHealth(func(h *health) { h.Server = a.clients[k].Addr() })

@@ -53,7 +53,7 @@ func newSrvWith(t testing.TB, cc server.ConsumerConfig, pgRotator rotator.Rotato
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := server.New(server.Config{Manager: m, WatchPollInterval: 20 * time.Millisecond, RateLimit: 100000, Consumers: cc})
+	s, err := server.New(server.Config{Manager: m, WatchPollInterval: 20 * time.Millisecond, WatchHeartbeat: 100 * time.Millisecond, RateLimit: 100000, Consumers: cc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,5 +464,53 @@ templates:
 		if strings.Contains(log, pw) {
 			t.Errorf("secret %q in the log", pw)
 		}
+	}
+}
+
+// TestWatchLeavesASilentServer: the first address accepts the stream and
+// then says nothing, not even a keep-alive (a connection dead without a
+// word). After the idle limit the agent moves to the second address and
+// follows changes there.
+func TestWatchLeavesASilentServer(t *testing.T) {
+	old := watchIdle
+	watchIdle = time.Second // the test server's keep-alive comes every 100 ms
+	t.Cleanup(func() { watchIdle = old })
+	s := newSrv(t, server.ConsumerConfig{})
+	s.put(t, "app/x", "silent-secret-1")
+	hang := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/watch" {
+			s.s.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(hang); silent.CloseClientConnections(); silent.Close() })
+	dir := t.TempDir()
+	cfg := loadCfg(t, dir, fmt.Sprintf(`
+servers: [%s, %s]
+full_check: 1h
+templates:
+  - contents: '{{ secret "app/x" "password" }}'
+    destination: pw
+`, silent.URL, s.ts.URL))
+	st := startAgent(t, cfg, s.token)
+	st.waitVersion(t, "app/x", 1)
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(st.log.String(), `following the watch stream" server=`+s.ts.URL); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never left the silent server\n%s", st.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.put(t, "app/x", "silent-secret-2")
+	st.waitVersion(t, "app/x", 2)
+	if b, _ := os.ReadFile(filepath.Join(dir, "pw")); string(b) != "silent-secret-2" {
+		t.Errorf("pw = %q", b)
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"net/url"
 	"time"
 
 	credential "github.com/nebula-credential/nebula-credential"
@@ -32,10 +33,25 @@ type ImportResult struct {
 // its ID). Failed items are reported in their results; the others are
 // written. Results are in the order of items.
 func (c *Client) Import(ctx context.Context, items []ImportItem) ([]ImportResult, error) {
+	return c.importItems(ctx, items, false)
+}
+
+// ImportDryRun reports what Import would do (POST /v1/import?dry_run=true):
+// each result has the version the item would get (1: a new credential) or
+// why it would be refused. Nothing is written.
+func (c *Client) ImportDryRun(ctx context.Context, items []ImportItem) ([]ImportResult, error) {
+	return c.importItems(ctx, items, true)
+}
+
+func (c *Client) importItems(ctx context.Context, items []ImportItem, dryRun bool) ([]ImportResult, error) {
 	var out struct {
 		Results []ImportResult `json:"results"`
 	}
-	if err := c.call(ctx, request{method: "POST", path: "/v1/import", body: map[string]any{"items": items}}, &out); err != nil {
+	req := request{method: "POST", path: "/v1/import", body: map[string]any{"items": items}}
+	if dryRun {
+		req.query = url.Values{"dry_run": {"true"}}
+	}
+	if err := c.call(ctx, req, &out); err != nil {
 		return nil, err
 	}
 	return out.Results, nil

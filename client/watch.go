@@ -48,6 +48,7 @@ type watcher struct {
 	last   int64
 	resume bool // last is a position to resume after (even 0)
 	out    chan Event
+	alive  func() // if set, called for every line read (WatchOnce's idle timer)
 }
 
 // stream is one open connection.
@@ -135,6 +136,9 @@ func (w *watcher) read(ctx context.Context, br *bufio.Reader) (bool, error) {
 				return progress, ctx.Err()
 			}
 			return progress, errors.New("watch stream ended: " + err.Error())
+		}
+		if w.alive != nil {
+			w.alive()
 		}
 		line = strings.TrimRight(line, "\r\n")
 		switch {

@@ -68,7 +68,15 @@ func (s *Server) importBatch(rq *request) error {
 		items = append(items, credential.PutItem{ID: it.ID, PutRequest: credential.PutRequest{Type: it.Type, Fields: it.Fields, Secret: secret.FromStrings(it.Secret), ExpiresAt: it.ExpiresAt, Settings: it.Settings, Actor: rq.tok.Actor(), Reason: it.Reason}})
 		index = append(index, i)
 	}
-	res, err := s.m.PutMany(rq.ctx, items)
+	dryRun, err := rq.boolQuery("dry_run")
+	if err != nil {
+		return err
+	}
+	put := s.m.PutMany
+	if dryRun {
+		put = s.m.PutManyDryRun
+	}
+	res, err := put(rq.ctx, items)
 	if err != nil {
 		return err
 	}
@@ -88,6 +96,10 @@ func (s *Server) importBatch(rq *request) error {
 		} else {
 			written++
 		}
+	}
+	if dryRun {
+		rq.detail = fmt.Sprintf("dry run: %d would be written, %d refused", written, failed)
+		return rq.respond(http.StatusOK, map[string]any{"results": out, "written": 0, "would_write": written, "failed": failed, "dry_run": true})
 	}
 	rq.detail = fmt.Sprintf("%d written, %d failed", written, failed)
 	return rq.respond(http.StatusOK, map[string]any{"results": out, "written": written, "failed": failed})

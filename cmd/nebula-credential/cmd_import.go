@@ -89,7 +89,10 @@ Formats (by extension, or --format):
           recursively: the ID is <prefix><path below the directory>.
 
 Everything is read and checked first: an input error is reported with its
-file and line, and nothing is written. --dry-run stops there. Then batches of
+file and line, and nothing is written. --dry-run then asks the store what
+each credential would become (created, or a new version of an existing one)
+or why it would be refused (no permission, another type, a rotation in
+progress, an admin binding not allowed), and writes nothing. Then batches of
 --batch credentials are written, one transaction each; a credential the store
 refuses (a rotation in progress, another type under that ID, no permission)
 is reported with its line and the others are written. Exit code 1 when any
@@ -124,19 +127,12 @@ credential was not written, 2 for input errors.`,
 			if len(errs) > 0 {
 				return reportImportInputErrors(g, errs)
 			}
-			if dryRun {
-				if g.json {
-					return g.printJSON(map[string]any{"dry_run": true, "credentials": len(recs), "errors": []any{}})
-				}
-				g.printf("dry run: %d credentials read and checked; nothing written\n", len(recs))
-				return nil
-			}
 			m, err := g.backend(cmd.Context(), openOpts{})
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			return writeImport(cmd, g, m, recs, batch)
+			return writeImport(cmd, g, m, recs, batch, dryRun)
 		},
 	}
 	c.Flags().StringVar(&o.format, "format", "", "jsonl, env or vault (default: from the file extension; required for -)")
@@ -144,7 +140,7 @@ credential was not written, 2 for input errors.`,
 	c.Flags().StringVar(&o.typ, "type", "", "type of env and vault credentials, and of JSON lines without \"type\" (default generic)")
 	c.Flags().StringVar(&o.reason, "reason", "import", "why (recorded in each credential's history)")
 	c.Flags().IntVar(&batch, "batch", 1000, "credentials per transaction (1-1000; through a server, requests are also kept under 768 KiB)")
-	c.Flags().BoolVar(&dryRun, "dry-run", false, "read and check everything, write nothing")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "check everything against the store and report what would be created, updated or refused; write nothing")
 	return c
 }
 
@@ -490,13 +486,14 @@ type importFailure struct {
 
 // writeImport writes the records in batches, locally with PutMany or
 // remotely with POST /v1/import.
-func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord, batch int) error {
+func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord, batch int, dryRun bool) error {
 	ctx := cmd.Context()
 	start := time.Now()
 	bar, done := g.progress("import")
 	var (
 		fails    []importFailure
 		imported int
+		updates  int // dry run: items that would get a new version of an existing credential
 	)
 	for lo := 0; lo < len(recs); lo += batch {
 		part := recs[lo:min(lo+batch, len(recs))]
@@ -507,7 +504,11 @@ func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord,
 			for i, r := range part {
 				items[i] = credential.PutItem{ID: r.id, PutRequest: r.req}
 			}
-			res, err := b.m.PutMany(ctx, items)
+			put := b.m.PutMany
+			if dryRun {
+				put = b.m.PutManyDryRun
+			}
+			res, err := put(ctx, items)
 			if err != nil {
 				done()
 				return fmt.Errorf("import: %w (%d credentials imported before this batch)", err, imported)
@@ -517,6 +518,9 @@ func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord,
 					errsOf = append(errsOf, oneLine(r.Err))
 				} else {
 					errsOf = append(errsOf, "")
+					if r.Version > 1 {
+						updates++
+					}
 				}
 			}
 		case remote:
@@ -525,8 +529,12 @@ func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord,
 				items[i] = client.ImportItem{ID: r.id, Type: r.req.Type, Fields: r.req.Fields, Secret: r.req.Secret.Reveal(), ExpiresAt: r.req.ExpiresAt, Settings: r.req.Settings, Reason: r.req.Reason}
 			}
 			var res []client.ImportResult
+			send := b.c.Import
+			if dryRun {
+				send = b.c.ImportDryRun
+			}
 			for _, chunk := range importChunks(items) {
-				r, err := b.c.Import(ctx, chunk)
+				r, err := send(ctx, chunk)
 				if err != nil {
 					done()
 					return fmt.Errorf("import: %w (%d credentials imported before this batch)", err, imported)
@@ -539,6 +547,9 @@ func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord,
 			}
 			for _, r := range res {
 				errsOf = append(errsOf, r.Error)
+				if r.Error == "" && r.Version > 1 {
+					updates++
+				}
 			}
 		default:
 			return fmt.Errorf("import: unsupported backend %T", m)
@@ -553,6 +564,9 @@ func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord,
 		bar(lo+len(part), len(recs))
 	}
 	done()
+	if dryRun {
+		return reportImportDryRun(g, recs, fails, imported, updates)
+	}
 	elapsed := time.Since(start)
 	if g.json {
 		if fails == nil {
@@ -573,6 +587,28 @@ func writeImport(cmd *cobra.Command, g *globals, m backend, recs []importRecord,
 	}
 	if len(fails) > 0 {
 		return fmt.Errorf("%d of %d credentials were not imported (listed above with their lines); fix them and import those lines again", len(fails), len(recs))
+	}
+	return nil
+}
+
+// reportImportDryRun prints what an import would do: ok items would be
+// written (updates of them as new versions of existing credentials), fails
+// would be refused.
+func reportImportDryRun(g *globals, recs []importRecord, fails []importFailure, ok, updates int) error {
+	if g.json {
+		if err := g.printJSON(map[string]any{"dry_run": true, "credentials": len(recs), "would_create": ok - updates,
+			"would_update": updates, "would_fail": len(fails), "errors": nonNil(fails)}); err != nil {
+			return err
+		}
+	} else {
+		for _, f := range fails {
+			fmt.Fprintf(g.stderr, "%s: %s: would not be imported: %s\n", f.Source, f.ID, f.Error)
+		}
+		g.printf("dry run: %d credentials read and checked: %d would be created, %d would get a new version, %d would be refused; nothing written\n",
+			len(recs), ok-updates, updates, len(fails))
+	}
+	if len(fails) > 0 {
+		return exitError{exitFailed}
 	}
 	return nil
 }

@@ -193,6 +193,7 @@ func cmdPolicy(g *globals) *cobra.Command {
 	p := &cobra.Command{Use: "policy", Short: "Show or set a credential's rotation policies and settings"}
 	var (
 		periodic, jitter, cronExpr, window, grace, minRemaining, strategy string
+		maxStaleness                                                      string
 		retryBudget                                                       string
 		beforeExpiry, manual, fromStdin, clear                            bool
 		fraction                                                          float64
@@ -302,6 +303,11 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 			if strategy != "" {
 				s.Strategy = rotator.Strategy(strategy)
 			}
+			if maxStaleness != "" {
+				if s.ConsumerMaxStaleness, err = dur("consumer-max-staleness", maxStaleness); err != nil {
+					return err
+				}
+			}
 			if retention != 0 {
 				s.Retention = retention
 			}
@@ -343,6 +349,7 @@ only what they name. --stdin reads the whole settings object as JSON instead.`,
 	set.Flags().BoolVar(&clear, "clear", false, "remove all policies")
 	set.Flags().StringVar(&grace, "grace", "", "grace period for future rotations")
 	set.Flags().StringVar(&retryBudget, "retry-budget", "", "how long a step whose target does not answer is retried (default: serve --retry-budget, 30m; never less than the grace)")
+	set.Flags().StringVar(&maxStaleness, "consumer-max-staleness", "", "the longest a consumer serves a cached version (a cache TTL); a shorter grace warns")
 	set.Flags().StringVar(&strategy, "strategy", "", "dual, alternating or in_place (default: the rotator's best)")
 	set.Flags().IntVar(&retention, "retention", 0, "versions to keep (default 10)")
 	set.Flags().StringVar(&validate, "validate", "", "verify before commit: true or false")
