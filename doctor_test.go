@@ -82,7 +82,7 @@ func TestDoctorDecisionTree(t *testing.T) {
 		e.tick()
 		rep := doctor(t, e, "a")
 		f := finding(rep)
-		if rep.Healthy || !strings.Contains(f.Title, "rollback failed too") || !strings.Contains(f.Fix, "rotations resolve a --keep") {
+		if rep.Healthy || !strings.Contains(f.Title, "rollback failed: manual recovery required") || !strings.Contains(f.Fix, "rotations resolve a --keep") {
 			t.Fatalf("%+v", rep)
 		}
 	})

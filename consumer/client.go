@@ -23,8 +23,8 @@ type ClientSource struct {
 
 	mu     sync.Mutex
 	cache  map[string]cached
-	maxAge time.Duration            // 0: cached until the watch says it moved
-	drains map[string]time.Duration // drain timeout of the pool on each ID
+	maxAge time.Duration             // 0: cached until the watch says it moved
+	drains map[string]time.Duration  // drain timeout of the pool on each ID
 	who    credential.ConsumerReport // identity for reports; Credentials unused
 	now    func() time.Time
 }

@@ -3,6 +3,7 @@ package rotator
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -55,8 +56,9 @@ func (e *Error) Error() string {
 		}
 		msg += e.Err.Error()
 	}
-	if e.Privilege != "" {
-		msg += fmt.Sprintf(" (missing privilege: %s)", e.Privilege)
+	// A wrapped *Error naming the same privilege has said it already.
+	if p := fmt.Sprintf(" (missing privilege: %s)", e.Privilege); e.Privilege != "" && !strings.Contains(msg, p) {
+		msg += p
 	}
 	return msg
 }
