@@ -88,8 +88,8 @@ type Agent struct {
 	child     *child
 	children  chan childExit
 	healthLn  net.Listener
-	eventAt   time.Time // when the first event behind the next pass arrived
-	recheckAt time.Time // a grace a template listed the previous version of ends
+	eventAt   time.Time      // when the first event behind the next pass arrived
+	recheckAt time.Time      // a grace a template listed the previous version of ends
 	sigs      chan os.Signal // signals to forward to the child (run, ForwardSignals)
 	// stopped is set when INT or TERM arrived while the child was being
 	// stopped for a restart: no new child starts, and Run exits with it.
@@ -552,7 +552,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 				d := watchRetry()
 				a.log.Warn("server unreachable; keeping every file as it is", "watch_retry_in", d.Round(time.Millisecond), "err", err)
-				a.setHealth(func(h *health) { h.Status, h.Error = "unreachable", "watch: " + err.Error() })
+				a.setHealth(func(h *health) { h.Status, h.Error = "unreachable", "watch: "+err.Error() })
 				rewatch = time.After(d)
 				continue
 			}
