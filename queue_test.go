@@ -104,7 +104,8 @@ func TestNextRotationNeverInThePast(t *testing.T) {
 
 	// Through the manager: a periodic 1m policy with a 10m grace.
 	e := newEnv(t, nil)
-	e.put("a", &credential.Settings{Policies: []rotation.Policy{{Kind: rotation.Periodic, Interval: rotation.Duration(time.Minute)}}})
+	// (The policy's own grace fits the interval; the rotation asks for a longer one.)
+	e.put("a", &credential.Settings{Grace: dur2(30 * time.Second), Policies: []rotation.Policy{{Kind: rotation.Periodic, Interval: rotation.Duration(time.Minute)}}})
 	r, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{Grace: dur(10 * time.Minute)})
 	if err != nil {
 		t.Fatal(err)
