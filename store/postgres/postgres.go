@@ -11,9 +11,11 @@
 //
 // Update runs SERIALIZABLE transactions and runs fn again when PostgreSQL
 // reports a serialization failure (40001) or a deadlock (40P01), a bounded
-// number of times; after two lost conflicts an attempt first waits its turn
-// on an advisory lock shared by every server, so the retries of contending
-// writers end. When they run out, Update fails with store.ErrBusy. Shared
+// number of times. Every attempt holds an advisory lock of the schema in
+// shared mode; after two lost conflicts an attempt waits for it in exclusive
+// mode instead (across every server on the schema) and so runs alone, with a
+// fresh snapshot, and cannot lose again: the retries of contending writers
+// end. When they run out, Update fails with store.ErrBusy. Shared
 // counters have no hot row: events take their numbers from a sequence, and
 // audit entries are chained after commit by one appender (see audit.go). View runs REPEATABLE READ, READ ONLY transactions: one
 // consistent snapshot, never blocked by writers. Leases on journaled
@@ -62,6 +64,7 @@ var dialect = &sqlstore.Dialect{
 	// that lost (across every server on the schema) before it begins.
 	SerialLock:   `SELECT pg_advisory_lock(hashtext('nebula-credential writers ' || current_schema()))`,
 	SerialUnlock: `SELECT pg_advisory_unlock(hashtext('nebula-credential writers ' || current_schema()))`,
+	SharedLock:   `SELECT pg_advisory_xact_lock_shared(hashtext('nebula-credential writers ' || current_schema()))`,
 	SerialAfter:  2,
 	RelaxTx:      "SET LOCAL synchronous_commit TO OFF",
 	Numbered:     true,

@@ -68,6 +68,12 @@ type Dialect struct {
 	// committed, so they stop losing to each other and the retries end.
 	SerialLock, SerialUnlock string
 	SerialAfter              int
+	// SharedLock, when set, is the first statement of every other attempt: a
+	// transaction-level lock in the mode shared with each other and excluded
+	// by SerialLock. A writer holding SerialLock then runs alone among the
+	// store's writers, with a snapshot taken after every other one ended, so
+	// it cannot lose a serialization conflict again and the retries end.
+	SharedLock string
 }
 
 // DB runs View and Update transactions for a backend.
@@ -298,6 +304,12 @@ func (db *DB) update(ctx context.Context, fn func(store.Tx) error, relaxed, seri
 			sqlTx.Rollback()
 		}
 	}()
+	if !serial && db.Dialect.SharedLock != "" {
+		if _, err := sqlTx.ExecContext(ctx, db.Dialect.SharedLock); err != nil {
+			sqlTx.Rollback()
+			return db.retryable(err), fmt.Errorf("%s: begin update: wait for the writers' lock: %w", db.Dialect.Name, err)
+		}
+	}
 	t := &Tx{db: db, r: &sqlRunner{tx: sqlTx, stmts: db.wstmts, queries: &db.queries}}
 	if err := fn(t); err != nil {
 		return t.retry || db.retryable(err), err
