@@ -320,7 +320,8 @@ func storeUnreachable(err error) bool {
 		return true
 	}
 	// 08: connection exception; 57P01-57P05: shutting down, starting up,
-	// crashed (admin_shutdown, crash_shutdown, cannot_connect_now, ...).
+	// crashed (admin_shutdown, crash_shutdown, cannot_connect_now, ...);
+	// 53300: too many connections (the server is overloaded).
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P"))
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300")
 }

@@ -49,16 +49,42 @@ type haProc struct {
 	done chan struct{}
 }
 
-// buildBinary builds this command into dir.
-func buildBinary(t *testing.T, dir string) string {
+// built is the binary built once per test run by buildBinary.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// removeBuilt runs the tests and then removes the binary they built.
+type removeBuilt struct{ m *testing.M }
+
+func (r removeBuilt) Run() int {
+	defer func() {
+		if built.dir != "" {
+			os.RemoveAll(built.dir)
+		}
+	}()
+	return r.m.Run()
+}
+
+// buildBinary builds this command once per test run (removed at its end).
+func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(dir, "nebula-credential")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("go build: %v", err)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "nebula-ha-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "nebula-credential")
+		build := exec.Command("go", "build", "-o", built.bin, ".")
+		build.Stderr = os.Stderr
+		built.err = build.Run()
+	})
+	if built.err != nil {
+		t.Fatalf("go build: %v", built.err)
 	}
-	return bin
+	return built.bin
 }
 
 // newHACluster builds the binary, initialises the store at dsn (a new root
@@ -67,7 +93,7 @@ func buildBinary(t *testing.T, dir string) string {
 func newHACluster(t *testing.T, dsn string, setup func(ctx context.Context, m *credential.Manager)) *haCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &haCluster{t: t, bin: buildBinary(t, dir), dir: dir, dsn: dsn, keyFile: filepath.Join(dir, "root.key"),
+	c := &haCluster{t: t, bin: buildBinary(t), dir: dir, dsn: dsn, keyFile: filepath.Join(dir, "root.key"),
 		hc: &http.Client{Timeout: 2 * time.Minute}}
 	ctx := context.Background()
 	m := c.open(true)

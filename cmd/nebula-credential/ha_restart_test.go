@@ -22,6 +22,7 @@ import (
 // rotations again, every version of every credential decrypts and the audit
 // chain verifies.
 func TestServeSurvivesStoreRestart(t *testing.T) {
+	t.Parallel() // mostly waits on other processes
 	pg := testenv.PrivatePostgres(t)
 	// A commit acknowledged to the store must survive the immediate shutdown.
 	pg.Exec(t, "ALTER SYSTEM SET synchronous_commit = on")

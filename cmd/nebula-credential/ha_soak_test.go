@@ -41,6 +41,7 @@ import (
 // 1,000 scheduled rotations. Knobs: NEBULA_HA_SOAK_CREDS, _ROTATIONS,
 // _INTERVAL (policy interval), _KILL_EVERY.
 func TestHASoak(t *testing.T) {
+	t.Parallel() // mostly waits on other processes
 	creds, want, interval, killEvery := 6, 30, 3*time.Second, 4*time.Second
 	deadline := 5 * time.Minute
 	if os.Getenv("NEBULA_HA_SOAK") != "" {
