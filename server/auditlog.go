@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"time"
 
@@ -56,7 +55,6 @@ func (a *auditLog) flush() {
 		// Let the requests that are already runnable queue their entries
 		// first: a batch's commit costs about as much as several entries, and
 		// the process is CPU-bound when requests come this fast.
-		runtime.Gosched()
 		a.mu.Lock()
 		n := min(len(a.pending), maxAuditBatch)
 		if n == 0 {
