@@ -460,8 +460,12 @@ func (c *Client) allFailed(r request, errs []error) error {
 	}
 	ue := &UnreachableError{Addrs: c.Addrs(), Errs: errs}
 	for i, err := range ue.Errs {
-		if err == nil {
+		var uerr *url.Error
+		switch {
+		case err == nil:
 			ue.Errs[i] = errors.New("not tried")
+		case errors.As(err, &uerr):
+			ue.Errs[i] = uerr.Err // the address is named already
 		}
 	}
 	return fmt.Errorf("%s %s: %w", r.method, r.path, ue)
