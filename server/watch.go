@@ -29,6 +29,9 @@ type hub struct {
 	cancel   context.CancelFunc
 	last     int64 // highest seq seen by the poller
 	kick     chan struct{}
+	// beforeFirstLook, if set (tests only), runs when a poller starts,
+	// before it looks at the store.
+	beforeFirstLook func()
 }
 
 func newHub(s *Server) *hub {
@@ -49,8 +52,12 @@ func (h *hub) join() (leave func()) {
 			default:
 			}
 		})
+		hook := h.beforeFirstLook
 		go func() {
 			defer unsub()
+			if hook != nil {
+				hook()
+			}
 			h.poll(ctx)
 		}()
 	}
@@ -89,6 +96,11 @@ func (h *hub) poll(ctx context.Context) {
 		if n, err := latestSeq(ctx, h.s.m.Store()); err == nil {
 			last = n
 		}
+		// The stream that started this poller chose its starting point
+		// before this look: an event committed in between is already below
+		// last, so the loop below will not announce it. Wake the streams
+		// once; each reads from its own cursor.
+		h.broadcast()
 	}
 	for {
 		var evs []store.Event
