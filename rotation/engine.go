@@ -238,7 +238,7 @@ func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*st
 			return nil, err
 		}
 	}
-	r, err := e.plan(ctx, id, KindRotate, 0, opts)
+	r, pre, err := e.planJob(ctx, id, KindRotate, 0, opts)
 	if queued != nil && errors.Is(err, store.ErrRotationInProgress) {
 		// Another process (the scheduler) ran the queued rotation first.
 		return e.followQueued(ctx, id, queued)
@@ -246,17 +246,26 @@ func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*st
 	if err != nil {
 		return nil, err
 	}
-	return e.drive(ctx, r, opts.Wait)
+	return e.driveJob(ctx, r, pre, opts.Wait)
 }
 
 // plan creates the journal row under the store's one-open-rotation rule.
 func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (*store.Rotation, error) {
+	r, _, err := e.planJob(ctx, id, kind, toVersion, opts)
+	return r, err
+}
+
+// planJob is plan that also returns the job the run starts from when the
+// pending version was staged in the planning transaction (nil otherwise:
+// the run loads it).
+func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (_ *store.Rotation, pre *job, _ error) {
 	actor := opts.Actor
 	if actor == "" {
 		actor, _ = audit.ActorOf(ctx)
 	}
 	var r *store.Rotation
 	err := e.st.Update(ctx, func(tx store.Tx) error {
+		pre = nil
 		c, err := tx.GetCredential(ctx, id)
 		if err != nil {
 			return err
@@ -336,11 +345,12 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 			// process: do it in the planning transaction and save a durable
 			// commit. If it fails, the row stays at planned and the stage step
 			// runs with its full error handling.
-			n, ok, err := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now)
+			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now)
 			if err != nil {
 				return err
 			}
-			if ok {
+			if st != nil {
+				pre = &job{typ: c.Type, settings: s, rot: rot, from: st.from, to: st.to}
 				r.Step, r.ToVersion = StepStaged, n
 				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
 			}
@@ -358,14 +368,20 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 	})
 	if err != nil {
 		e.refused(ctx, id, kind, actor, err)
-		return nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
+		return nil, nil, fmt.Errorf("plan %s of %s: %w", kind, id, err)
 	}
 	e.emit(Event{Kind: EventStarted, CredentialID: id, Version: r.FromVersion, RotationID: r.ID})
 	e.hook(id, StepPlanned)
 	if r.Step == StepStaged {
 		e.hook(id, StepStaged)
+	} else {
+		pre = nil
 	}
-	return r, nil
+	if pre != nil {
+		pre.r = r
+		pre.d = decodeData(r)
+	}
+	return r, pre, nil
 }
 
 // stageInPlan generates and stores the pending version inside the planning
@@ -374,7 +390,7 @@ func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts 
 // store error that may have ended the transaction (on PostgreSQL every
 // failed statement aborts it) is returned instead: the caller must not go on
 // writing in it.
-func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, bool, error) {
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, *staged, error) {
 	// Not found and conflicts are answers, not failed statements.
 	fatal := func(err error) error {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
@@ -384,35 +400,46 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 	}
 	sv, err := tx.GetVersion(ctx, id, cur)
 	if err != nil {
-		return 0, false, fatal(err)
+		return 0, nil, fatal(err)
 	}
 	from, err := e.vault.Open(typ, sv)
 	if err != nil {
-		return 0, false, nil
+		return 0, nil, nil
 	}
 	sctx, cancel := e.stepCtx(ctx)
 	resp, err := rot.Stage(sctx, rotator.StageRequest{Current: toRotator(from), Strategy: strategy, Resolver: e.resolver(id)})
 	cancel()
 	if err != nil || len(resp.Secret) == 0 {
-		return 0, false, nil
+		return 0, nil, nil
 	}
 	n, err := tx.MaxVersion(ctx, id)
 	if err != nil {
-		return 0, false, fatal(err)
+		return 0, nil, fatal(err)
 	}
 	n++
 	pending, err := e.vault.Seal(from.Next(n, resp.Fields, resp.Secret, resp.ExpiresAt, now))
 	if err != nil {
-		return 0, false, nil
+		return 0, nil, nil
+	}
+	// What load would read back once this transaction commits: the run
+	// that follows starts from it instead of reading and opening both
+	// versions again. The pending one is opened from its sealed form, so
+	// it is exactly what the store holds.
+	to, err := e.vault.Open(typ, pending)
+	if err != nil {
+		return 0, nil, nil
 	}
 	if err := tx.InsertVersion(ctx, pending); err != nil {
-		return 0, false, fatal(err)
+		return 0, nil, fatal(err)
 	}
 	if err := tx.SetLabel(ctx, id, "pending", n); err != nil {
-		return 0, false, fatal(err)
+		return 0, nil, fatal(err)
 	}
-	return n, true, nil
+	return n, &staged{from: toRotator(from), to: toRotator(to)}, nil
 }
+
+// staged is the outcome of stageInPlan: both versions, opened.
+type staged struct{ from, to rotator.Credential }
 
 func inProgress(open *store.Rotation) error {
 	switch open.Step {
@@ -499,17 +526,27 @@ func ownerDead(owner string) bool {
 // drive runs r from its recorded step until it reaches grace, finishes, or a
 // retry is scheduled (with wait, retries run here after their backoff).
 func (e *Engine) drive(ctx context.Context, r *store.Rotation, wait bool) (*store.Rotation, error) {
+	return e.driveJob(ctx, r, nil, wait)
+}
+
+// driveJob is drive starting from pre (planJob), if not nil.
+func (e *Engine) driveJob(ctx context.Context, r *store.Rotation, pre *job, wait bool) (*store.Rotation, error) {
 	if !e.acquire(r.CredentialID) {
 		return r, fmt.Errorf("%w: already being driven by this process", store.ErrRotationInProgress)
 	}
 	defer e.release(r.CredentialID)
-	return e.driveHeld(ctx, r, wait)
+	return e.driveHeldJob(ctx, r, pre, wait)
 }
 
 // driveHeld is drive for a caller that holds the credential (acquire).
 func (e *Engine) driveHeld(ctx context.Context, r *store.Rotation, wait bool) (*store.Rotation, error) {
+	return e.driveHeldJob(ctx, r, nil, wait)
+}
+
+func (e *Engine) driveHeldJob(ctx context.Context, r *store.Rotation, pre *job, wait bool) (*store.Rotation, error) {
 	for {
-		out, err := e.run(ctx, r)
+		out, err := e.runJob(ctx, r, pre)
+		pre = nil // a retry starts from the store
 		if !errors.Is(err, ErrRetryScheduled) || !wait {
 			return out, err
 		}

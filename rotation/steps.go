@@ -85,6 +85,7 @@ var relaxedStep = map[string]bool{StepApplied: true, StepVerified: true, StepGra
 func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(tx store.Tx, r *store.Rotation) error) error {
 	now := e.now()
 	var next store.Rotation
+	prev := j.r.Step
 	update := e.st.Update
 	if relaxedStep[step] && step != StepGrace || step == StepGrace && j.r.Step == StepCommitted {
 		// Recovery recomputes these: losing one to a power failure only
@@ -96,7 +97,6 @@ func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(t
 	err := update(ctx, func(tx store.Tx) error {
 		next = *j.r
 		next.Data = append([]byte(nil), j.r.Data...)
-		prev := next.Step
 		next.Step = step
 		next.UpdatedAt = now
 		next.LeaseUntil = now.Add(e.cfg.LeaseTTL)
@@ -124,6 +124,9 @@ func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(t
 	}
 	*j.r = next
 	j.d = decodeData(j.r)
+	if step == StepGrace && prev == StepApplied || step == StepGrace && prev == StepVerified {
+		e.hook(j.r.CredentialID, StepCommitted) // folded into this write (commit)
+	}
 	e.hook(j.r.CredentialID, step)
 	return nil
 }
@@ -179,6 +182,12 @@ func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, 
 // run executes r from its recorded step. It returns when r reaches grace (not
 // yet due), closes, needs a person, or a retry is scheduled (ErrRetryScheduled).
 func (e *Engine) run(ctx context.Context, r *store.Rotation) (_ *store.Rotation, err error) {
+	return e.runJob(ctx, r, nil)
+}
+
+// runJob is run starting from pre, the job planJob built for r (nil: load
+// it from the store).
+func (e *Engine) runJob(ctx context.Context, r *store.Rotation, pre *job) (_ *store.Rotation, err error) {
 	ctx, stop := e.keepLease(ctx, r.ID, r.Fence)
 	defer func() {
 		// A step cut short because another process took the rotation over
@@ -188,9 +197,11 @@ func (e *Engine) run(ctx context.Context, r *store.Rotation) (_ *store.Rotation,
 		}
 		stop()
 	}()
-	j, err := e.load(ctx, r)
-	if err != nil {
-		return r, fmt.Errorf("load rotation %d: %w", r.ID, err)
+	j := pre
+	if j == nil || j.r != r {
+		if j, err = e.load(ctx, r); err != nil {
+			return r, fmt.Errorf("load rotation %d: %w", r.ID, err)
+		}
 	}
 	// A resumed rotation between apply and commit re-applies first (apply is
 	// idempotent): a deadline the target enforces on the current secret
@@ -395,8 +406,26 @@ func (e *Engine) commit(ctx context.Context, j *job) error {
 	grace := time.Duration(j.d.GraceSeconds * float64(time.Second))
 	end := now.Add(grace)
 	j.d.CommittedAt = &now
-	err := e.advance(ctx, j, StepCommitted, func(tx store.Tx, r *store.Rotation) error {
+	// A commit verified before it (every one but an early in_place commit)
+	// enters grace in the same durable transaction: the committed step only
+	// released the lease in a second write. Both audit entries are written;
+	// the durable current_changed event (the outbox) is in this transaction,
+	// and in-process watchers hear of it right after (enterGraceFolded).
+	fold := !j.d.VerifyPending
+	step := StepCommitted
+	if fold {
+		step = StepGrace
+	}
+	err := e.advance(ctx, j, step, func(tx store.Tx, r *store.Rotation) error {
 		id := r.CredentialID
+		if fold {
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, Action: r.Kind + "." + StepCommitted, CredentialID: id, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "ok"}); err != nil {
+				return err
+			}
+			// Release the lease: the retire job belongs to whichever
+			// scheduler runs when grace ends.
+			r.LeaseUntil = now
+		}
 		if j.r.Step == StepApplied && !j.d.VerifyPending { // verify() folded its step into this commit
 			if err := audit.Append(ctx, tx, audit.Entry{At: now, Action: r.Kind + "." + StepVerified, CredentialID: id, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "ok"}); err != nil {
 				return err
@@ -426,6 +455,9 @@ func (e *Engine) commit(ctx context.Context, j *job) error {
 	})
 	if err != nil {
 		return err
+	}
+	if fold {
+		e.emit(Event{Kind: EventCurrentChanged, CredentialID: j.r.CredentialID, Version: j.r.ToVersion, RotationID: j.r.ID})
 	}
 	return nil
 }

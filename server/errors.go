@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
 	"github.com/nebula-credential/nebula-credential/rotation"
@@ -126,7 +128,7 @@ func classify(err error) *apiError {
 		e.status, e.code = http.StatusConflict, CodeGraceEnded
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrFenced), errors.Is(err, rotation.ErrWrongStep):
 		e.status, e.code = http.StatusConflict, CodeConflict
-	case errors.As(err, new(*net.OpError)):
+	case storeUnreachable(err):
 		// A network peer (the store, most often, restarting or failing
 		// over) is unreachable: an outage to retry, not a bug.
 		e.status, e.code, e.retryAfter = http.StatusServiceUnavailable, CodeUnavailable, time.Second
@@ -307,4 +309,19 @@ func jsonKind(k string) string {
 		return "a number"
 	}
 	return k
+}
+
+// storeUnreachable reports an error that means the store (or another network
+// peer) could not be reached or dropped the connection: PostgreSQL
+// restarting, shutting down or failing over. Such a request may be retried.
+func storeUnreachable(err error) bool {
+	if errors.As(err, new(*net.OpError)) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	// 08: connection exception; 57P01-57P05: shutting down, starting up,
+	// crashed (admin_shutdown, crash_shutdown, cannot_connect_now, ...);
+	// 53300: too many connections (the server is overloaded).
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300")
 }

@@ -569,6 +569,14 @@ func (s *Server) auditFailed(rq *request, err error) *apiError {
 		ae.retryAfter = time.Second
 		return ae
 	}
+	if storeUnreachable(err) {
+		// The store is unreachable (restarting, failing over): an outage
+		// to retry, as for the request itself.
+		rq.info.errCode, rq.info.errMsg = CodeUnavailable, err.Error()
+		ae := errorf(http.StatusServiceUnavailable, CodeUnavailable, "the store could not be reached to write the audit entry, so no result is returned (request %s): retry shortly (GET /readyz says whether the store is reachable)", rq.info.requestID)
+		ae.retryAfter = time.Second
+		return ae
+	}
 	rq.info.errCode, rq.info.errMsg = CodeAuditFailed, err.Error()
 	return errorf(http.StatusInternalServerError, CodeAuditFailed, "the audit log could not be written, so no result is returned (request %s): check the store; a write the Manager made is recorded by its own audit entry", rq.info.requestID)
 }

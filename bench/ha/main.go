@@ -158,10 +158,17 @@ func run(o options) error {
 	}
 	ctx := context.Background()
 	suffix := randHex(4)
-	var clusters []*cluster
+	var (
+		clusters []*cluster
+		drops    []func()
+	)
+	// Stop every server before dropping its schema.
 	defer func() {
 		for _, c := range clusters {
 			c.stop()
+		}
+		for _, drop := range drops {
+			drop()
 		}
 	}()
 	sq, err := startCluster(ctx, o, dir, "sqlite1", "", 1)
@@ -178,7 +185,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		defer drop()
+		drops = append(drops, drop)
 		c, err := startCluster(ctx, o, dir, name, dsn, n)
 		if c != nil {
 			clusters = append(clusters, c)
@@ -210,10 +217,10 @@ func run(o options) error {
 			accOf(rd, c.name).add(res)
 			dr[c.name] = res.rps
 		}
-		rotRatio[0] = append(rotRatio[0], rr["pg1"]/rr["sqlite1"])
-		rotRatio[1] = append(rotRatio[1], rr["pg3"]/rr["pg1"])
-		rdRatio[0] = append(rdRatio[0], dr["pg1"]/dr["sqlite1"])
-		rdRatio[1] = append(rdRatio[1], dr["pg3"]/dr["pg1"])
+		rotRatio[0] = append(rotRatio[0], ratio(rr["pg1"], rr["sqlite1"]))
+		rotRatio[1] = append(rotRatio[1], ratio(rr["pg3"], rr["pg1"]))
+		rdRatio[0] = append(rdRatio[0], ratio(dr["pg1"], dr["sqlite1"]))
+		rdRatio[1] = append(rdRatio[1], ratio(dr["pg3"], dr["pg1"]))
 		if !o.jsonOut {
 			fmt.Fprintf(os.Stderr, "round %d: rotations/s %s; GET/s %s; load %s\n", r+1, fmtRates(rr), fmtRates(dr), loadavg())
 		}
@@ -438,13 +445,25 @@ func createSchema(ctx context.Context, dsn, schema string) (string, func(), erro
 	drop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err == nil {
-			_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-			conn.Close(ctx)
+		var err error
+		// Retried: a shared server may briefly have no connection to spare.
+		for wait := 100 * time.Millisecond; ; wait *= 2 {
+			var conn *pgx.Conn
+			conn, err = pgx.Connect(ctx, dsn)
+			if err == nil {
+				_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+				conn.Close(ctx)
+			}
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 		}
 		if err != nil {
-			log.Printf("drop schema %s: %v (drop it by hand)", schema, err)
+			log.Printf("drop schema %s: %v (drop it by hand: DROP SCHEMA %s CASCADE)", schema, err, schema)
 		}
 	}
 	u, err := url.Parse(dsn)
@@ -795,6 +814,15 @@ func pct(sorted []time.Duration, p int) time.Duration {
 		return 0
 	}
 	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
+}
+
+// ratio is a/b, or 0 when nothing completed in b's round (JSON has no NaN
+// or infinity).
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -38,6 +39,8 @@ import (
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
 )
 
+var serverOnly bool
+
 func main() {
 	dur := flag.Duration("d", time.Second, "measured duration of each round of each case")
 	warm := flag.Duration("warmup", 300*time.Millisecond, "warm-up of each round")
@@ -45,7 +48,20 @@ func main() {
 	levels := flag.String("c", "1,8,32", "client concurrencies")
 	reveal := flag.Bool("reveal", true, "GET with ?reveal=true (secret values, audited as reveals)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.BoolVar(&serverOnly, "server-only", false, "skip the bare handler's rounds (for profiling the server alone)")
+	blockprofile := flag.String("blockprofile", "", "write a blocking profile of the whole run to this file")
 	flag.Parse()
+	if *blockprofile != "" {
+		runtime.SetBlockProfileRate(10_000) // one sample per 10 µs blocked
+		defer func() {
+			f, err := os.Create(*blockprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.Lookup("block").WriteTo(f, 0)
+			f.Close()
+		}()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -120,7 +136,7 @@ func run(dur, warm time.Duration, rounds int, levels string, reveal bool) error 
 	before, _ := audit.Verify(ctx, st, nil)
 
 	fmt.Printf("GET %s (%d-byte answer); per case %d rounds of %s after %s warm-up, bare and server alternating, median round shown; GOMAXPROCS=%d\n\n", path, len(body), rounds, dur, warm, numCPU())
-	fmt.Printf("%8s  %-6s  %10s  %9s  %9s\n", "clients", "target", "req/s", "p50", "p99")
+	fmt.Printf("%8s  %-6s  %10s  %9s  %9s  %9s\n", "clients", "target", "req/s", "p50", "p99", "cpu/req")
 	var ratios []string
 	for _, f := range strings.Split(levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -129,15 +145,19 @@ func run(dur, warm time.Duration, rounds int, levels string, reveal bool) error 
 		}
 		var as, bs []result
 		for range max(1, rounds) {
-			bs = append(bs, load(bareURL+path, "", n, dur, warm))
+			if !serverOnly {
+				bs = append(bs, load(bareURL+path, "", n, dur, warm))
+			} else {
+				bs = append(bs, result{rps: 1})
+			}
 			as = append(as, load(apiURL+path, tok.Reveal(), n, dur, warm))
 		}
 		a, b := median(as), median(bs)
 		if a.errors > 0 || b.errors > 0 {
 			return fmt.Errorf("%d clients: %d API and %d bare errors", n, a.errors, b.errors)
 		}
-		fmt.Printf("%8d  %-6s  %10.0f  %9s  %9s\n", n, "bare", b.rps, b.p50, b.p99)
-		fmt.Printf("%8d  %-6s  %10.0f  %9s  %9s\n", n, "server", a.rps, a.p50, a.p99)
+		fmt.Printf("%8d  %-6s  %10.0f  %9s  %9s  %9s\n", n, "bare", b.rps, b.p50, b.p99, b.cpu)
+		fmt.Printf("%8d  %-6s  %10.0f  %9s  %9s  %9s\n", n, "server", a.rps, a.p50, a.p99, a.cpu)
 		ratios = append(ratios, fmt.Sprintf("%d clients: %.0f%%", n, 100*a.rps/b.rps))
 	}
 	after, err := audit.Verify(ctx, st, nil)
@@ -145,7 +165,11 @@ func run(dur, warm time.Duration, rounds int, levels string, reveal bool) error 
 		return fmt.Errorf("audit chain after the run: %w", err)
 	}
 	fmt.Printf("\nserver / bare: %s\n", strings.Join(ratios, ", "))
-	fmt.Printf("audit entries written during the run: %d (chain verified)\n", after-before)
+	fmt.Printf("audit entries written during the run: %d (chain verified)", after-before)
+	if c, _ := st.GroupStats(); c > 0 {
+		fmt.Printf(", in %d commits", c)
+	}
+	fmt.Println()
 	return nil
 }
 
@@ -181,6 +205,7 @@ func fetch(url, token string) ([]byte, error) {
 type result struct {
 	rps      float64
 	p50, p99 time.Duration
+	cpu      time.Duration // process CPU (user+system) per request, clients included
 	errors   int
 }
 
@@ -191,6 +216,9 @@ func load(url, token string, n int, dur, warm time.Duration) result {
 	hc := &http.Client{Transport: tr}
 	start := time.Now()
 	measureFrom := start.Add(warm)
+	var cpuFrom, cpuTo time.Duration
+	time.AfterFunc(warm, func() { cpuFrom = cpuTime() })
+	time.AfterFunc(warm+dur, func() { cpuTo = cpuTime() })
 	end := measureFrom.Add(dur)
 	var (
 		mu     sync.Mutex
@@ -240,6 +268,9 @@ func load(url, token string, n int, dur, warm time.Duration) result {
 	wg.Wait()
 	slices.Sort(lats)
 	r := result{errors: errors, rps: float64(len(lats)) / dur.Seconds()}
+	if len(lats) > 0 && cpuTo > cpuFrom {
+		r.cpu = (cpuTo - cpuFrom) / time.Duration(len(lats))
+	}
 	if len(lats) > 0 {
 		r.p50 = lats[len(lats)/2].Round(time.Microsecond)
 		r.p99 = lats[len(lats)*99/100].Round(time.Microsecond)

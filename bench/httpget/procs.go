@@ -1,5 +1,18 @@
 package main
 
-import "runtime"
+import (
+	"runtime"
+	"syscall"
+	"time"
+)
 
 func runtimeGOMAXPROCS() int { return runtime.GOMAXPROCS(0) }
+
+// cpuTime is the CPU time (user + system) the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

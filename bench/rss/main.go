@@ -76,7 +76,7 @@ func run(bin string, clients, keys int, dur, idle time.Duration) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("idle: RSS %.1f MB\n", idleRSS)
+	fmt.Printf("idle: RSS %.1f MB (%s)\n", idleRSS, split(pid))
 
 	base := strings.TrimSuffix(addr, "/") + "/v1/credentials/rss/key"
 	if !strings.Contains(addr, "://") {
@@ -126,7 +126,7 @@ func run(bin string, clients, keys int, dur, idle time.Duration) error {
 	}
 	fmt.Printf("load: %d clients, %d keys, %s: %d PUT+GET pairs (%.0f/s), %d failures\n",
 		clients, keys, dur, pairs.Load(), float64(pairs.Load())/dur.Seconds(), failures.Load())
-	fmt.Printf("load: RSS peak sampled %.1f MB, VmHWM %.1f MB, after %.1f MB\n", float64(peak.Load())/1000, hwm, cur)
+	fmt.Printf("load: RSS peak sampled %.1f MB, VmHWM %.1f MB, after %.1f MB (%s)\n", float64(peak.Load())/1000, hwm, cur, split(pid))
 	if failures.Load() > 0 {
 		return fmt.Errorf("%d requests failed, the first: %v", failures.Load(), firstErr.Load())
 	}
@@ -171,4 +171,29 @@ func rss(pid int) (cur, hwm float64, err error) {
 		}
 	}
 	return cur, hwm, nil
+}
+
+// split describes what the resident memory of pid is: anonymous (heap,
+// stacks, SQLite's page caches) or file-backed (mostly the binary's own code
+// and read-only data, paged in from the page cache and shared with it).
+func split(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err.Error()
+	}
+	var anon, file float64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "RssAnon:":
+			anon = kb / 1000
+		case "RssFile:":
+			file = kb / 1000
+		}
+	}
+	return fmt.Sprintf("anonymous %.1f MB, file-backed %.1f MB", anon, file)
 }

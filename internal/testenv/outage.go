@@ -41,11 +41,25 @@ func (p *PG) Addr() string { return joinHostPort(p.Host, p.Port) }
 // cut, as a crash would), and waits until it has exited. Start brings it back.
 func (p *PG) Down(t testing.TB) {
 	t.Helper()
+	p.down(t, syscall.SIGQUIT)
+}
+
+// DownFast stops the cluster as `pg_ctl stop -m fast` does (SIGINT to the
+// postmaster): every session is told the server is shutting down (57P01) and
+// closed, the cluster checkpoints and exits. It waits until it has exited;
+// Start brings it back.
+func (p *PG) DownFast(t testing.TB) {
+	t.Helper()
+	p.down(t, syscall.SIGINT)
+}
+
+func (p *PG) down(t testing.TB, sig syscall.Signal) {
+	t.Helper()
 	if p.cmd == nil || p.cmd.Process == nil {
 		t.Fatal("testenv: Down: the cluster is not running")
 	}
 	p.Thaw()
-	p.cmd.Process.Signal(syscall.SIGQUIT)
+	p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 	case <-time.After(time.Minute):

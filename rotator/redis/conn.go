@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -51,7 +52,7 @@ func isPermission(err error) bool {
 // db is how the shared login steps reach the server.
 func (r *Rotator) db() dbrot.Driver[target, *redis.Client] {
 	return dbrot.Driver[target, *redis.Client]{Connect: r.connect, ClassOf: classOf,
-		Close: func(c *redis.Client) { c.Close() },
+		Close: func(c *redis.Client) { r.files.Delete(c); c.Close() },
 		Pool:  &r.pool,
 		Ping: func(ctx context.Context, c *redis.Client) error {
 			if err := c.Ping(ctx).Err(); err != nil && !isPermission(err) {
@@ -67,8 +68,7 @@ func (r *Rotator) db() dbrot.Driver[target, *redis.Client] {
 // manager is the connection that changes the ACL.
 type manager struct {
 	*redis.Client
-	file    string
-	fileSet bool
+	r       *Rotator
 	release func(error) // ends the step's use of the connection
 }
 
@@ -83,7 +83,7 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	if err != nil {
 		return nil, err
 	}
-	return &manager{Client: c, release: release}, nil
+	return &manager{Client: c, release: release, r: r}, nil
 }
 
 // aclUser is what ACL GETUSER says.
@@ -132,23 +132,80 @@ func (m *manager) setUser(ctx context.Context, op, name string, rules ...any) er
 
 // aclFile returns the server's aclfile setting ("" when it has none).
 func (m *manager) aclFile(ctx context.Context, op string) (string, error) {
-	if m.fileSet {
-		return m.file, nil
+	if f, ok := m.r.files.Load(m.Client); ok {
+		return f.(string), nil
 	}
 	v, err := m.ConfigGet(ctx, "aclfile").Result()
 	if err != nil {
 		return "", classify(op, "CONFIG GET", err)
 	}
-	m.file, m.fileSet = v["aclfile"], true
-	return m.file, nil
+	m.r.files.Store(m.Client, v["aclfile"])
+	return v["aclfile"], nil
 }
 
 // save writes the ACL to the server's ACL file, if it has one, so a restart
-// keeps the change.
+// keeps the change. ACL SAVE rewrites the whole file and fsyncs it while the
+// server waits, so concurrent saves on one server (same address and admin
+// login) are coalesced: a save started after this call's changes covers them
+// (saveGroup).
 func (m *manager) save(ctx context.Context, op string) error {
 	file, err := m.aclFile(ctx, op)
 	if err != nil || file == "" {
 		return err
 	}
-	return classify(op, "ACL SAVE", m.Do(ctx, "ACL", "SAVE").Err())
+	o := m.Options()
+	g, _ := m.r.saves.LoadOrStore(o.Addr+"\x00"+o.Username, &saveGroup{})
+	return g.(*saveGroup).run(ctx, func() error {
+		return classify(op, "ACL SAVE", m.Do(ctx, "ACL", "SAVE").Err())
+	})
+}
+
+// saveGroup coalesces ACL SAVEs: callers that arrive while a save runs wait
+// for it to end, then one of them runs a single save for all of them (it
+// starts after every one of their changes, so it writes them all).
+type saveGroup struct {
+	mu      sync.Mutex
+	running bool
+	idle    chan struct{} // closed when the running save ends
+	next    *saveBatch    // the callers waiting for the next save
+}
+
+type saveBatch struct {
+	done chan struct{}
+	ran  bool
+	err  error
+}
+
+func (g *saveGroup) run(ctx context.Context, save func() error) error {
+	g.mu.Lock()
+	if g.next == nil {
+		g.next = &saveBatch{done: make(chan struct{})}
+	}
+	b := g.next
+	for g.running {
+		idle := g.idle
+		g.mu.Unlock()
+		select {
+		case <-idle:
+		case <-b.done: // another caller ran the batch's save
+			return b.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		g.mu.Lock()
+	}
+	if b.ran { // ran and ended while this caller was waking up
+		g.mu.Unlock()
+		<-b.done
+		return b.err
+	}
+	b.ran, g.next, g.running, g.idle = true, nil, true, make(chan struct{})
+	g.mu.Unlock()
+	b.err = save()
+	close(b.done)
+	g.mu.Lock()
+	g.running = false
+	close(g.idle)
+	g.mu.Unlock()
+	return b.err
 }

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,6 +69,12 @@ func (c Config) commandTimeout() time.Duration { return cmp.Or(c.CommandTimeout,
 type Rotator struct {
 	cfg  Config
 	pool dbrot.Pool[*redis.Client]
+	// files caches each open connection's aclfile setting (a server's
+	// aclfile cannot change while it runs); an entry goes when its
+	// connection is closed.
+	files sync.Map // *redis.Client → string
+	// saves coalesces concurrent ACL SAVEs per server and admin login.
+	saves sync.Map // string → *saveGroup
 }
 
 var (

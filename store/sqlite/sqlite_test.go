@@ -307,18 +307,33 @@ func crashChild(path string) {
 	os.Exit(1)
 }
 
-// UpdateRelaxed lowers synchronous for its own commit only.
+// UpdateRelaxed lowers synchronous; the writer keeps it so between relaxed
+// updates, and a durable Update restores FULL before it begins (so its
+// commit, and every one after it until the next relaxed update, waits for the
+// disk).
 func TestUpdateRelaxedRestoresSynchronous(t *testing.T) {
 	s := openTemp(t)
 	ctx := t.Context()
-	if err := s.UpdateRelaxed(ctx, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("v")) }); err != nil {
-		t.Fatal(err)
+	level := func() int {
+		t.Helper()
+		var level int
+		if err := s.writer.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&level); err != nil {
+			t.Fatal(err)
+		}
+		return level
 	}
-	var level int
-	if err := s.writer.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&level); err != nil {
-		t.Fatal(err)
-	}
-	if level != 2 { // FULL
-		t.Fatalf("synchronous = %d after a relaxed update, want 2 (FULL)", level)
+	for range 2 {
+		if err := s.UpdateRelaxed(ctx, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("v")) }); err != nil {
+			t.Fatal(err)
+		}
+		if l := level(); l != 1 { // NORMAL
+			t.Fatalf("synchronous = %d after a relaxed update, want 1 (NORMAL)", l)
+		}
+		if err := s.Update(ctx, func(tx store.Tx) error { return tx.SetMeta(ctx, "k", []byte("w")) }); err != nil {
+			t.Fatal(err)
+		}
+		if l := level(); l != 2 { // FULL
+			t.Fatalf("synchronous = %d after a durable update, want 2 (FULL)", l)
+		}
 	}
 }

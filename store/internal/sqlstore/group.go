@@ -36,9 +36,12 @@ type group struct {
 	durable atomic.Int32 // those of them that are not relaxed
 	tx      *sql.Tx      // the open batch's transaction, nil between batches
 	relaxed bool         // the open batch commits without waiting for the disk
-	members int
-	done    chan struct{} // closed when the open batch is committed or failed
-	err     *error        // the batch's outcome, readable once done is closed
+	// connRelaxed: the writer connection may have Dialect.RelaxConn in
+	// effect (it keeps it between batches until a durable one begins).
+	connRelaxed bool
+	members     int
+	done        chan struct{} // closed when the open batch is committed or failed
+	err         *error        // the batch's outcome, readable once done is closed
 
 	commits, committed atomic.Int64 // batches committed, and their members
 }
@@ -76,16 +79,21 @@ func (db *DB) groupUpdate(ctx context.Context, fn func(store.Tx) error, relaxed 
 		}
 	}
 	tx := g.tx
-	if _, err := tx.ExecContext(context.WithoutCancel(ctx), "SAVEPOINT member"); err != nil {
-		db.groupAbort(fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err))
-		err := *g.err
-		db.groupRelease()
-		return err
+	// The first member of a batch needs no savepoint: nothing else is in
+	// the transaction yet, so undoing its writes is rolling it back.
+	first := g.members == 0
+	if !first {
+		if _, err := tx.ExecContext(context.WithoutCancel(ctx), "SAVEPOINT member"); err != nil {
+			db.groupAbort(fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err))
+			err := *g.err
+			db.groupRelease()
+			return err
+		}
 	}
 	ok := false
 	defer func() {
 		if !ok { // fn panicked: undo its writes, keep the batch, pass the panic on
-			db.groupUndo(tx)
+			db.groupUndo(tx, first)
 			db.groupRelease()
 		}
 	}()
@@ -93,11 +101,13 @@ func (db *DB) groupUpdate(ctx context.Context, fn func(store.Tx) error, relaxed 
 	err := fn(t)
 	ok = true
 	if err != nil {
-		db.groupUndo(tx)
+		db.groupUndo(tx, first)
 		db.groupRelease()
 		return err
 	}
-	if _, rerr := tx.ExecContext(context.WithoutCancel(ctx), "RELEASE member"); rerr != nil {
+	if first {
+		// Nothing to release.
+	} else if _, rerr := tx.ExecContext(context.WithoutCancel(ctx), "RELEASE member"); rerr != nil {
 		db.groupAbort(fmt.Errorf("%s: update: %w", db.Dialect.Name, rerr))
 		err := *g.err
 		db.groupRelease()
@@ -116,31 +126,47 @@ func (db *DB) groupUpdate(ctx context.Context, fn func(store.Tx) error, relaxed 
 }
 
 // groupBegin opens a batch. It sets the commit mode first: SQLite refuses to
-// change it inside a transaction.
+// change it inside a transaction. The writer connection keeps the mode of the
+// last batch until a batch needs the other one (connRelaxed), so a run of
+// relaxed batches (the server's read-audit entries) does not pay two more
+// statements each; a durable batch always restores it before BEGIN, and
+// fails if it cannot.
 func (db *DB) groupBegin(ctx context.Context, relaxed bool) error {
 	g := &db.group
-	if relaxed && db.Dialect.RelaxConn != "" {
-		if _, err := db.Writer.ExecContext(ctx, db.Dialect.RelaxConn); err != nil {
-			return fmt.Errorf("%s: relax commit: %w", db.Dialect.Name, err)
+	relaxed = relaxed && db.Dialect.RelaxConn != ""
+	if relaxed != g.connRelaxed {
+		mode, what := db.Dialect.RelaxConn, "relax commit"
+		if !relaxed {
+			mode, what = db.Dialect.RelaxConnRestore, "restore durable commit"
 		}
+		// A failed switch leaves the mode unknown: connRelaxed stays set
+		// (or is set), so the next durable batch tries to restore it again.
+		g.connRelaxed = true
+		if _, err := db.Writer.ExecContext(context.WithoutCancel(ctx), mode); err != nil {
+			return fmt.Errorf("%s: %s: %w", db.Dialect.Name, what, err)
+		}
+		g.connRelaxed = relaxed
 	}
 	// The batch outlives its first member's context.
 	tx, err := db.Writer.BeginTx(context.WithoutCancel(ctx), db.WriteOptions)
 	if err != nil {
-		if relaxed && db.Dialect.RelaxConn != "" {
-			db.Writer.ExecContext(context.WithoutCancel(ctx), db.Dialect.RelaxConnRestore)
-		}
 		return fmt.Errorf("%s: begin update: %w", db.Dialect.Name, err)
 	}
 	var res error
-	g.tx, g.relaxed, g.members = tx, relaxed && db.Dialect.RelaxConn != "", 0
+	g.tx, g.relaxed, g.members = tx, relaxed, 0
 	g.done, g.err = make(chan struct{}), &res
 	return nil
 }
 
-// groupUndo rolls back the current member's writes. If that fails, the whole
-// batch fails: its transaction is in an unknown state.
-func (db *DB) groupUndo(tx *sql.Tx) {
+// groupUndo rolls back the current member's writes: to its savepoint, or the
+// whole transaction for the first member, which has none (the batch then has
+// no member to tell). If that fails, the whole batch fails: its transaction
+// is in an unknown state.
+func (db *DB) groupUndo(tx *sql.Tx, first bool) {
+	if first {
+		db.groupAbort(fmt.Errorf("%s: update: rolled back", db.Dialect.Name))
+		return
+	}
 	ctx := context.Background()
 	if _, err := tx.ExecContext(ctx, "ROLLBACK TO member"); err != nil {
 		db.groupAbort(fmt.Errorf("%s: update: a transaction sharing this commit failed: %w", db.Dialect.Name, err))
@@ -194,9 +220,5 @@ func (db *DB) groupFinish(err error) {
 	g := &db.group
 	*g.err = err
 	close(g.done)
-	g.tx = nil
-	if g.relaxed {
-		g.relaxed = false
-		db.Writer.ExecContext(context.Background(), db.Dialect.RelaxConnRestore)
-	}
+	g.tx, g.relaxed = nil, false
 }
