@@ -57,8 +57,10 @@ type Options struct {
 	// UserAgent; default "nebula-credential-client".
 	UserAgent string
 	// Retries of idempotent reads after a network error, 429, 502, 503 or
-	// 504 (default 2; negative: none). RetryWait is the first backoff
-	// (default 200ms), doubled each time, capped by any Retry-After.
+	// 504 (default 2; negative: none): with several addresses, further
+	// rounds through all of them. RetryWait is the first backoff between
+	// rounds (default 200ms), doubled each time, at least any Retry-After
+	// (at most 10s).
 	Retries   int
 	RetryWait time.Duration
 	// WatchBackoffMax caps the reconnect backoff of Watch (default 30s).
