@@ -27,6 +27,10 @@ type Event struct {
 // resumes after that event (pass the Seq of the last event handled to miss
 // nothing across restarts).
 //
+// With several addresses (see New) a broken stream is reopened on the next
+// address, resuming after the last event: the instances share one store, so
+// the sequence continues there and no event is missed or repeated.
+//
 // The first connection is made before Watch returns: a permanent refusal
 // (bad token, no grant, bad input) is returned as the error. After that the
 // stream reconnects on its own with exponential backoff and full jitter,
@@ -55,6 +59,7 @@ type watcher struct {
 type stream struct {
 	*bufio.Reader
 	close func()
+	addr  int // index of the client's address it is open on
 }
 
 // connect opens the stream after w.last.
@@ -69,12 +74,12 @@ func (w *watcher) connect(ctx context.Context) (*stream, error) {
 	}
 	c := *w.c
 	c.opts.Retries = -1 // run's loop does the retrying
-	res, err := c.send(ctx, r)
+	res, k, err := c.sendIdx(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { res.Body.Close() })
-	return &stream{Reader: bufio.NewReader(res.Body), close: func() { stop(); res.Body.Close() }}, nil
+	return &stream{Reader: bufio.NewReader(res.Body), close: func() { stop(); res.Body.Close() }, addr: k}, nil
 }
 
 // permanent reports errors that reconnecting cannot cure.
@@ -101,6 +106,12 @@ func (w *watcher) run(ctx context.Context, body *stream, err error) {
 				backoff = 250 * time.Millisecond
 			}
 			err = rerr
+			if ctx.Err() != nil {
+				return
+			}
+			// With several addresses, the next stream is opened on the
+			// next one (an instance that went away), resuming after w.last.
+			w.c.next(body.addr)
 		}
 		if ctx.Err() != nil {
 			return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/spf13/cobra"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -50,6 +51,8 @@ type backend interface {
 }
 
 // serverAddr is --addr, else NEBULA_CREDENTIAL_ADDR ("" = work on the store).
+// Several instances are a comma-separated list; the client fails over
+// between them (see client.New).
 func (g *globals) serverAddr() string {
 	if g.addr != "" {
 		return g.addr
@@ -76,6 +79,23 @@ func (g *globals) backend(ctx context.Context, o openOpts) (backend, error) {
 		return nil, err
 	}
 	return remote{c}, nil
+}
+
+// unreachableHint adds what to do next to the error of a command whose
+// server (every address of --addr / NEBULA_CREDENTIAL_ADDR) did not answer.
+func (g *globals) unreachableHint(err error) error {
+	addr := g.serverAddr()
+	if addr == "" || err == nil {
+		return err
+	}
+	var ue *client.UnreachableError
+	var oe *net.OpError
+	if !errors.As(err, &ue) && !(errors.As(err, &oe) && oe.Op == "dial") {
+		return err
+	}
+	return fmt.Errorf("%w; check that `nebula-credential serve` runs at %s and that GET /readyz there answers 200 (503: its store is unreachable), "+
+		"correct --addr / NEBULA_CREDENTIAL_ADDR (several instances: comma-separated, e.g. --addr a:8270,b:8270), "+
+		"or unset both to work on a store file directly", err, addr)
 }
 
 // local runs commands on a Manager.

@@ -77,6 +77,7 @@ func runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
+	err = g.unreachableHint(err)
 	code := exitCode(err)
 	fmt.Fprintf(stderr, "nebula-credential: %s\n", oneLine(err))
 	if code == exitUsage && !isUsage(err) && !errors.Is(err, credential.ErrInvalid) {
@@ -132,17 +133,23 @@ The store is --store, else $NEBULA_CREDENTIAL_STORE, else ./nebula-credential.db
 $NEBULA_CREDENTIAL_KEY_FILE, else beside the store; $NEBULA_CREDENTIAL_PASSPHRASE
 selects passphrase mode.
 
+With --addr or $NEBULA_CREDENTIAL_ADDR (and $NEBULA_CREDENTIAL_TOKEN) every
+command talks to a server instead. Several instances of one deployment are a
+comma-separated list: the first that answers is used, reads move on to the
+next when one fails, and a write is never sent twice.
+
 Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found,
 4 permission or key error.`,
 		Example: `  nebula-credential init
   echo '{"fields":{"host":"db"},"secret":{"password":"s3cret"}}' | nebula-credential put prod/db --type postgres --json
   nebula-credential get prod/db --json
-  nebula-credential rotate prod/db`,
+  nebula-credential rotate prod/db
+  NEBULA_CREDENTIAL_ADDR=https://a:8270,https://b:8270 NEBULA_CREDENTIAL_TOKEN=$(cat admin.token) nebula-credential get prod/db`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.PersistentFlags().StringVar(&g.addr, "addr", "", "talk to a server at this address instead of opening the store (default $NEBULA_CREDENTIAL_ADDR; token from $NEBULA_CREDENTIAL_TOKEN)")
+	root.PersistentFlags().StringVar(&g.addr, "addr", "", "talk to a server at this address instead of opening the store; several instances comma-separated (a:8270,b:8270) fail over in order (default $NEBULA_CREDENTIAL_ADDR; token from $NEBULA_CREDENTIAL_TOKEN)")
 	root.PersistentFlags().StringVar(&g.store, "store", "", "store path or postgres:// URL (default $NEBULA_CREDENTIAL_STORE or ./nebula-credential.db)")
 	root.PersistentFlags().StringVar(&g.keyFile, "key-file", "", "root key file (default $NEBULA_CREDENTIAL_KEY_FILE or beside the store)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON for scripting")
