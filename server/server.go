@@ -96,7 +96,8 @@ type Config struct {
 	// TokenCacheTTL is how long a looked-up token is trusted before it is
 	// read from the store again (default 2s; negative disables the cache). A
 	// token revoked through the API stops working at once; one revoked by the
-	// CLI directly in the store, within this time.
+	// CLI directly in the store or through another server sharing it, within
+	// this time; serve disables it on a shared (PostgreSQL) store for that reason.
 	TokenCacheTTL time.Duration
 
 	// WatchPollInterval is how often the watch stream polls the store's

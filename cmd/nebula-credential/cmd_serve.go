@@ -190,7 +190,14 @@ func serve(ctx context.Context, g *globals, logger *slog.Logger, o serveOptions)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers, Notify: disp,
+	// A token revoked through another instance sharing the store must be
+	// refused by this one on the very next request: with a shared store,
+	// look every token up (one indexed read) instead of caching it.
+	var tokenCache time.Duration
+	if isPostgres(g.storeLocation()) {
+		tokenCache = -1
+	}
+	srv, err := server.New(server.Config{Manager: m, Logger: logger, RateLimit: limit, PublicMetrics: o.publicMetrics, Consumers: o.consumers, Notify: disp, TokenCacheTTL: tokenCache,
 		Instance: server.InstanceConfig{Version: buildVersion(), HeartbeatInterval: o.heartbeat}})
 	if err != nil {
 		return err
