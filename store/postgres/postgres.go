@@ -29,6 +29,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -47,6 +48,13 @@ var (
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
+
+// DefaultMaxConns is how many connections a Store opens at most (plus one
+// that listens for notifications). The connection string's pool_max_conns
+// parameter (the name pgxpool uses) changes it, e.g.
+// postgres://nebula@db/creds?pool_max_conns=8: size it so that every
+// instance's share fits the server's max_connections.
+const DefaultMaxConns = 16
 
 // MaxAttempts is how often Update runs fn before it gives up on
 // serialization failures.
@@ -111,14 +119,24 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err) // pgx redacts the password
 	}
+	maxConns := DefaultMaxConns
+	if v, ok := cfg.RuntimeParams["pool_max_conns"]; ok {
+		// Ours, not PostgreSQL's: taken out before connecting.
+		delete(cfg.RuntimeParams, "pool_max_conns")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 2 {
+			return nil, fmt.Errorf("postgres: pool_max_conns=%q: want a whole number of at least 2 (default %d)", v, DefaultMaxConns)
+		}
+		maxConns = n
+	}
 	pool := stdlib.OpenDB(*cfg)
-	pool.SetMaxOpenConns(16)
+	pool.SetMaxOpenConns(maxConns)
 	// Keep as many idle as may be open: with fewer, every burst above the
 	// idle count closes connections and the next opens new ones (a backend
 	// fork and a login each). bench/ha measured 4 idle against 16: revealed
 	// GETs at 32 clients 352 against 1,095/s, and a watch stream on the
 	// instance that committed the change 232 against 12 ms p99.
-	pool.SetMaxIdleConns(16)
+	pool.SetMaxIdleConns(maxConns)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
 	s := &Store{pool: pool, seal: make(chan struct{}, 1), cfg: cfg}
 	if err := s.open(ctx); err != nil {

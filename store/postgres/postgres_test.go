@@ -238,3 +238,30 @@ func TestQueryPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolMaxConns: pool_max_conns in the connection string sizes the pool
+// and never reaches PostgreSQL (which would refuse an unknown parameter); a
+// bad value is refused with what to write instead.
+func TestPoolMaxConns(t *testing.T) {
+	dsn := newSchema(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	s := openDSN(t, dsn+sep+"pool_max_conns=3")
+	if got := s.pool.Stats().MaxOpenConnections; got != 3 {
+		t.Fatalf("MaxOpenConnections = %d, want 3", got)
+	}
+	if err := s.Update(t.Context(), func(tx store.Tx) error { return tx.SetMeta(t.Context(), "k", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := openDSN(t, dsn).pool.Stats().MaxOpenConnections; got != DefaultMaxConns {
+		t.Fatalf("default MaxOpenConnections = %d, want %d", got, DefaultMaxConns)
+	}
+	for _, bad := range []string{"0", "x", "1"} {
+		_, err := Open(t.Context(), dsn+sep+"pool_max_conns="+bad)
+		if err == nil || !strings.Contains(err.Error(), "pool_max_conns") || !strings.Contains(err.Error(), "at least 2") {
+			t.Errorf("pool_max_conns=%s: %v, want a clear refusal", bad, err)
+		}
+	}
+}
