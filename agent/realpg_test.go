@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +26,13 @@ import (
 func TestMain(m *testing.M) {
 	if p := os.Getenv("NC_AGENT_CHILD_CONFIG"); p != "" {
 		os.Exit(childMain(p))
+	}
+	// Started under nohup, this binary ignores SIGHUP, and every shell the
+	// tests start would inherit that and could not trap the HUP they are
+	// sent. Handling it here makes the children start with the default, as
+	// `run` does for its child by forwarding signals.
+	if signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	}
 	testenv.Main(m)
 }
