@@ -99,6 +99,21 @@ func (e *Engine) acquire(id string) bool {
 	return true
 }
 
+// acquireWait is acquire that waits, until ctx ends, for a holder that is
+// finishing.
+func (e *Engine) acquireWait(ctx context.Context, id string) error {
+	wait := time.Millisecond
+	for !e.acquire(id) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: still being finished by this process: %w", store.ErrRotationInProgress, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	return nil
+}
+
 // release undoes acquire.
 func (e *Engine) release(id string) {
 	e.mu.Lock()

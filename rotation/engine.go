@@ -532,7 +532,16 @@ func (e *Engine) drive(ctx context.Context, r *store.Rotation, wait bool) (*stor
 // driveJob is drive starting from pre (planJob), if not nil.
 func (e *Engine) driveJob(ctx context.Context, r *store.Rotation, pre *job, wait bool) (*store.Rotation, error) {
 	if !e.acquire(r.CredentialID) {
-		return r, fmt.Errorf("%w: already being driven by this process", store.ErrRotationInProgress)
+		if pre == nil {
+			return r, fmt.Errorf("%w: already being driven by this process", store.ErrRotationInProgress)
+		}
+		// r was just planned, so the store holds no other open rotation of
+		// this credential: the driver still holding it is finishing one
+		// that already ended (a retire, its events). Wait for it rather than
+		// leave r planned and undriven.
+		if err := e.acquireWait(ctx, r.CredentialID); err != nil {
+			return r, err
+		}
 	}
 	defer e.release(r.CredentialID)
 	return e.driveHeldJob(ctx, r, pre, wait)
