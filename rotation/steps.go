@@ -24,6 +24,9 @@ type job struct {
 	rot      rotator.Rotator
 	from     rotator.Credential
 	to       rotator.Credential // zero until staged
+	// applyUnjournaled: apply succeeded and its step is left to the commit's
+	// write (foldApplied); the row is still at staged.
+	applyUnjournaled bool
 }
 
 func toRotator(v vault.Version) rotator.Credential {
@@ -124,7 +127,7 @@ func (e *Engine) advance(ctx context.Context, j *job, step string, mutate func(t
 	}
 	*j.r = next
 	j.d = decodeData(j.r)
-	if step == StepGrace && prev == StepApplied || step == StepGrace && prev == StepVerified {
+	if step == StepGrace && (prev == StepApplied || prev == StepVerified || prev == StepStaged) {
 		e.hook(j.r.CredentialID, StepCommitted) // folded into this write (commit)
 	}
 	e.hook(j.r.CredentialID, step)
@@ -377,6 +380,45 @@ func (e *Engine) apply(ctx context.Context, j *job) error {
 	if err != nil {
 		return stepError(StepStaged, err)
 	}
+	if foldApplied(j) {
+		// The applied step is not journaled on its own on the way to a
+		// verified commit: the commit records it (its audit entry is written
+		// in the commit's transaction), which saves a store write per
+		// rotation. A crash before the commit leaves the row at staged, the
+		// state a lost relaxed applied write always could leave: recovery
+		// applies again (Apply is idempotent and, not being the first
+		// attempt, checks whether the pending secret already works) and
+		// verifies. If verify fails, the applied step is journaled first
+		// (appliedLate) and the failure is handled as before.
+		j.applyUnjournaled = true
+		e.hook(j.r.CredentialID, StepApplied)
+		err := e.verify(ctx, j)
+		if err != nil {
+			if lerr := e.appliedLate(ctx, j); lerr != nil {
+				return lerr
+			}
+		}
+		return err
+	}
+	return e.advance(ctx, j, StepApplied, nil)
+}
+
+// foldApplied reports whether a successful apply goes straight on to verify
+// and commit without its own journal write: a rotation (not a restore) of a
+// rotator that mints nothing, not committed early (in_place with rollback).
+func foldApplied(j *job) bool {
+	return j.r.Kind == KindRotate && j.r.Step == StepStaged && !earlyCommit(j) && !j.rot.Capabilities().Mints
+}
+
+// appliedLate journals the applied step that apply left to the commit, when
+// the commit will not happen (verify failed, or the commit's write did):
+// failure handling starts from the step it always started from.
+func (e *Engine) appliedLate(ctx context.Context, j *job) error {
+	if !j.applyUnjournaled || j.r.Step != StepStaged {
+		j.applyUnjournaled = false
+		return nil
+	}
+	j.applyUnjournaled = false
 	return e.advance(ctx, j, StepApplied, nil)
 }
 
@@ -426,7 +468,12 @@ func (e *Engine) commit(ctx context.Context, j *job) error {
 			// scheduler runs when grace ends.
 			r.LeaseUntil = now
 		}
-		if j.r.Step == StepApplied && !j.d.VerifyPending { // verify() folded its step into this commit
+		if j.r.Step == StepStaged && j.applyUnjournaled { // apply() folded its step into this commit
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, Action: r.Kind + "." + StepApplied, CredentialID: id, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "ok"}); err != nil {
+				return err
+			}
+		}
+		if (j.r.Step == StepApplied || j.r.Step == StepStaged && j.applyUnjournaled) && !j.d.VerifyPending { // verify() folded its step into this commit
 			if err := audit.Append(ctx, tx, audit.Entry{At: now, Action: r.Kind + "." + StepVerified, CredentialID: id, FromVersion: r.FromVersion, ToVersion: r.ToVersion, Outcome: "ok"}); err != nil {
 				return err
 			}
@@ -456,6 +503,7 @@ func (e *Engine) commit(ctx context.Context, j *job) error {
 	if err != nil {
 		return err
 	}
+	j.applyUnjournaled = false
 	if fold {
 		e.emit(Event{Kind: EventCurrentChanged, CredentialID: j.r.CredentialID, Version: j.r.ToVersion, RotationID: j.r.ID})
 	}
