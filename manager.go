@@ -476,7 +476,12 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 		return nil, fmt.Errorf("%w: unknown label %q (want current, previous or pending)", ErrInvalid, label)
 	}
 	var cs *store.CredentialState
-	err := m.st.View(ctx, func(tx store.Tx) error {
+	view := m.st.View
+	if v, ok := m.st.(oneStatementViewer); ok {
+		// GetCredentialState is one statement: no BEGIN/ROLLBACK around it.
+		view = v.ViewOne
+	}
+	err := view(ctx, func(tx store.Tx) error {
 		var err error
 		cs, err = tx.GetCredentialState(ctx, id, label, opts.Version)
 		return err
@@ -504,6 +509,12 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 	}
 	out.State, out.GraceEndsAt = m.state(cs.DeletedAt, cs.Open, v.ExpiresAt)
 	return out, nil
+}
+
+// oneStatementViewer is a store that runs a read of one statement without
+// an explicit transaction around it (sqlite.Store.ViewOne).
+type oneStatementViewer interface {
+	ViewOne(ctx context.Context, fn func(store.Tx) error) error
 }
 
 func labelsOf(labels map[string]int, n int) []string {

@@ -188,6 +188,13 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 	return s.db.View(ctx, fn)
 }
 
+// ViewOne is View for fn that reads with one statement: the statement runs
+// in autocommit mode, which is its own consistent snapshot, without the
+// BEGIN and ROLLBACK of a View. A second statement in fn fails.
+func (s *Store) ViewOne(ctx context.Context, fn func(store.Tx) error) error {
+	return s.db.ViewOne(ctx, fn)
+}
+
 // Update runs fn in a write transaction and commits it durably if fn returns
 // nil. Updates are serialized; fn runs exactly once.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {

@@ -209,6 +209,59 @@ func (db *DB) viewDriver(ctx context.Context, fn func(store.Tx) error) (err erro
 	return err
 }
 
+// ViewOne runs fn, which must read with a single statement, on a reader
+// connection without BEGIN and ROLLBACK around it: in autocommit mode the
+// statement is its own read transaction, so it still sees one consistent
+// snapshot, at a third of the statements of View (BEGIN, the query,
+// ROLLBACK). A second statement in fn fails with an error instead of
+// reading from another snapshot. Without a ReadConnector it is View.
+func (db *DB) ViewOne(ctx context.Context, fn func(store.Tx) error) (err error) {
+	if db.readers == nil {
+		return db.View(ctx, fn)
+	}
+	c, err := db.readers.get(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: begin view: %w", db.Dialect.Name, err)
+	}
+	r := &oneRunner{c: c}
+	defer func() {
+		// The statement's rows end its implicit transaction; close them
+		// even when fn did not (or panicked), or drop the connection.
+		broken := false
+		if r.rows != nil {
+			broken = r.rows.Close() != nil
+		}
+		db.readers.put(c, broken)
+	}()
+	return fn(&Tx{db: db, r: r, readOnly: true})
+}
+
+// errOneStatement is returned by a second statement in ViewOne.
+var errOneStatement = errors.New("a second statement in a single-statement view")
+
+// oneRunner runs the one statement of a ViewOne on a readConn, in
+// autocommit mode.
+type oneRunner struct {
+	c    *readConn
+	rows rowSet
+}
+
+func (r *oneRunner) exec(ctx context.Context, q query, args []any) (int64, error) {
+	return 0, errReadOnly // not reached: write methods check first
+}
+
+func (r *oneRunner) query(ctx context.Context, q query, args []any) (rowSet, error) {
+	if r.rows != nil {
+		return nil, errOneStatement
+	}
+	rs, err := driverRunner{r.c}.query(ctx, q, args)
+	if err != nil {
+		return nil, err
+	}
+	r.rows = rs
+	return rs, nil
+}
+
 // errRetry is returned by update when fn hid a retryable error and returned nil.
 var errRetry = errors.New("transaction must be retried")
 
