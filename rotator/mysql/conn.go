@@ -24,6 +24,20 @@ type session struct {
 	version string // SELECT VERSION(), once read
 }
 
+// recheck hands the connection back to the session's database/sql pool and
+// takes it again: database/sql then runs the driver's liveness check (a
+// non-blocking read of the socket, no round trip) and replaces a connection
+// the server closed with a new login of the same account.
+func (s *session) recheck(ctx context.Context) error {
+	s.conn.Close()
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	s.conn = c
+	return nil
+}
+
 func (s *session) Close() {
 	s.conn.Close()
 	s.db.Close()
@@ -69,7 +83,8 @@ func (nopLogger) Print(...any) {}
 // db is how the shared login steps reach the server.
 func (r *Rotator) db() dbrot.Driver[target, *session] {
 	return dbrot.Driver[target, *session]{Connect: r.connect, Close: (*session).Close, ClassOf: classOf,
-		Pool: &r.pool, Ping: func(ctx context.Context, s *session) error { return s.conn.PingContext(ctx) },
+		Pool: &r.pool, Ping: func(ctx context.Context, s *session) error { return s.conn.PingContext(ctx) }, Dead: dead,
+		Recheck: func(ctx context.Context, s *session) error { return s.recheck(ctx) },
 		LoginKey: func(t target) string {
 			return strings.Join([]string{t.Host, strconv.Itoa(int(t.Port)), t.Database, t.TLS, t.Username, t.Password.Reveal()}, "\x00")
 		}}
@@ -80,7 +95,7 @@ type manager struct {
 	*session
 	admin   bool // logged in as admin_credential, not as the account itself
 	dialect dialect
-	release func(error)
+	release func(error) error // err = m.release(err) ends the step's use of the connection
 }
 
 // manager opens the connection that changes accounts: admin_credential when
@@ -101,8 +116,7 @@ func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target
 	if s.version == "" {
 		if err := s.conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&s.version); err != nil {
 			err = classify(op, "", fmt.Errorf("server version: %w", err))
-			release(err)
-			return nil, err
+			return nil, release(err)
 		}
 	}
 	return &manager{session: s, admin: ok, dialect: parseVersion(s.version), release: release}, nil

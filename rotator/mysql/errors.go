@@ -3,6 +3,7 @@ package mysql
 import (
 	"database/sql/driver"
 	"errors"
+	"net"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -27,6 +28,27 @@ func classOf(err error) rotator.Class {
 		return rotator.ClassTransient
 	}
 	return rotator.ClassUnknown
+}
+
+// dead reports an error that means the connection is gone (dbrot.Driver.Dead):
+// the server killed the session or is shutting down, the driver found the
+// connection bad before sending (driver.ErrBadConn), or a network error other
+// than a timeout. Not mysql.ErrInvalidConn: the driver returns it after a read
+// timeout too, when the statement may still be running on the server.
+func dead(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case erConnectionKilled, erServerShutdown, erForcingClose, erNormalShutdown:
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return errors.Is(err, driver.ErrBadConn) || dbrot.Broken(err)
 }
 
 // Server error numbers (MariaDB and MySQL share the low ones).

@@ -54,6 +54,11 @@ type Config struct {
 	// AdminIdleTimeout closes an admin connection unused this long. Default
 	// 30s.
 	AdminIdleTimeout time.Duration
+	// AdminPingIdle is how long an admin connection may have been idle
+	// before it is pinged on reuse: 0 means 1s, negative pings it at every
+	// reuse. A step that finds an unpinged connection dead is redone once
+	// on a fresh admin login.
+	AdminPingIdle time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -81,7 +86,7 @@ var _ rotator.Rotator = (*Rotator)(nil)
 // New returns a Rotator. An invalid cfg makes every call fail with ClassConfig.
 func New(cfg Config) *Rotator {
 	r := &Rotator{cfg: cfg}
-	r.pool.MaxIdle, r.pool.IdleTimeout = cfg.AdminIdle, cfg.AdminIdleTimeout
+	r.pool.MaxIdle, r.pool.IdleTimeout, r.pool.PingIdle = cfg.AdminIdle, cfg.AdminIdleTimeout, cfg.AdminPingIdle
 	return r
 }
 
@@ -154,7 +159,14 @@ func (r *Rotator) checkPair(op string, st rotator.Strategy, cur, other target) e
 // current password keeps working. If the pending password already logs in it
 // changes nothing and reports Skipped: this is what makes a repeated Dual
 // Apply safe on MySQL, where a second RETAIN would push the old password out.
-func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
+func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (rotator.ApplyResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.ApplyResponse, error) {
+		req.FirstAttempt = req.FirstAttempt && !again
+		return r.apply(ctx, req)
+	})
+}
+
+func (r *Rotator) apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
@@ -181,7 +193,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	switch req.Strategy {
 	case rotator.Dual:
 		if !m.dialect.dual() {
@@ -236,7 +248,13 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // DISCARD OLD PASSWORD, which is right whichever of the two was primary).
 // Alternating: the current account is unlocked and checked, then the old one
 // is locked with a random password. InPlace: nothing is left to do. Idempotent.
-func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
+func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (rotator.RetireResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.RetireResponse, error) {
+		return r.retire(ctx, req)
+	})
+}
+
+func (r *Rotator) retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	old, cur, err := dbrot.Versions(op, r.checkConfig, parse, req.Old, req.Current)
@@ -254,7 +272,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	if req.Strategy == rotator.Dual {
 		if m.dialect.mariaDB {
 			return resp, m.setOne(ctx, op, cur.Username, cur.UserHost, cur.Password, "")
@@ -275,7 +293,13 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 
 // Revert undoes Apply: the server accepts req.Current again and refuses
 // req.Pending. Idempotent, and safe when Apply never ran.
-func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
+func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (rotator.RevertResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.RevertResponse, error) {
+		return r.revert(ctx, req)
+	})
+}
+
+func (r *Rotator) revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
@@ -305,7 +329,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	switch req.Strategy {
 	case rotator.Alternating:
 		if err := m.exec(ctx, op, "CREATE USER", "ALTER USER ?@? ACCOUNT UNLOCK", cur.Username, cur.UserHost); err != nil {

@@ -15,7 +15,13 @@ import (
 // would make a rotation fail or break consumers: a managing role without
 // CREATEROLE, strategy users that do not exist or are not members of
 // owner_role, an owner_role that can log in. It changes nothing.
-func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rotator.CheckResponse, err error) {
+func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (rotator.CheckResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.CheckResponse, error) {
+		return r.check(ctx, req)
+	})
+}
+
+func (r *Rotator) check(ctx context.Context, req rotator.CheckRequest) (resp rotator.CheckResponse, err error) {
 	const op = "check"
 	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
@@ -26,7 +32,7 @@ func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer func() { release(err) }()
+	defer func() { err = release(err) }()
 	warn := func(format string, args ...any) { resp.Warnings = append(resp.Warnings, fmt.Sprintf(format, args...)) }
 
 	var super, createrole bool

@@ -45,7 +45,7 @@ func (r *Rotator) connect(ctx context.Context, t target) (*pgx.Conn, error) {
 func (r *Rotator) db() dbrot.Driver[target, *pgx.Conn] {
 	return dbrot.Driver[target, *pgx.Conn]{Connect: r.connect, ClassOf: classOf,
 		Close: func(c *pgx.Conn) { c.Close(context.Background()) },
-		Pool:  &r.pool, Ping: func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) },
+		Pool:  &r.pool, Ping: func(ctx context.Context, c *pgx.Conn) error { return c.Ping(ctx) }, Dead: dead,
 		LoginKey: func(t target) string {
 			return strings.Join([]string{t.Host, strconv.Itoa(int(t.Port)), t.Database, t.SSLMode, t.Username, t.Password.Reveal()}, "\x00")
 		}}
@@ -54,8 +54,9 @@ func (r *Rotator) db() dbrot.Driver[target, *pgx.Conn] {
 // manager opens the connection that changes roles: the admin credential when
 // base names one, otherwise the first of logins that logs in (the role
 // changing itself).
-// The caller ends its use with release(err), err being the step's outcome.
-func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target, op string, logins ...target) (*pgx.Conn, func(error), error) {
+// The caller ends its use with err = release(err), err being the step's
+// outcome (see dbrot.Driver.Manager).
+func (r *Rotator) manager(ctx context.Context, res rotator.Resolver, base target, op string, logins ...target) (*pgx.Conn, func(error) error, error) {
 	adm, ok, err := admin(ctx, res, base, op)
 	if err != nil {
 		return nil, nil, err

@@ -33,6 +33,19 @@ func classOf(err error) rotator.Class {
 	return rotator.ClassUnknown
 }
 
+// dead reports an error that means the connection is gone (dbrot.Driver.Dead):
+// a network error other than a timeout, a closed connection, or the server
+// ending the session (57P01 admin_shutdown, 57P02 crash_shutdown: always
+// FATAL; pg_terminate_backend, a restart). A statement the server refused is
+// not.
+func dead(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02"
+	}
+	return !pgconn.Timeout(err) && (dbrot.Broken(err) || errors.Is(err, pgconn.ErrConnClosed))
+}
+
 // classOfCode maps SQLSTATE codes (PostgreSQL Appendix A).
 func classOfCode(code string) rotator.Class {
 	switch code {

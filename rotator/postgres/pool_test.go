@@ -57,3 +57,44 @@ func TestAdminPool(t *testing.T) {
 		t.Fatalf("apply after Close: %v", err)
 	}
 }
+
+// TestAdminPoolKilledConnection: the server ends the pooled admin session
+// between two rotations (pg_terminate_backend). The next step takes that
+// connection without a ping, finds it dead, and is redone once on a fresh
+// admin login: the rotation succeeds and every credential logs in.
+func TestAdminPoolKilledConnection(t *testing.T) {
+	e := newEnv(t)
+	rot := postgres.New(postgres.Config{AdminPingIdle: time.Hour}) // never pinged: the redo must cover it
+	defer rot.Close()
+	cur := e.alternatingCred(t, "")
+	r := dbrottest.Rotation{Rotator: rot, Resolver: e.res, Strategy: rotator.Alternating, Grace: time.Hour}
+	cur = r.Run(t, cur)
+
+	su := e.pg.Connect(t)
+	var killed int
+	if err := su.QueryRow(ctx(t), "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1", e.admin).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminating the pooled admin session: %d terminated, %v; want 1", killed, err)
+	}
+	for n := 1; n > 0; time.Sleep(10 * time.Millisecond) { // until the backend is gone
+		if err := su.QueryRow(ctx(t), "SELECT count(*) FROM pg_stat_activity WHERE usename = $1", e.admin).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	hits, _, _ := postgres.PoolStats(rot)
+	cur = r.Run(t, cur)
+	if h, _, _ := postgres.PoolStats(rot); h <= hits {
+		t.Fatal("the rotation after the kill did not take the pooled connection")
+	}
+	verify := dbrottest.Verifier(t, rot, e.res)
+	if err := verify(cur); err != nil {
+		t.Fatalf("current version after the rotation: %v", err)
+	}
+	if err := verify(e.res[e.adminID]); err != nil {
+		t.Fatalf("admin after the rotation: %v", err)
+	}
+	cur = r.Run(t, cur) // and the pool works on
+	if err := verify(cur); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -53,6 +53,11 @@ type Config struct {
 	// AdminIdleTimeout closes an admin connection unused this long. Default
 	// 30s.
 	AdminIdleTimeout time.Duration
+	// AdminPingIdle is how long an admin connection may have been idle
+	// before it is pinged on reuse: 0 means 1s, negative pings it at every
+	// reuse. A step that finds an unpinged connection dead is redone once
+	// on a fresh admin login.
+	AdminPingIdle time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -83,7 +88,7 @@ var (
 // New returns a Rotator. An invalid cfg makes every call fail with ClassConfig.
 func New(cfg Config) *Rotator {
 	r := &Rotator{cfg: cfg}
-	r.pool.MaxIdle, r.pool.IdleTimeout = cfg.AdminIdle, cfg.AdminIdleTimeout
+	r.pool.MaxIdle, r.pool.IdleTimeout, r.pool.PingIdle = cfg.AdminIdle, cfg.AdminIdleTimeout, cfg.AdminPingIdle
 	return r
 }
 
@@ -136,7 +141,14 @@ func (r *Rotator) Stage(ctx context.Context, req rotator.StageRequest) (rotator.
 // sets VALID UNTIL on the retiring role, so a repeated Apply can move the
 // deadline). The Alternating change is one implicit transaction: the new
 // role's password and LOGIN, and the old role's deadline, land together.
-func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
+func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (rotator.ApplyResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.ApplyResponse, error) {
+		req.FirstAttempt = req.FirstAttempt && !again
+		return r.apply(ctx, req)
+	})
+}
+
+func (r *Rotator) apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
@@ -177,7 +189,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer func() { release(err) }()
+	defer func() { err = release(err) }()
 
 	var stmt string
 	if !ok {
@@ -238,7 +250,13 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // deadline (this also serves a rollback, where the restored role had one), its
 // login is checked, and only then does the old role lose LOGIN and its
 // password. Idempotent.
-func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
+func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (rotator.RetireResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.RetireResponse, error) {
+		return r.retire(ctx, req)
+	})
+}
+
+func (r *Rotator) retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
 	r.pool.Forget(req.Current.ID)
 	old, cur, err := dbrot.Versions(op, r.checkConfig, parse, req.Old, req.Current)
@@ -264,7 +282,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer func() { release(err) }()
+	defer func() { err = release(err) }()
 	if err := alter(ctx, conn, op, "ALTER ROLE "+ident(cur.Username)+" WITH LOGIN VALID UNTIL 'infinity'"); err != nil {
 		return resp, err
 	}
@@ -279,7 +297,13 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 // the admin) sets the current one back. Alternating: in one transaction the
 // current role gets LOGIN and no deadline, and the pending role loses LOGIN and
 // its password. Idempotent, and safe when Apply never ran.
-func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
+func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (rotator.RevertResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.RevertResponse, error) {
+		return r.revert(ctx, req)
+	})
+}
+
+func (r *Rotator) revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
 	r.pool.Forget(req.Current.ID)
 	cur, pend, err := dbrot.Versions(op, r.checkConfig, parse, req.Current, req.Pending)
@@ -300,7 +324,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		if err != nil {
 			return resp, err
 		}
-		defer func() { release(err) }()
+		defer func() { err = release(err) }()
 		v, err := scramVerifier(cur.Password.Reveal())
 		if err != nil {
 			return resp, rotator.Wrap(rotator.ClassUnknown, op, err)
@@ -322,7 +346,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 		if err != nil {
 			return resp, err
 		}
-		defer func() { release(err) }()
+		defer func() { err = release(err) }()
 		return resp, alter(ctx, conn, op, "ALTER ROLE "+ident(cur.Username)+" WITH LOGIN VALID UNTIL 'infinity'; "+
 			"ALTER ROLE "+ident(pend.Username)+" WITH NOLOGIN PASSWORD NULL")
 	default:

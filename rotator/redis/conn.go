@@ -44,6 +44,16 @@ func (r *Rotator) connect(ctx context.Context, t target) (*redis.Client, error) 
 	return c, nil
 }
 
+// dead reports an error that means the connection is gone (dbrot.Driver.Dead):
+// a network error other than a timeout (a command may still run after one).
+func dead(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return dbrot.Broken(err)
+}
+
 func isPermission(err error) bool {
 	var se redis.Error
 	return errors.As(err, &se) && redis.IsPermissionError(err)
@@ -54,6 +64,7 @@ func (r *Rotator) db() dbrot.Driver[target, *redis.Client] {
 	return dbrot.Driver[target, *redis.Client]{Connect: r.connect, ClassOf: classOf,
 		Close: func(c *redis.Client) { r.files.Delete(c); c.Close() },
 		Pool:  &r.pool,
+		Dead:  dead,
 		Ping: func(ctx context.Context, c *redis.Client) error {
 			if err := c.Ping(ctx).Err(); err != nil && !isPermission(err) {
 				return err
@@ -69,7 +80,7 @@ func (r *Rotator) db() dbrot.Driver[target, *redis.Client] {
 type manager struct {
 	*redis.Client
 	r       *Rotator
-	release func(error) // ends the step's use of the connection
+	release func(error) error // err = m.release(err) ends the step's use of the connection
 }
 
 // manager connects as admin_credential when base names one, otherwise as the

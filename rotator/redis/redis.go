@@ -49,6 +49,11 @@ type Config struct {
 	// AdminIdleTimeout closes an admin connection unused this long. Default
 	// 30s.
 	AdminIdleTimeout time.Duration
+	// AdminPingIdle is how long an admin connection may have been idle
+	// before it is pinged on reuse: 0 means 1s, negative pings it at every
+	// reuse. A step that finds an unpinged connection dead is redone once
+	// on a fresh admin login.
+	AdminPingIdle time.Duration
 }
 
 // Validate reports a Config that cannot be used.
@@ -85,7 +90,7 @@ var (
 // New returns a Rotator. An invalid cfg makes every call fail with ClassConfig.
 func New(cfg Config) *Rotator {
 	r := &Rotator{cfg: cfg}
-	r.pool.MaxIdle, r.pool.IdleTimeout = cfg.AdminIdle, cfg.AdminIdleTimeout
+	r.pool.MaxIdle, r.pool.IdleTimeout, r.pool.PingIdle = cfg.AdminIdle, cfg.AdminIdleTimeout, cfg.AdminPingIdle
 	return r
 }
 
@@ -152,8 +157,7 @@ func (r *Rotator) user(ctx context.Context, res rotator.Resolver, op string, cur
 		return nil, u, err
 	}
 	if u, err = m.getUser(ctx, op, cur.Username); err != nil {
-		m.release(err)
-		return nil, u, err
+		return nil, u, m.release(err)
 	}
 	return m, u, nil
 }
@@ -161,7 +165,14 @@ func (r *Rotator) user(ctx context.Context, res rotator.Resolver, op string, cur
 // Apply adds the pending password to the user, keeping the current one. If the
 // user already has it, nothing changes (Skipped) but the ACL is still saved, in
 // case an earlier Apply died between SETUSER and SAVE.
-func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
+func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (rotator.ApplyResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.ApplyResponse, error) {
+		req.FirstAttempt = req.FirstAttempt && !again
+		return r.apply(ctx, req)
+	})
+}
+
+func (r *Rotator) apply(ctx context.Context, req rotator.ApplyRequest) (resp rotator.ApplyResponse, err error) {
 	const op = "apply"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Current, req.Pending)
@@ -179,7 +190,7 @@ func (r *Rotator) Apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	u, err := m.getUser(ctx, op, cur.Username)
 	if err != nil {
 		return resp, err
@@ -215,7 +226,13 @@ func (r *Rotator) Verify(ctx context.Context, req rotator.VerifyRequest) (resp r
 // Retire removes the old password, after checking that the user has the
 // current one (so a retire can never leave the user with no stored password).
 // Idempotent: a password already gone is not removed again.
-func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
+func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (rotator.RetireResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.RetireResponse, error) {
+		return r.retire(ctx, req)
+	})
+}
+
+func (r *Rotator) retire(ctx context.Context, req rotator.RetireRequest) (resp rotator.RetireResponse, err error) {
 	const op = "retire"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	old, cur, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Old, req.Current)
@@ -227,7 +244,7 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	if !slices.Contains(u.passwords, hash(cur.Password.Reveal())) {
 		return resp, rotator.Errorf(rotator.ClassUnknown, op,
 			"refusing to retire: ACL user %q does not have the current version's password (add it back, then retry)", cur.Username)
@@ -242,7 +259,13 @@ func (r *Rotator) Retire(ctx context.Context, req rotator.RetireRequest) (resp r
 
 // Revert removes the pending password and makes sure the current one is set.
 // Idempotent, and safe when Apply never ran.
-func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
+func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (rotator.RevertResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.RevertResponse, error) {
+		return r.revert(ctx, req)
+	})
+}
+
+func (r *Rotator) revert(ctx context.Context, req rotator.RevertRequest) (resp rotator.RevertResponse, err error) {
 	const op = "revert"
 	r.pool.Forget(req.Current.ID) // this credential may be an admin of others
 	cur, pend, err := dbrot.Versions(op, r.begin(req.Strategy), parse, req.Current, req.Pending)
@@ -254,7 +277,7 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	var rules []any
 	if h := hash(cur.Password.Reveal()); !slices.Contains(u.passwords, h) {
 		rules = append(rules, "#"+h)
@@ -273,7 +296,13 @@ func (r *Rotator) Revert(ctx context.Context, req rotator.RevertRequest) (resp r
 // Check warns when a restart would undo rotations (no ACL file), when the user
 // does not exist, accepts any password (nopass), is disabled, or holds more
 // passwords than the two a rotation needs.
-func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rotator.CheckResponse, err error) {
+func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (rotator.CheckResponse, error) {
+	return dbrot.Redo(ctx, func(ctx context.Context, again bool) (rotator.CheckResponse, error) {
+		return r.check(ctx, req)
+	})
+}
+
+func (r *Rotator) check(ctx context.Context, req rotator.CheckRequest) (resp rotator.CheckResponse, err error) {
 	const op = "check"
 	t, err := dbrot.Version(op, r.checkConfig, parse, req.Credential)
 	if err != nil {
@@ -284,7 +313,7 @@ func (r *Rotator) Check(ctx context.Context, req rotator.CheckRequest) (resp rot
 	if err != nil {
 		return resp, err
 	}
-	defer func() { m.release(err) }()
+	defer func() { err = m.release(err) }()
 	warn := func(format string, args ...any) { resp.Warnings = append(resp.Warnings, fmt.Sprintf(format, args...)) }
 	file, err := m.aclFile(ctx, op)
 	if err != nil {

@@ -51,6 +51,16 @@ func Transient(err error) bool {
 	return errors.As(err, &ne)
 }
 
+// Broken reports the errors, common to every client library, that mean a
+// connection is gone: reset, aborted, a broken pipe, an early EOF, a closed
+// connection. Unlike Transient it leaves out timeouts and cancellations (the
+// server may only be slow, and the statement may still run) and refused
+// connects (not an open connection).
+func Broken(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
 // Scrub is a rotator's own last line of defence (the registry also wraps
 // rotators with rotator.Sanitize): every form that forms gives for each value
 // in vals (the value itself, and the escaped or hashed forms a driver or

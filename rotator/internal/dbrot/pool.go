@@ -30,18 +30,26 @@ import (
 //     always open a fresh connection.
 //
 // A connection goes back to the pool only after a step that used it without
-// any error; it is pinged before it is handed out again. The pool is bounded
+// any error. It is pinged before it is handed out again only when it has been
+// idle longer than PingIdle (as pgxpool's default ShouldPing): a connection
+// used a moment ago is handed out as it is, and a step that then finds it dead
+// (the driver's Dead: reset, closed, or the session ended by the server; never
+// a statement the server refused) is redone once on a fresh login by Redo. The
+// pool is bounded
 // (max idle connections in all), closes connections idle longer than the idle
 // timeout, and Close closes every idle one (a later step opens new ones).
 // Forget(id) closes those of admin credential id: a rotator calls it when it
 // rotates that credential itself. The zero Pool is ready to use with the
-// defaults (8 idle, 30 s).
+// defaults (8 idle, 30 s, ping after 1 s idle).
 type Pool[C any] struct {
 	// MaxIdle bounds the idle connections kept: 0 means 8, negative disables
 	// the pool (every step logs in afresh).
 	MaxIdle int
 	// IdleTimeout closes a connection unused for this long: 0 means 30 s.
 	IdleTimeout time.Duration
+	// PingIdle is how long a connection may have been idle before it is
+	// pinged on its way out: 0 means 1 s, negative pings it every time.
+	PingIdle time.Duration
 
 	mu     sync.Mutex
 	hkey   []byte
@@ -73,6 +81,13 @@ func (p *Pool[C]) maxIdle() int {
 	return p.MaxIdle
 }
 
+func (p *Pool[C]) pingIdle() time.Duration {
+	if p.PingIdle == 0 {
+		return time.Second
+	}
+	return p.PingIdle
+}
+
 func (p *Pool[C]) idleTimeout() time.Duration {
 	if p.IdleTimeout <= 0 {
 		return 30 * time.Second
@@ -97,10 +112,10 @@ func (p *Pool[C]) Key(id string, version int, login string) PoolKey {
 	return k
 }
 
-// get takes an idle connection for key, or reports none. Connections of the
-// same admin under another key (an older version, another password) are
-// returned in stale for the caller to close.
-func (p *Pool[C]) get(key PoolKey) (c C, ok bool, stale []C) {
+// get takes an idle connection for key, or reports none; idle is how long it
+// was unused. Connections of the same admin under another key (an older
+// version, another password) are returned in stale for the caller to close.
+func (p *Pool[C]) get(key PoolKey) (c C, ok bool, idle time.Duration, stale []C) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -117,7 +132,7 @@ func (p *Pool[C]) get(key PoolKey) (c C, ok bool, stale []C) {
 	p.idle = keep
 	for i := len(p.idle) - 1; i >= 0; i-- { // newest first: the likeliest alive
 		if p.idle[i].key == key {
-			c, ok = p.idle[i].conn, true
+			c, ok, idle = p.idle[i].conn, true, now.Sub(p.idle[i].since)
 			p.idle = append(p.idle[:i], p.idle[i+1:]...)
 			p.idle = p.idle[:len(p.idle):len(p.idle)]
 			break
@@ -128,7 +143,7 @@ func (p *Pool[C]) get(key PoolKey) (c C, ok bool, stale []C) {
 	} else {
 		p.misses++
 	}
-	return c, ok, stale
+	return c, ok, idle, stale
 }
 
 // generation returns the count of Forget calls for admin id, taken when a
@@ -246,23 +261,35 @@ func (p *Pool[C]) Stats() (hits, misses int64, idle int) {
 // pingTimeout bounds the health check of an idle connection.
 const pingTimeout = 5 * time.Second
 
-// checkout returns a healthy idle connection for key, closing stale and
-// broken ones on the way.
-func (p *Pool[C]) checkout(ctx context.Context, key PoolKey, ping func(context.Context, C) error, closer func(C)) (C, bool) {
+// checkout returns an idle connection for key, closing stale and broken ones
+// on the way. A connection idle longer than PingIdle is pinged first;
+// unpinged reports one that was not (recheck, if set, has passed instead).
+func (p *Pool[C]) checkout(ctx context.Context, key PoolKey, ping, recheck func(context.Context, C) error, closer func(C)) (c C, ok, unpinged bool) {
 	for {
-		c, ok, stale := p.get(key)
+		c, ok, idle, stale := p.get(key)
 		for _, s := range stale {
 			closer(s)
 		}
 		if !ok {
-			return c, false
+			return c, false, false
+		}
+		if pi := p.pingIdle(); pi > 0 && idle <= pi {
+			if recheck == nil || recheck(ctx, c) == nil {
+				return c, true, true
+			}
+			closer(c)
+			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 		err := ping(pctx, c)
 		cancel()
 		if err == nil {
-			return c, true
+			return c, true, false
 		}
 		closer(c)
 	}
 }
+
+// dropKey closes the idle connections of key: one of them was found dead, and
+// a server restart or a killed session usually takes the others with it.
+func (p *Pool[C]) dropKey(key PoolKey) { p.drop(func(k PoolKey) bool { return k == key }) }

@@ -29,9 +29,13 @@ type fakeConn struct {
 type fakeServer struct {
 	mu     sync.Mutex
 	logins int
+	pings  int
 	open   []*fakeConn
 	pool   Pool[*fakeConn]
 }
+
+// errDead is what a step sees on a connection the server has dropped.
+var errDead = errors.New("connection reset by peer")
 
 func (s *fakeServer) driver() Driver[fakeLogin, *fakeConn] {
 	return Driver[fakeLogin, *fakeConn]{
@@ -51,12 +55,16 @@ func (s *fakeServer) driver() Driver[fakeLogin, *fakeConn] {
 		ClassOf: func(error) rotator.Class { return rotator.ClassUnknown },
 		Pool:    &s.pool,
 		Ping: func(_ context.Context, c *fakeConn) error {
+			s.mu.Lock()
+			s.pings++
+			s.mu.Unlock()
 			if c.broken {
 				return errors.New("broken")
 			}
 			return nil
 		},
 		LoginKey: func(l fakeLogin) string { return l.Username + "\x00" + l.pw },
+		Dead:     func(err error) bool { return errors.Is(err, errDead) },
 	}
 }
 
@@ -118,17 +126,141 @@ func TestPoolReusesOnlyTheSameLogin(t *testing.T) {
 }
 
 func TestPoolClosesAfterAnError(t *testing.T) {
-	s := &fakeServer{}
-	v1 := adminLogin("admin/db", 1, "admin", "pw")
-	c := s.step(t, v1, errors.New("alter failed"))
-	if !c.closed {
-		t.Fatal("a connection that saw an error went back to the pool")
+	synctest.Test(t, func(t *testing.T) {
+		s := &fakeServer{}
+		v1 := adminLogin("admin/db", 1, "admin", "pw")
+		c := s.step(t, v1, errors.New("alter failed"))
+		if !c.closed {
+			t.Fatal("a connection that saw an error went back to the pool")
+		}
+		c = s.step(t, v1, nil)
+		c.broken = true
+		time.Sleep(2 * time.Second) // idle past PingIdle: pinged on the way out
+		if c2 := s.step(t, v1, nil); c2 == c || !c.closed {
+			t.Fatal("a connection that fails its ping was handed out, or left open")
+		}
+	})
+}
+
+// TestPoolPingsOnlyAfterIdle: a connection is pinged on its way out only when
+// it has been idle longer than PingIdle (1 s by default), every time when
+// PingIdle is negative.
+func TestPoolPingsOnlyAfterIdle(t *testing.T) {
+	for _, tc := range []struct {
+		pingIdle time.Duration
+		idle     []time.Duration // before each reuse
+		pings    int
+	}{
+		{0, []time.Duration{0, time.Millisecond, time.Second}, 0},
+		{0, []time.Duration{1001 * time.Millisecond, 0, 5 * time.Second}, 2},
+		{10 * time.Second, []time.Duration{5 * time.Second, 11 * time.Second}, 1},
+		{-1, []time.Duration{0, 0, 0}, 3},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			s := &fakeServer{}
+			s.pool.PingIdle = tc.pingIdle
+			v1 := adminLogin("admin/db", 1, "admin", "pw")
+			c := s.step(t, v1, nil)
+			for _, d := range tc.idle {
+				time.Sleep(d)
+				if c2 := s.step(t, v1, nil); c2 != c {
+					t.Fatal("the pooled connection was not reused")
+				}
+			}
+			if s.pings != tc.pings || s.logins != 1 {
+				t.Errorf("PingIdle %v, idle %v: %d pings, %d logins; want %d, 1", tc.pingIdle, tc.idle, s.pings, s.logins, tc.pings)
+			}
+		})
 	}
-	c = s.step(t, v1, nil)
-	c.broken = true
-	if c2 := s.step(t, v1, nil); c2 == c || !c.closed {
-		t.Fatal("a connection that fails its ping was handed out, or left open")
-	}
+}
+
+// redoStep is a rotator step run through Redo: it takes the admin connection
+// and fails with the error fail gives for it (nil: success).
+func (s *fakeServer) redoStep(ctx context.Context, adm fakeLogin, fail func(c *fakeConn, again bool) error) (runs []bool, conns []*fakeConn, err error) {
+	d := s.driver()
+	_, err = Redo(ctx, func(ctx context.Context, again bool) (struct{}, error) {
+		runs = append(runs, again)
+		c, release, err := d.Manager(ctx, "apply", fakeLogin{}, adm, true, nil)
+		if err != nil {
+			return struct{}{}, err
+		}
+		conns = append(conns, c)
+		return struct{}{}, release(fail(c, again))
+	})
+	return runs, conns, err
+}
+
+// TestRedoOnDeadPooledConnection: a step that finds the pooled connection it
+// was handed without a ping dead is run once more, on a fresh login; the other
+// idle connections of that login are closed. Nothing else is redone: a server
+// error, a dead connection that was pinged or freshly opened, a second
+// failure, a step whose context has ended.
+func TestRedoOnDeadPooledConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := &fakeServer{}
+		v1 := adminLogin("admin/db", 1, "admin", "pw")
+		killed := map[*fakeConn]bool{}
+		fail := func(c *fakeConn, _ bool) error {
+			if killed[c] {
+				return rotator.Wrap(rotator.ClassTransient, "alter role", errDead)
+			}
+			return nil
+		}
+		// Two idle connections; the server kills both.
+		d := s.driver()
+		c1, rel1, _ := d.Manager(ctx, "apply", fakeLogin{}, v1, true, nil)
+		c2, rel2, _ := d.Manager(ctx, "apply", fakeLogin{}, v1, true, nil)
+		rel1(nil)
+		rel2(nil)
+		killed[c1], killed[c2] = true, true
+		runs, conns, err := s.redoStep(ctx, v1, fail)
+		if err != nil || len(runs) != 2 || !runs[1] || conns[0] != c2 || killed[conns[1]] {
+			t.Fatalf("dead pooled connection: err %v, runs %v; want success on the second run (again) with a new connection", err, runs)
+		}
+		if !c1.closed || !c2.closed || s.logins != 3 {
+			t.Fatalf("closed %v %v, logins %d: want both dead connections closed and one new login", c1.closed, c2.closed, s.logins)
+		}
+		if runs, conns, err := s.redoStep(ctx, v1, fail); err != nil || len(runs) != 1 || conns[0].closed {
+			t.Fatalf("after the redo: err %v, runs %v; the redo's connection should be pooled and reused", err, runs)
+		}
+
+		// A statement the server refused is returned as it is.
+		refused := rotator.Errorf(rotator.ClassPermission, "alter role", "permission denied")
+		runs, _, err = s.redoStep(ctx, v1, func(*fakeConn, bool) error { return refused })
+		if err != refused || len(runs) != 1 {
+			t.Fatalf("refused statement: err %v, runs %d; want it unchanged after one run", err, len(runs))
+		}
+
+		// Dead on a connection just opened, or on one that was pinged (idle
+		// past PingIdle): no redo, the engine's retry handles it.
+		s.pool.Close()
+		dead := func(*fakeConn, bool) error { return errDead }
+		if runs, _, err := s.redoStep(ctx, v1, dead); !errors.Is(err, errDead) || len(runs) != 1 {
+			t.Fatalf("dead fresh connection: err %v, runs %d; want 1 run", err, len(runs))
+		}
+		c := s.step(t, v1, nil)
+		time.Sleep(2 * time.Second)
+		if runs, conns, err := s.redoStep(ctx, v1, dead); !errors.Is(err, errDead) || len(runs) != 1 || conns[0] != c {
+			t.Fatalf("dead pinged connection: err %v, runs %d; want 1 run on the pinged connection", err, len(runs))
+		}
+
+		// At most one redo, and the error that comes out carries no mark.
+		s.step(t, v1, nil)
+		runs, _, err = s.redoStep(ctx, v1, dead)
+		var dc *deadConnError
+		if len(runs) != 2 || !errors.Is(err, errDead) || errors.As(err, &dc) {
+			t.Fatalf("dead twice: err %v, runs %d; want 2 runs and the plain error", err, len(runs))
+		}
+
+		// A step whose context ended is not redone.
+		s.step(t, v1, nil)
+		cctx, cancel := context.WithCancel(ctx)
+		runs, _, err = s.redoStep(cctx, v1, func(*fakeConn, bool) error { cancel(); return errDead })
+		if len(runs) != 1 || !errors.Is(err, errDead) {
+			t.Fatalf("ended context: err %v, runs %d; want 1 run", err, len(runs))
+		}
+	})
 }
 
 func TestPoolForgetAndClose(t *testing.T) {
@@ -163,7 +295,7 @@ func TestPoolBounded(t *testing.T) {
 	s.pool.MaxIdle = 2
 	d := s.driver()
 	v1 := adminLogin("admin/db", 1, "admin", "pw")
-	var rels []func(error)
+	var rels []func(error) error
 	for range 4 { // four steps at once
 		_, rel, err := d.Manager(context.Background(), "apply", fakeLogin{}, v1, true, nil)
 		if err != nil {
