@@ -77,8 +77,7 @@ func (vt *Vault) Open(typ string, sv *store.Version) (Version, error) {
 	if err != nil {
 		return Version{}, fmt.Errorf("open %s version %d: %w", sv.CredentialID, sv.Version, err)
 	}
-	var sec map[string]string
-	err = json.Unmarshal(pt, &sec)
+	sec, err := unmarshalSecret(pt)
 	clear(pt)
 	if err != nil {
 		return Version{}, fmt.Errorf("open %s version %d: decode secret: %w", sv.CredentialID, sv.Version, keyring.ErrCorrupt)
@@ -87,11 +86,11 @@ func (vt *Vault) Open(typ string, sv *store.Version) (Version, error) {
 		CredentialID: sv.CredentialID,
 		Type:         typ,
 		Number:       sv.Version,
-		Secret:       secret.FromStrings(sec),
+		Secret:       sec,
 		CreatedAt:    sv.CreatedAt,
 		ExpiresAt:    sv.ExpiresAt,
 	}
-	if err := json.Unmarshal(sv.Fields, &v.Fields); err != nil {
+	if v.Fields, err = unmarshalFields(sv.Fields); err != nil {
 		return Version{}, fmt.Errorf("open %s version %d: decode fields: %w", sv.CredentialID, sv.Version, err)
 	}
 	if v.Fields == nil {
