@@ -66,6 +66,18 @@ type sealer interface {
 	SealAudit(ctx context.Context) error
 }
 
+// headCacher is implemented by the transactions of stores that keep the
+// chain's last entry in memory (store/sqlite, whose one writer connection
+// per process appends most entries): CachedAudit returns it without reading
+// the store, and AppendAuditAfter appends after it only if it still is the
+// last entry, checked in the same statement, so an entry another process
+// appended meanwhile is never chained over. It is LastAudit and AppendAudit
+// in one statement.
+type headCacher interface {
+	CachedAudit() (seq int64, hash []byte, ok bool)
+	AppendAuditAfter(ctx context.Context, rec *store.AuditRecord, prevSeq int64) (bool, error)
+}
+
 // Seal chains the entries the store has queued, if it queues any. Verify and
 // List call it first.
 func Seal(ctx context.Context, st store.Store) error {
@@ -118,17 +130,39 @@ func Append(ctx context.Context, tx store.Tx, entries ...Entry) error {
 			}
 		}
 	}
+	if len(entries) == 0 {
+		return nil
+	}
 	var prev []byte
 	var seq int64
-	last, err := tx.LastAudit(ctx)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("audit: %w", err)
-	default:
-		prev, seq = last.Hash, last.Seq
+	rest := entries
+	appended := false
+	if hc, ok := tx.(headCacher); ok {
+		if s, h, ok := hc.CachedAudit(); ok {
+			e, payload, err := encode(entries[0], actor, request)
+			if err != nil {
+				return err
+			}
+			rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: h, Hash: Hash(s+1, h, payload)}
+			if appended, err = hc.AppendAuditAfter(ctx, rec, s); err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			if appended {
+				prev, seq, rest = rec.Hash, s+1, entries[1:]
+			}
+		}
 	}
-	for _, e := range entries {
+	if !appended {
+		last, err := tx.LastAudit(ctx)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("audit: %w", err)
+		default:
+			prev, seq = last.Hash, last.Seq
+		}
+	}
+	for _, e := range rest {
 		e, payload, err := encode(e, actor, request)
 		if err != nil {
 			return err

@@ -14,13 +14,19 @@ import (
 // transaction, so a durable, fsynced commit is paid once per batch rather
 // than once per request. Append returns only after the entry's transaction
 // committed, so a caller that waits for it and fails on error is fail-closed.
+//
+// One writer goroutine writes the batches. It stays up while entries keep
+// coming (it exits after auditIdle without any), so its stack, which
+// SQLite's deep calls grow to tens of kilobytes, is grown once rather than
+// for every batch by a new goroutine.
 type auditLog struct {
 	st      store.Store
 	timeout time.Duration
 
 	mu      sync.Mutex
 	pending []*auditReq
-	running bool
+	running bool          // the writer goroutine is up
+	wake    chan struct{} // one token: pending was empty and is not
 }
 
 type auditReq struct {
@@ -31,16 +37,39 @@ type auditReq struct {
 // maxAuditBatch bounds one transaction.
 const maxAuditBatch = 512
 
+// auditIdle is how long the writer waits for an entry before it exits.
+const auditIdle = time.Second
+
 // Append writes e to the hash-chained log and waits for the commit.
 func (a *auditLog) Append(ctx context.Context, e audit.Entry) error {
+	return a.wait(ctx, a.start(e))
+}
+
+// start queues e for the writer and returns at once; wait for its commit
+// with wait.
+func (a *auditLog) start(e audit.Entry) *auditReq {
 	r := &auditReq{e: e, done: make(chan error, 1)}
 	a.mu.Lock()
 	a.pending = append(a.pending, r)
-	if !a.running {
+	switch {
+	case !a.running:
 		a.running = true
-		go a.flush()
+		if a.wake == nil {
+			a.wake = make(chan struct{}, 1)
+		}
+		go a.writer()
+	case len(a.pending) == 1:
+		select {
+		case a.wake <- struct{}{}:
+		default: // a token is already there
+		}
 	}
 	a.mu.Unlock()
+	return r
+}
+
+// wait returns the outcome of r's commit, or ctx's error first.
+func (a *auditLog) wait(ctx context.Context, r *auditReq) error {
 	select {
 	case err := <-r.done:
 		return err
@@ -50,17 +79,28 @@ func (a *auditLog) Append(ctx context.Context, e audit.Entry) error {
 	}
 }
 
-func (a *auditLog) flush() {
+func (a *auditLog) writer() {
+	idle := time.NewTimer(auditIdle)
+	defer idle.Stop()
 	for {
-		// Let the requests that are already runnable queue their entries
-		// first: a batch's commit costs about as much as several entries, and
-		// the process is CPU-bound when requests come this fast.
 		a.mu.Lock()
 		n := min(len(a.pending), maxAuditBatch)
 		if n == 0 {
-			a.running = false
 			a.mu.Unlock()
-			return
+			idle.Reset(auditIdle)
+			select {
+			case <-a.wake:
+				continue
+			case <-idle.C:
+			}
+			a.mu.Lock()
+			if len(a.pending) == 0 {
+				a.running = false
+				a.mu.Unlock()
+				return
+			}
+			a.mu.Unlock()
+			continue
 		}
 		batch := a.pending[:n:n]
 		a.pending = a.pending[n:]

@@ -448,9 +448,9 @@ type request struct {
 	id     string // the credential the request is about, for audit
 	detail string
 
-	responded bool       // the response has started
-	audited   bool       // the outcome entry was written (or failed)
-	early     chan error // the result of auditEarly's write, if started
+	responded bool      // the response has started
+	audited   bool      // the outcome entry was written (or failed)
+	early     *auditReq // auditEarly's entry, if started
 }
 
 func (s *Server) register(rt *route) {
@@ -541,7 +541,7 @@ func (s *Server) finish(rq *request, err error) {
 	}
 	if rq.early != nil {
 		// The early entry says access was allowed; record the failure too.
-		aerr := <-rq.early
+		aerr := s.audit.wait(rq.ctx, rq.early)
 		rq.early = nil
 		if aerr != nil {
 			s.writeError(rq.w, rq.info.requestID, s.auditFailed(rq, aerr))
@@ -599,7 +599,7 @@ func (s *Server) auditOutcome(rq *request, outcome string) error {
 // written when the audit entry cannot be committed (fail closed).
 func (rq *request) respond(status int, v any) error {
 	if rq.early != nil {
-		err := <-rq.early
+		err := rq.s.audit.wait(rq.ctx, rq.early)
 		rq.early = nil
 		if err != nil {
 			return rq.s.auditFailed(rq, err)
@@ -622,13 +622,10 @@ func (rq *request) auditEarly() {
 	if !rq.rt.audited || rq.tok == nil {
 		return
 	}
-	ch := make(chan error, 1)
-	rq.early = ch
-	e := audit.Entry{
+	rq.early = rq.s.audit.start(audit.Entry{
 		At: rq.now, Actor: rq.tok.Actor(), Action: rq.rt.op, CredentialID: rq.id,
 		Outcome: "allowed", RequestID: rq.info.requestID, Detail: rq.detail,
-	}
-	go func() { ch <- rq.s.audit.Append(rq.ctx, e) }()
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

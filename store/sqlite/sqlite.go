@@ -176,6 +176,9 @@ func (s *Store) open(ctx context.Context) error {
 		Prepare:       true,
 		MaxAttempts:   1, // one writer: nothing to retry
 		GroupCommit:   true,
+		// The one writer connection of this process appends most entries;
+		// an append by another process is caught by the check in the insert.
+		CacheAuditHead: true,
 	}
 	return s.db.Init(ctx)
 }

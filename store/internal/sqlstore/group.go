@@ -43,7 +43,19 @@ type group struct {
 	done        chan struct{} // closed when the open batch is committed or failed
 	err         *error        // the batch's outcome, readable once done is closed
 
+	// head is the audit chain's last entry after the last committed
+	// batch, batchHead after the open batch's members so far
+	// (DB.CacheAuditHead).
+	head, batchHead auditHead
+
 	commits, committed atomic.Int64 // batches committed, and their members
+}
+
+// auditHead is the last entry of the audit chain, as far as known.
+type auditHead struct {
+	seq   int64
+	hash  []byte
+	known bool
 }
 
 // GroupStats reports how many group-committed batches were committed and
@@ -91,16 +103,22 @@ func (db *DB) groupUpdate(ctx context.Context, fn func(store.Tx) error, relaxed 
 		}
 	}
 	ok := false
+	head := g.batchHead // to restore if fn's writes are undone
 	defer func() {
 		if !ok { // fn panicked: undo its writes, keep the batch, pass the panic on
+			g.batchHead = head
 			db.groupUndo(tx, first)
 			db.groupRelease()
 		}
 	}()
 	t := &Tx{db: db, r: &sqlRunner{tx: tx, stmts: db.wstmts, queries: &db.queries, detach: true}}
+	if db.CacheAuditHead {
+		t.head = &g.batchHead
+	}
 	err := fn(t)
 	ok = true
 	if err != nil {
+		g.batchHead = head
 		db.groupUndo(tx, first)
 		db.groupRelease()
 		return err
@@ -154,6 +172,7 @@ func (db *DB) groupBegin(ctx context.Context, relaxed bool) error {
 	}
 	var res error
 	g.tx, g.relaxed, g.members = tx, relaxed, 0
+	g.batchHead = g.head
 	g.done, g.err = make(chan struct{}), &res
 	return nil
 }
@@ -199,7 +218,9 @@ func (db *DB) groupCommit() {
 		g.tx.Rollback() // nothing to keep, nobody waiting
 	} else if cerr := g.tx.Commit(); cerr != nil {
 		err = fmt.Errorf("%s: commit: %w", db.Dialect.Name, cerr)
+		g.head = auditHead{} // committed or not: read it again
 	} else {
+		g.head = g.batchHead
 		g.commits.Add(1)
 		g.committed.Add(int64(g.members))
 	}
@@ -213,6 +234,7 @@ func (db *DB) groupAbort(err error) {
 		return
 	}
 	g.tx.Rollback()
+	g.head = auditHead{} // the rollback may have failed too: read it again
 	db.groupFinish(err)
 }
 

@@ -58,6 +58,7 @@ const (
 	qAppendHistory
 	qListHistory
 	qAppendAudit
+	qAppendAuditAfter
 	qLastAudit
 	qListAudit
 	qPutToken
@@ -217,6 +218,12 @@ var queryText = [numQueries]string{
 
 	qAppendAudit: `INSERT INTO audit (` + auditCols + `)
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?) RETURNING seq`,
+	// Arguments: seq, at, payload, prev hash, hash, then the last entry it
+	// must follow: seq, seq, hash, and 1 (0 when the log must be empty).
+	qAppendAuditAfter: `INSERT INTO audit (` + auditCols + `)
+		SELECT ?, ?, ?, ?, ?
+		WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit) = ?
+			AND (SELECT COUNT(*) FROM audit WHERE seq = ? AND hash = ?) = ?`,
 	qLastAudit: `SELECT ` + auditCols + ` FROM audit ORDER BY seq DESC LIMIT 1`,
 	qListAudit: `SELECT ` + auditCols + ` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`,
 

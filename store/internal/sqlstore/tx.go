@@ -28,6 +28,9 @@ type Tx struct {
 	retry bool
 	// queuedAudit records that QueueAudit queued an entry.
 	queuedAudit bool
+	// head, in a group-committed Update with DB.CacheAuditHead, is the
+	// audit chain's last entry as the batch has it so far.
+	head *auditHead
 }
 
 // execRaw runs dialect SQL (not one of the prepared queries) in a write
@@ -632,7 +635,55 @@ func (t *Tx) AppendAudit(ctx context.Context, a *AuditRecord) error {
 		return t.fail(err, "append audit")
 	}
 	a.Seq = seq
+	t.noteAudit(a)
 	return nil
+}
+
+// noteAudit records a, just appended, as the chain's last entry.
+func (t *Tx) noteAudit(a *AuditRecord) {
+	if t.head != nil {
+		*t.head = auditHead{seq: a.Seq, hash: a.Hash, known: true}
+	}
+}
+
+// CachedAudit returns the audit chain's last entry as this process last
+// appended or committed it, without reading the store; ok is false when it
+// does not know it (DB.CacheAuditHead off, or not yet known). Another process
+// may have appended since: pass it to AppendAuditAfter, which checks.
+func (t *Tx) CachedAudit() (seq int64, hash []byte, ok bool) {
+	if t.head == nil || !t.head.known || t.readOnly {
+		return 0, nil, false
+	}
+	return t.head.seq, t.head.hash, true
+}
+
+// AppendAuditAfter inserts a as entry prevSeq+1 if, and only if, the log's
+// last entry is prevSeq with hash a.PrevHash (for prevSeq 0: the log is
+// empty), checked in the same statement, and reports whether it did. It is
+// LastAudit and AppendAudit in one statement when the caller already knows
+// the last entry (CachedAudit); false means it did not, and nothing was
+// written: read LastAudit and append after it.
+func (t *Tx) AppendAuditAfter(ctx context.Context, a *AuditRecord, prevSeq int64) (bool, error) {
+	if err := t.writable("append audit"); err != nil {
+		return false, err
+	}
+	n, err := t.exec(ctx, qAppendAuditAfter, prevSeq+1, t.time(a.At), blob(a.Payload), blob(a.PrevHash), blob(a.Hash),
+		prevSeq, prevSeq, blob(a.PrevHash), min(prevSeq, 1))
+	if err != nil {
+		if t.db.Dialect.IsUniqueViolation(err) {
+			t.retry = true
+		}
+		return false, t.fail(err, "append audit")
+	}
+	if n == 0 {
+		if t.head != nil {
+			t.head.known = false
+		}
+		return false, nil
+	}
+	a.Seq = prevSeq + 1
+	t.noteAudit(a)
+	return true, nil
 }
 
 // QueueAudit queues an audit entry to be chained after the transaction
