@@ -170,11 +170,13 @@ func (db *DB) Close() {
 	if db.readers != nil {
 		db.readers.close()
 	}
+	// The lists stay: a View or Update still running beside Close reads them,
+	// and a closed statement answers "sql: statement is closed" (closing one
+	// twice is harmless).
 	closeAll(db.wstmts)
 	if db.Reader != db.Writer {
 		closeAll(db.rstmts)
 	}
-	db.wstmts, db.rstmts = nil, nil
 }
 
 // View runs fn in a read-only transaction on the Reader pool (or the
