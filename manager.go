@@ -476,16 +476,18 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 		return nil, fmt.Errorf("%w: unknown label %q (want current, previous or pending)", ErrInvalid, label)
 	}
 	var cs *store.CredentialState
-	view := m.st.View
-	if v, ok := m.st.(oneStatementViewer); ok {
-		// GetCredentialState is one statement: no BEGIN/ROLLBACK around it.
-		view = v.ViewOne
-	}
-	err := view(ctx, func(tx store.Tx) error {
+	read := func(tx store.Tx) error {
 		var err error
 		cs, err = tx.GetCredentialState(ctx, id, label, opts.Version)
 		return err
-	})
+	}
+	var err error
+	if v, ok := m.st.(oneStatementViewer); ok {
+		// GetCredentialState is one statement: no BEGIN/ROLLBACK around it.
+		err = v.ViewOne(ctx, read)
+	} else {
+		err = m.st.View(ctx, read)
+	}
 	switch {
 	case err != nil:
 	case cs.DeletedAt != nil:
@@ -502,8 +504,12 @@ func (m *Manager) Get(ctx context.Context, id string, opts GetOptions) (*Credent
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", id, err)
 	}
+	labels := cs.Labels
+	if labels == nil {
+		labels = []string{}
+	}
 	out := &Credential{
-		ID: id, Type: Type(cs.Type), Version: v.Number, Labels: labelsOf(cs.Labels, v.Number),
+		ID: id, Type: Type(cs.Type), Version: v.Number, Labels: labels,
 		Fields: v.Fields, Secret: v.Secret, CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt,
 		NextDueAt: rotation.NextShown(cs.NextDueAt, cs.Open, m.clock().UTC()),
 	}
@@ -570,12 +576,17 @@ func (m *Manager) List(ctx context.Context, opts ListOptions) ([]Summary, string
 			return err
 		}
 		for _, c := range cs {
-			state, err := tx.GetCredentialState(ctx, c.ID, "", 0)
+			// The current version's row comes along; its number is what is shown.
+			state, err := tx.GetCredentialState(ctx, c.ID, LabelCurrent, 0)
 			if err != nil {
 				return err
 			}
+			current := 0
+			if state.Version != nil {
+				current = state.Version.Version
+			}
 			st, _ := m.state(c.DeletedAt, state.Open, nil)
-			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: state.Labels[LabelCurrent], State: st, UpdatedAt: c.UpdatedAt, NextDueAt: rotation.NextShown(c.NextDueAt, state.Open, m.clock().UTC())})
+			out = append(out, Summary{ID: c.ID, Type: Type(c.Type), Current: current, State: st, UpdatedAt: c.UpdatedAt, NextDueAt: rotation.NextShown(c.NextDueAt, state.Open, m.clock().UTC())})
 		}
 		return nil
 	})

@@ -197,7 +197,7 @@ func ValidateID(id string) error {
 	if len(id) > MaxIDLength {
 		return fmt.Errorf("%w: credential ID is %d bytes, the limit is %d", ErrInvalid, len(id), MaxIDLength)
 	}
-	for _, seg := range strings.Split(id, "/") {
+	for seg := range strings.SplitSeq(id, "/") {
 		if seg == "" {
 			return fmt.Errorf("%w: credential ID %q has an empty path segment (leading, trailing or double '/')", ErrInvalid, id)
 		}

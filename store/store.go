@@ -72,10 +72,10 @@ type Tx interface {
 
 	// Credentials. GetCredential returns soft-deleted credentials too (check DeletedAt).
 	GetCredential(ctx context.Context, id string) (*Credential, error) // ErrNotFound
-	// GetCredentialState reads what serving a credential needs — its row, its
-	// labels, its open rotation's step and one version (by number, or else by
-	// label; Version is nil if there is none) — in one statement.
-	// ErrNotFound when the credential does not exist.
+	// GetCredentialState reads what serving a credential needs — its row,
+	// its open rotation's step, one version (by number, or else by label;
+	// Version is nil if there is none) and the labels that name that version
+	// — in one statement. ErrNotFound when the credential does not exist.
 	GetCredentialState(ctx context.Context, id, label string, version int) (*CredentialState, error)
 	PutCredential(ctx context.Context, c *Credential) error // insert or replace
 	// ListCredentials returns credentials ordered by ID, after opts.After, at most opts.Limit.
@@ -217,12 +217,13 @@ type CredentialState struct {
 	Type      string
 	DeletedAt *time.Time
 	NextDueAt *time.Time
-	// Labels maps current, previous and pending to their versions (absent if unset).
-	Labels map[string]int
 	// Open is the open rotation with only Step, GraceEndsAt and Data filled, or nil.
 	Open *Rotation
 	// Version is the version asked for, or nil if it does not exist.
 	Version *Version
+	// Labels are the labels (of current, pending and previous) that name
+	// Version, sorted; nil if none does or Version is nil.
+	Labels []string
 }
 
 // Version is one immutable snapshot of a credential's values.

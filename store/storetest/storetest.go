@@ -329,19 +329,23 @@ func testCredentialState(t *testing.T, s store.Store) {
 	view(t, s, func(tx store.Tx) error {
 		cs, err := tx.GetCredentialState(ctx, c.ID, "current", 0)
 		noErr(t, "GetCredentialState", err)
-		equal(t, "labels", cs.Labels, map[string]int{"current": 2, "previous": 1})
+		equal(t, "labels of the version", cs.Labels, []string{"current"})
 		equal(t, "version by label", cs.Version, version(c.ID, 2))
 		byNumber, err := tx.GetCredentialState(ctx, c.ID, "current", 3)
 		noErr(t, "GetCredentialState by number", err)
 		equal(t, "version by number", byNumber.Version, version(c.ID, 3))
+		equal(t, "labels of an unlabelled version", byNumber.Labels, []string(nil))
+		previous, err := tx.GetCredentialState(ctx, c.ID, "", 1)
+		noErr(t, "GetCredentialState by number", err)
+		equal(t, "labels of version 1", previous.Labels, []string{"previous"})
 		for _, q := range []struct {
 			label string
 			n     int
 		}{{"pending", 0}, {"", 9}, {"", 0}} {
 			none, err := tx.GetCredentialState(ctx, c.ID, q.label, q.n)
 			noErr(t, "GetCredentialState missing version", err)
-			if none.Version != nil || none.Type != "redis" {
-				t.Errorf("label %q version %d: %+v", q.label, q.n, none.Version)
+			if none.Version != nil || none.Labels != nil || none.Type != "redis" {
+				t.Errorf("label %q version %d: %+v, labels %q", q.label, q.n, none.Version, none.Labels)
 			}
 		}
 		if cs.Type != "redis" || cs.DeletedAt != nil || cs.NextDueAt == nil || !cs.NextDueAt.Equal(at(time.Hour).Truncate(time.Microsecond)) || cs.Open != nil {
@@ -360,15 +364,30 @@ func testCredentialState(t *testing.T, s store.Store) {
 		cs, err := tx.GetCredentialState(ctx, c.ID, "pending", 0)
 		noErr(t, "GetCredentialState", err)
 		equal(t, "pending version", cs.Version, version(c.ID, 3))
-		equal(t, "labels with pending", cs.Labels, map[string]int{"current": 2, "previous": 1, "pending": 3})
+		equal(t, "labels of the pending version", cs.Labels, []string{"pending"})
 		if cs.Open == nil || cs.Open.Step != "grace" || !cs.Open.GraceEndsAt.Equal(at(2*time.Hour).Truncate(time.Microsecond)) || string(cs.Open.Data) != `{"k":"v"}` {
 			t.Errorf("open rotation: %+v", cs.Open)
 		}
 		other, err := tx.GetCredentialState(ctx, "svc/b", "current", 0)
 		noErr(t, "GetCredentialState other", err)
-		if other.Open != nil || other.Labels["current"] != 1 || len(other.Labels) != 1 {
+		if other.Open != nil || len(other.Labels) != 1 || other.Labels[0] != "current" {
 			t.Errorf("another credential's rotation or labels leaked: %+v", other)
 		}
+		return nil
+	})
+	// A version named by several labels has them all, sorted.
+	update(t, s, func(tx store.Tx) error {
+		noErr(t, "SetLabel", tx.SetLabel(ctx, c.ID, "previous", 3))
+		return tx.SetLabel(ctx, c.ID, "current", 3)
+	})
+	view(t, s, func(tx store.Tx) error {
+		cs, err := tx.GetCredentialState(ctx, c.ID, "current", 0)
+		noErr(t, "GetCredentialState", err)
+		equal(t, "version named by three labels", cs.Version, version(c.ID, 3))
+		equal(t, "its labels", cs.Labels, []string{"current", "pending", "previous"})
+		old, err := tx.GetCredentialState(ctx, c.ID, "", 2)
+		noErr(t, "GetCredentialState", err)
+		equal(t, "labels of a version no label names", old.Labels, []string(nil))
 		return nil
 	})
 }

@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -250,19 +249,29 @@ func (r driverRunner) exec(ctx context.Context, q query, args []any) (int64, err
 }
 
 func (r driverRunner) query(ctx context.Context, q query, args []any) (rowSet, error) {
+	rs := new(driverRows)
+	if err := r.queryInto(ctx, q, args, rs); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// queryInto runs q and sets rs to its rows.
+func (r driverRunner) queryInto(ctx context.Context, q query, args []any, rs *driverRows) error {
 	s, err := r.c.prepare(ctx, &r.c.stmts[q], r.c.queries[q])
 	if err != nil {
-		return nil, err
+		return err
 	}
 	nv, err := r.c.bind(args)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	dr, err := s.(driver.StmtQueryContext).QueryContext(ctx, nv)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &driverRows{rows: dr}, nil
+	*rs = driverRows{rows: dr}
+	return nil
 }
 
 // driverRows adapts driver.Rows to rowSet, converting values as database/sql
@@ -270,6 +279,7 @@ func (r driverRunner) query(ctx context.Context, q query, args []any) (rowSet, e
 type driverRows struct {
 	rows   driver.Rows
 	vals   []driver.Value
+	buf    [16]driver.Value // vals of up to 16 columns
 	err    error
 	closed bool
 }
@@ -279,7 +289,11 @@ func (r *driverRows) Next() bool {
 		return false
 	}
 	if r.vals == nil {
-		r.vals = make([]driver.Value, len(r.rows.Columns()))
+		if n := len(r.rows.Columns()); n <= len(r.buf) {
+			r.vals = r.buf[:n]
+		} else {
+			r.vals = make([]driver.Value, n)
+		}
 	}
 	if err := r.rows.Next(r.vals); err != nil {
 		if err != io.EOF {
@@ -314,6 +328,10 @@ func (r *driverRows) Scan(dest ...any) error {
 }
 
 // assign stores src in dest, for the destination types the Tx scans into.
+// A []byte is stored as it is, without the copy database/sql makes: the
+// SQLite driver copies every TEXT and BLOB value out of SQLite into memory
+// of its own for each row, and a value in vals is only ever replaced, by the
+// next row's, never written to.
 func assign(dest any, src driver.Value) error {
 	switch d := dest.(type) {
 	case sql.Scanner:
@@ -321,7 +339,7 @@ func assign(dest any, src driver.Value) error {
 	case *[]byte:
 		switch s := src.(type) {
 		case []byte:
-			*d = bytes.Clone(s)
+			*d = s
 			return nil
 		case string:
 			*d = []byte(s)

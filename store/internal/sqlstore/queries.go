@@ -123,12 +123,15 @@ var queryText = [numQueries]string{
 	qCountVersionsByKEK: `SELECT COUNT(*) FROM versions WHERE kek_id = ?`,
 
 	qGetCredential: `SELECT ` + credentialCols + ` FROM credentials WHERE id = ?`,
+	// The version's number comes with the set of labels that name it, one
+	// bit each (stateLabels), in one column: number*8 + bits. One subquery
+	// and one column instead of a column for the number and a subquery and a
+	// column per label: every column costs the SQLite driver several calls.
 	qGetCredentialState: `SELECT c.type, c.deleted_at, c.next_due_at,
-		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'current'),
-		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'previous'),
-		(SELECT version FROM labels WHERE credential_id = c.id AND label = 'pending'),
 		r.step, r.grace_ends_at, r.data,
-		v.version, v.fields, v.kek_id, v.data_key, v.ciphertext, v.created_at, v.expires_at
+		v.version * 8 + COALESCE((SELECT SUM(CASE label WHEN 'current' THEN 1 WHEN 'pending' THEN 2 WHEN 'previous' THEN 4 ELSE 0 END)
+			FROM labels WHERE credential_id = c.id AND version = v.version), 0) AS version_labels,
+		v.fields, v.kek_id, v.data_key, v.ciphertext, v.created_at, v.expires_at
 		FROM credentials c
 		LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
 		LEFT JOIN versions v ON v.credential_id = c.id AND v.version = COALESCE(NULLIF(CAST(? AS BIGINT), 0),

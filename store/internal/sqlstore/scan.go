@@ -56,6 +56,18 @@ func (c nullTimeCol) Scan(src any) error {
 	return nil
 }
 
+// zeroTimeCol scans a time column that an outer join may leave NULL; NULL
+// is the zero time.
+type zeroTimeCol struct{ p *time.Time }
+
+func (c zeroTimeCol) Scan(src any) error {
+	if src == nil {
+		*c.p = time.Time{}
+		return nil
+	}
+	return timeCol(c).Scan(src)
+}
+
 func scanCredential(s scanner, c *Credential) error {
 	return s.Scan(&c.ID, &c.Type, &c.Settings, timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt},
 		nullTimeCol{&c.DeletedAt}, nullTimeCol{&c.NextDueAt})

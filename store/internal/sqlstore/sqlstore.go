@@ -223,7 +223,9 @@ func (db *DB) viewDriver(ctx context.Context, fn func(store.Tx) error) (err erro
 // statement is its own read transaction, so it still sees one consistent
 // snapshot, at a third of the statements of View (BEGIN, the query,
 // ROLLBACK). A second statement in fn fails with an error instead of
-// reading from another snapshot. Without a ReadConnector it is View.
+// reading from another snapshot. The statement is meant to be a lookup by
+// key: ctx is checked before it starts, and it is not interrupted when ctx
+// ends while it runs. Without a ReadConnector it is View.
 func (db *DB) ViewOne(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if db.readers == nil {
 		return db.View(ctx, fn)
@@ -232,27 +234,36 @@ func (db *DB) ViewOne(ctx context.Context, fn func(store.Tx) error) (err error) 
 	if err != nil {
 		return fmt.Errorf("%s: begin view: %w", db.Dialect.Name, err)
 	}
-	r := &oneRunner{c: c}
+	v := &oneView{r: oneRunner{c: c}}
+	v.tx = Tx{db: db, r: &v.r, readOnly: true}
 	defer func() {
 		// The statement's rows end its implicit transaction; close them
 		// even when fn did not (or panicked), or drop the connection.
 		broken := false
-		if r.rows != nil {
-			broken = r.rows.Close() != nil
+		if v.r.ran {
+			broken = v.r.rows.Close() != nil
 		}
 		db.readers.put(c, broken)
 	}()
-	return fn(&Tx{db: db, r: r, readOnly: true})
+	return fn(&v.tx)
 }
 
 // errOneStatement is returned by a second statement in ViewOne.
 var errOneStatement = errors.New("a second statement in a single-statement view")
 
+// oneView is the Tx of a ViewOne with its runner and the rows of its
+// statement, in one allocation.
+type oneView struct {
+	tx Tx
+	r  oneRunner
+}
+
 // oneRunner runs the one statement of a ViewOne on a readConn, in
 // autocommit mode.
 type oneRunner struct {
 	c    *readConn
-	rows rowSet
+	ran  bool // rows holds the statement's rows
+	rows driverRows
 }
 
 func (r *oneRunner) exec(ctx context.Context, q query, args []any) (int64, error) {
@@ -260,15 +271,24 @@ func (r *oneRunner) exec(ctx context.Context, q query, args []any) (int64, error
 }
 
 func (r *oneRunner) query(ctx context.Context, q query, args []any) (rowSet, error) {
-	if r.rows != nil {
+	if r.ran {
 		return nil, errOneStatement
 	}
-	rs, err := driverRunner{r.c}.query(ctx, q, args)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	r.rows = rs
-	return rs, nil
+	if ctx.Done() != nil {
+		// The statement is a lookup by key, shorter than what watching ctx
+		// costs the SQLite driver for every statement run with a context
+		// that can end (a goroutine, and a progress handler set and unset).
+		// It runs to its end; a reader in WAL mode waits for no writer.
+		ctx = context.WithoutCancel(ctx)
+	}
+	if err := (driverRunner{r.c}).queryInto(ctx, q, args, &r.rows); err != nil {
+		return nil, err
+	}
+	r.ran = true
+	return &r.rows, nil
 }
 
 // errRetry is returned by update when fn hid a retryable error and returned nil.

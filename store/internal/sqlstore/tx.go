@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -301,38 +302,48 @@ func (t *Tx) InsertVersion(ctx context.Context, v *Version) error {
 	return nil
 }
 
+// stateRow is what qGetCredentialState's arguments and columns are held in:
+// one allocation for all of them, which the returned CredentialState points
+// into.
+type stateRow struct {
+	cs        store.CredentialState
+	open      Rotation
+	v         Version
+	step, kek sql.NullString
+	vl        sql.NullInt64 // version*8 + the bits of the labels naming it
+	args      [3]any
+	dest      [13]any
+}
+
+// stateLabels are the labels by their bit in qGetCredentialState, in the
+// order of their names.
+var stateLabels = [...]string{"current", "pending", "previous"}
+
 func (t *Tx) GetCredentialState(ctx context.Context, id, label string, version int) (*store.CredentialState, error) {
-	var (
-		cs              = &store.CredentialState{Labels: map[string]int{}}
-		cur, prev, pend sql.NullInt64
-		step            sql.NullString
-		grace           *time.Time
-		data            []byte
-		vn              sql.NullInt64
-		v               Version
-		vat             *time.Time
-		kek             sql.NullString
-	)
-	err := t.queryRow(ctx, qGetCredentialState, version, label, id).Scan(&cs.Type, nullTimeCol{&cs.DeletedAt}, nullTimeCol{&cs.NextDueAt},
-		&cur, &prev, &pend, &step, nullTimeCol{&grace}, &data,
-		&vn, &v.Fields, &kek, &v.DataKey, &v.Ciphertext, nullTimeCol{&vat}, nullTimeCol{&v.ExpiresAt})
-	if err != nil {
+	r := new(stateRow)
+	r.args = [...]any{version, label, id}
+	r.dest = [...]any{&r.cs.Type, nullTimeCol{&r.cs.DeletedAt}, nullTimeCol{&r.cs.NextDueAt},
+		&r.step, nullTimeCol{&r.open.GraceEndsAt}, &r.open.Data,
+		&r.vl, &r.v.Fields, &r.kek, &r.v.DataKey, &r.v.Ciphertext, zeroTimeCol{&r.v.CreatedAt}, nullTimeCol{&r.v.ExpiresAt}}
+	if err := t.queryRow(ctx, qGetCredentialState, r.args[:]...).Scan(r.dest[:]...); err != nil {
 		return nil, t.fail(err, "get credential state %q", id)
 	}
-	for l, n := range map[string]sql.NullInt64{"current": cur, "previous": prev, "pending": pend} {
-		if n.Valid {
-			cs.Labels[l] = int(n.Int64)
-		}
+	cs := &r.cs
+	if r.step.Valid {
+		r.open.CredentialID, r.open.Step, r.open.Open = id, r.step.String, true
+		cs.Open = &r.open
 	}
-	if step.Valid {
-		cs.Open = &Rotation{CredentialID: id, Step: step.String, Open: true, GraceEndsAt: grace, Data: data}
-	}
-	if vn.Valid {
-		v.CredentialID, v.Version, v.KEKID = id, int(vn.Int64), kek.String
-		if vat != nil {
-			v.CreatedAt = *vat
+	if r.vl.Valid {
+		r.v.CredentialID, r.v.Version, r.v.KEKID = id, int(r.vl.Int64>>3), r.kek.String
+		cs.Version = &r.v
+		if b := r.vl.Int64 & 7; b != 0 {
+			cs.Labels = make([]string, 0, bits.OnesCount64(uint64(b)))
+			for i, l := range stateLabels {
+				if b&(1<<i) != 0 {
+					cs.Labels = append(cs.Labels, l)
+				}
+			}
 		}
-		cs.Version = &v
 	}
 	return cs, nil
 }
