@@ -19,36 +19,39 @@ import (
 // decodeSecret decodes a flat JSON object of strings into a secret.Map.
 func decodeSecret(b []byte) (secret.Map, bool) {
 	m := secret.Map{}
-	ok := flatObject(b, func(k string, raw []byte, kind byte) bool {
+	ok := flatObject(b, func(k, v span, kind byte) bool {
 		if kind != '"' {
 			return false
 		}
-		m[k] = secret.New(string(raw))
+		m[string(b[k.i:k.j])] = secret.New(string(b[v.i:v.j]))
 		return true
 	})
 	return m, ok
 }
 
 // decodeFields decodes a flat JSON object of strings, numbers, booleans and
-// nulls into a map as json.Unmarshal does (numbers as float64).
+// nulls into a map as json.Unmarshal does (numbers as float64). Its keys and
+// strings are parts of one string copied from b: one allocation for all.
 func decodeFields(b []byte) (map[string]any, bool) {
 	m := map[string]any{}
-	ok := flatObject(b, func(k string, raw []byte, kind byte) bool {
+	s := string(b)
+	ok := flatObject(b, func(k, v span, kind byte) bool {
+		key := s[k.i:k.j]
 		switch kind {
 		case '"':
-			m[k] = string(raw)
+			m[key] = s[v.i:v.j]
 		case 't':
-			m[k] = true
+			m[key] = true
 		case 'f':
-			m[k] = false
+			m[key] = false
 		case 'n':
-			m[k] = nil
+			m[key] = nil
 		case '0':
-			f, err := strconv.ParseFloat(string(raw), 64)
+			f, err := strconv.ParseFloat(s[v.i:v.j], 64)
 			if err != nil {
 				return false // out of range: json.Unmarshal fails, let it say so
 			}
-			m[k] = f
+			m[key] = f
 		default:
 			return false
 		}
@@ -57,11 +60,15 @@ func decodeFields(b []byte) (map[string]any, bool) {
 	return m, ok
 }
 
+// span is b[i:j].
+type span struct{ i, j int }
+
 // flatObject walks {"k":v,...} with no whitespace and no escapes, calling
-// put for each member with the raw bytes of the value (a string without its
-// quotes) and its kind: '"' string, '0' number, 't', 'f', 'n'. It reports
-// false at the first byte outside that shape or when put does.
-func flatObject(b []byte, put func(k string, raw []byte, kind byte) bool) bool {
+// put for each member with where its key and its value are in b (a string
+// without its quotes) and the value's kind: '"' string, '0' number, 't',
+// 'f', 'n'. It reports false at the first byte outside that shape or when
+// put does.
+func flatObject(b []byte, put func(k, v span, kind byte) bool) bool {
 	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
 		return false
 	}
@@ -70,28 +77,29 @@ func flatObject(b []byte, put func(k string, raw []byte, kind byte) bool) bool {
 		return true // {}
 	}
 	for {
-		key, n := plainString(b, i)
+		n := plainString(b, i)
 		if n < 0 || n >= len(b) || b[n] != ':' {
 			return false
 		}
+		key := span{i + 1, n - 1}
 		i = n + 1
 		var (
-			raw  []byte
+			val  span
 			kind byte
 		)
 		switch c := b[i]; {
 		case c == '"':
-			s, n := plainString(b, i)
+			n := plainString(b, i)
 			if n < 0 {
 				return false
 			}
-			raw, kind, i = s, '"', n
+			val, kind, i = span{i + 1, n - 1}, '"', n
 		case c == '-' || (c >= '0' && c <= '9'):
 			n := number(b, i)
 			if n < 0 {
 				return false
 			}
-			raw, kind, i = b[i:n], '0', n
+			val, kind, i = span{i, n}, '0', n
 		case hasWord(b, i, "true"):
 			kind, i = 't', i+4
 		case hasWord(b, i, "false"):
@@ -101,7 +109,7 @@ func flatObject(b []byte, put func(k string, raw []byte, kind byte) bool) bool {
 		default:
 			return false
 		}
-		if !put(string(key), raw, kind) {
+		if !put(key, val, kind) {
 			return false
 		}
 		switch {
@@ -115,31 +123,30 @@ func flatObject(b []byte, put func(k string, raw []byte, kind byte) bool) bool {
 	}
 }
 
-// plainString returns the contents of the string that starts with the quote
-// at b[i] and the index after its closing quote, or -1 if it has an escape, a
-// control character or invalid UTF-8 (json.Unmarshal would unescape, refuse
-// or replace those).
-func plainString(b []byte, i int) ([]byte, int) {
+// plainString returns the index after the closing quote of the string that
+// starts with the quote at b[i], or -1 if it has an escape, a control
+// character or invalid UTF-8 (json.Unmarshal would unescape, refuse or
+// replace those).
+func plainString(b []byte, i int) int {
 	if i >= len(b) || b[i] != '"' {
-		return nil, -1
+		return -1
 	}
 	start := i + 1
 	ascii := true
 	for j := start; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
-			s := b[start:j]
-			if !ascii && !utf8.Valid(s) {
-				return nil, -1
+			if !ascii && !utf8.Valid(b[start:j]) {
+				return -1
 			}
-			return s, j + 1
+			return j + 1
 		case c == '\\' || c < 0x20:
-			return nil, -1
+			return -1
 		case c >= utf8.RuneSelf:
 			ascii = false
 		}
 	}
-	return nil, -1
+	return -1
 }
 
 // number returns the index after the JSON number that starts at b[i], or -1

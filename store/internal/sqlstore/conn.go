@@ -334,6 +334,26 @@ func (r *driverRows) Scan(dest ...any) error {
 // next row's, never written to.
 func assign(dest any, src driver.Value) error {
 	switch d := dest.(type) {
+	case *sql.NullString: // as its Scan would, without its reflection
+		switch s := src.(type) {
+		case nil:
+			*d = sql.NullString{}
+			return nil
+		case string:
+			*d = sql.NullString{String: s, Valid: true}
+			return nil
+		}
+		return d.Scan(src)
+	case *sql.NullInt64:
+		switch s := src.(type) {
+		case nil:
+			*d = sql.NullInt64{}
+			return nil
+		case int64:
+			*d = sql.NullInt64{Int64: s, Valid: true}
+			return nil
+		}
+		return d.Scan(src)
 	case sql.Scanner:
 		return d.Scan(src)
 	case *[]byte:

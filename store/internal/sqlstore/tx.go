@@ -307,9 +307,10 @@ func (t *Tx) InsertVersion(ctx context.Context, v *Version) error {
 // into.
 type stateRow struct {
 	cs        store.CredentialState
-	open      Rotation
 	v         Version
 	step, kek sql.NullString
+	grace     *time.Time
+	data      []byte
 	vl        sql.NullInt64 // version*8 + the bits of the labels naming it
 	args      [3]any
 	dest      [13]any
@@ -323,15 +324,14 @@ func (t *Tx) GetCredentialState(ctx context.Context, id, label string, version i
 	r := new(stateRow)
 	r.args = [...]any{version, label, id}
 	r.dest = [...]any{&r.cs.Type, nullTimeCol{&r.cs.DeletedAt}, nullTimeCol{&r.cs.NextDueAt},
-		&r.step, nullTimeCol{&r.open.GraceEndsAt}, &r.open.Data,
+		&r.step, nullTimeCol{&r.grace}, &r.data,
 		&r.vl, &r.v.Fields, &r.kek, &r.v.DataKey, &r.v.Ciphertext, zeroTimeCol{&r.v.CreatedAt}, nullTimeCol{&r.v.ExpiresAt}}
 	if err := t.queryRow(ctx, qGetCredentialState, r.args[:]...).Scan(r.dest[:]...); err != nil {
 		return nil, t.fail(err, "get credential state %q", id)
 	}
 	cs := &r.cs
 	if r.step.Valid {
-		r.open.CredentialID, r.open.Step, r.open.Open = id, r.step.String, true
-		cs.Open = &r.open
+		cs.Open = &Rotation{CredentialID: id, Step: r.step.String, Open: true, GraceEndsAt: r.grace, Data: r.data}
 	}
 	if r.vl.Valid {
 		r.v.CredentialID, r.v.Version, r.v.KEKID = id, int(r.vl.Int64>>3), r.kek.String
