@@ -195,19 +195,20 @@ func TestQueryPlans(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		"GetVersion":                "versions_pkey",
-		"ListCredentialsRange":      "credentials_pkey",
-		"GetCredentialState":        "credentials_pkey",
-		"DueCredentials":            "credentials_due",
-		"ListVersionKeys":           "versions_pkey",
-		"CountVersionsByKEK":        "versions_kek",
-		"OpenRotation":              "rotations_one_open",
-		"ListRotationsByCredential": "rotations_credential",
-		"DueRotations":              "rotations_due",
-		"ListHistory":               "history_credential",
-		"ListAudit":                 "audit_pkey",
-		"ListEvents":                "events_pkey",
-		"GetTokenByHash":            "tokens_hash_key",
+		"GetVersion":                 "versions_pkey",
+		"ListCredentialsRange":       "credentials_pkey",
+		"GetCredentialState":         "credentials_pkey",
+		"GetCredentialStateByNumber": "credentials_pkey",
+		"DueCredentials":             "credentials_due",
+		"ListVersionKeys":            "versions_pkey",
+		"CountVersionsByKEK":         "versions_kek",
+		"OpenRotation":               "rotations_one_open",
+		"ListRotationsByCredential":  "rotations_credential",
+		"DueRotations":               "rotations_due",
+		"ListHistory":                "history_credential",
+		"ListAudit":                  "audit_pkey",
+		"ListEvents":                 "events_pkey",
+		"GetTokenByHash":             "tokens_hash_key",
 	}
 	queries := s.db.PlannedQueries()
 	if len(queries) != len(want) {

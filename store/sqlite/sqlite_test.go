@@ -165,19 +165,20 @@ func TestNewerSchemaRefused(t *testing.T) {
 func TestQueryPlans(t *testing.T) {
 	s := openTemp(t)
 	want := map[string]string{
-		"GetVersion":                "SEARCH versions USING PRIMARY KEY (credential_id=? AND version=?)",
-		"GetCredentialState":        "SEARCH c USING PRIMARY KEY (id=?)",
-		"ListCredentialsRange":      "SEARCH credentials USING PRIMARY KEY (id>? AND id<?)",
-		"DueCredentials":            "SEARCH c USING INDEX credentials_due (next_due_at<?)",
-		"ListVersionKeys":           "SEARCH versions USING PRIMARY KEY ((credential_id,version)>(?,?))",
-		"CountVersionsByKEK":        "USING COVERING INDEX versions_kek (kek_id=?)",
-		"OpenRotation":              "SEARCH rotations USING INDEX rotations_one_open (credential_id=?)",
-		"ListRotationsByCredential": "SEARCH rotations USING INDEX rotations_credential (credential_id=?)",
-		"DueRotations":              "SEARCH rotations USING INDEX rotations_due (due_at<?)",
-		"ListHistory":               "SEARCH history USING INDEX history_credential (credential_id=?)",
-		"ListAudit":                 "SEARCH audit USING INTEGER PRIMARY KEY (rowid>?)",
-		"ListEvents":                "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)",
-		"GetTokenByHash":            "SEARCH tokens USING INDEX sqlite_autoindex_tokens_2 (hash=?)",
+		"GetVersion":                 "SEARCH versions USING PRIMARY KEY (credential_id=? AND version=?)",
+		"GetCredentialState":         "SEARCH c USING PRIMARY KEY (id=?)",
+		"GetCredentialStateByNumber": "SEARCH c USING PRIMARY KEY (id=?)",
+		"ListCredentialsRange":       "SEARCH credentials USING PRIMARY KEY (id>? AND id<?)",
+		"DueCredentials":             "SEARCH c USING INDEX credentials_due (next_due_at<?)",
+		"ListVersionKeys":            "SEARCH versions USING PRIMARY KEY ((credential_id,version)>(?,?))",
+		"CountVersionsByKEK":         "USING COVERING INDEX versions_kek (kek_id=?)",
+		"OpenRotation":               "SEARCH rotations USING INDEX rotations_one_open (credential_id=?)",
+		"ListRotationsByCredential":  "SEARCH rotations USING INDEX rotations_credential (credential_id=?)",
+		"DueRotations":               "SEARCH rotations USING INDEX rotations_due (due_at<?)",
+		"ListHistory":                "SEARCH history USING INDEX history_credential (credential_id=?)",
+		"ListAudit":                  "SEARCH audit USING INTEGER PRIMARY KEY (rowid>?)",
+		"ListEvents":                 "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)",
+		"GetTokenByHash":             "SEARCH tokens USING INDEX sqlite_autoindex_tokens_2 (hash=?)",
 	}
 	queries := s.db.PlannedQueries()
 	if len(queries) != len(want) {

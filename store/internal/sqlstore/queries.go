@@ -25,6 +25,7 @@ const (
 	qGetCredential
 	qPutCredential
 	qGetCredentialState
+	qGetCredentialStateByNumber
 	qListCredentials
 	qListCredentialsRange
 	qPurgeVersions
@@ -110,6 +111,21 @@ const (
 		first_seen, last_seen, refresh_ms, drain_ms`
 )
 
+// credentialState is the statement of GetCredentialState up to the number
+// of the version it joins. The version's number comes with the set of labels
+// that name it, one bit each (stateLabels), in one column: number*8 + bits.
+// One subquery and one column instead of a column for the number and a
+// subquery and a column per label: every column costs the SQLite driver
+// several calls.
+const credentialState = `SELECT c.type, c.deleted_at, c.next_due_at,
+		r.step, r.grace_ends_at, r.data,
+		v.version * 8 + COALESCE((SELECT SUM(CASE label WHEN 'current' THEN 1 WHEN 'pending' THEN 2 WHEN 'previous' THEN 4 ELSE 0 END)
+			FROM labels WHERE credential_id = c.id AND version = v.version), 0) AS version_labels,
+		v.fields, v.kek_id, v.data_key, v.ciphertext, v.created_at, v.expires_at
+		FROM credentials c
+		LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
+		LEFT JOIN versions v ON v.credential_id = c.id AND v.version = `
+
 var queryText = [numQueries]string{
 	qGetMeta: `SELECT value FROM meta WHERE name = ?`,
 	qSetMeta: `INSERT INTO meta (name, value) VALUES (?, ?)
@@ -123,20 +139,10 @@ var queryText = [numQueries]string{
 	qCountVersionsByKEK: `SELECT COUNT(*) FROM versions WHERE kek_id = ?`,
 
 	qGetCredential: `SELECT ` + credentialCols + ` FROM credentials WHERE id = ?`,
-	// The version's number comes with the set of labels that name it, one
-	// bit each (stateLabels), in one column: number*8 + bits. One subquery
-	// and one column instead of a column for the number and a subquery and a
-	// column per label: every column costs the SQLite driver several calls.
-	qGetCredentialState: `SELECT c.type, c.deleted_at, c.next_due_at,
-		r.step, r.grace_ends_at, r.data,
-		v.version * 8 + COALESCE((SELECT SUM(CASE label WHEN 'current' THEN 1 WHEN 'pending' THEN 2 WHEN 'previous' THEN 4 ELSE 0 END)
-			FROM labels WHERE credential_id = c.id AND version = v.version), 0) AS version_labels,
-		v.fields, v.kek_id, v.data_key, v.ciphertext, v.created_at, v.expires_at
-		FROM credentials c
-		LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
-		LEFT JOIN versions v ON v.credential_id = c.id AND v.version = COALESCE(NULLIF(CAST(? AS BIGINT), 0),
-			(SELECT version FROM labels WHERE credential_id = c.id AND label = ?))
-		WHERE c.id = ?`,
+	// qGetCredentialState finds the version by label, ByNumber by number:
+	// two statements rather than one choosing with COALESCE(NULLIF(...)).
+	qGetCredentialState:         credentialState + `(SELECT version FROM labels WHERE credential_id = c.id AND label = ?) WHERE c.id = ?`,
+	qGetCredentialStateByNumber: credentialState + `? WHERE c.id = ?`,
 	qPutCredential: `INSERT INTO credentials (` + credentialCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET type = excluded.type, settings = excluded.settings,
 			created_at = excluded.created_at, updated_at = excluded.updated_at,
@@ -260,19 +266,20 @@ var queryText = [numQueries]string{
 // planned names the queries whose plans the backends' tests check: each must
 // walk an index, so that its cost grows with the rows it returns.
 var planned = map[string]query{
-	"GetVersion":                qGetVersion,
-	"GetCredentialState":        qGetCredentialState,
-	"ListCredentialsRange":      qListCredentialsRange,
-	"DueCredentials":            qDueCredentials,
-	"ListVersionKeys":           qListVersionKeys,
-	"CountVersionsByKEK":        qCountVersionsByKEK,
-	"OpenRotation":              qOpenRotation,
-	"ListRotationsByCredential": qListRotationsByCredential,
-	"DueRotations":              qDueRotations,
-	"ListHistory":               qListHistory,
-	"ListAudit":                 qListAudit,
-	"ListEvents":                qListEvents,
-	"GetTokenByHash":            qGetTokenByHash,
+	"GetVersion":                 qGetVersion,
+	"GetCredentialState":         qGetCredentialState,
+	"GetCredentialStateByNumber": qGetCredentialStateByNumber,
+	"ListCredentialsRange":       qListCredentialsRange,
+	"DueCredentials":             qDueCredentials,
+	"ListVersionKeys":            qListVersionKeys,
+	"CountVersionsByKEK":         qCountVersionsByKEK,
+	"OpenRotation":               qOpenRotation,
+	"ListRotationsByCredential":  qListRotationsByCredential,
+	"DueRotations":               qDueRotations,
+	"ListHistory":                qListHistory,
+	"ListAudit":                  qListAudit,
+	"ListEvents":                 qListEvents,
+	"GetTokenByHash":             qGetTokenByHash,
 }
 
 // PlannedQueries returns, by method name, the text (in the dialect's

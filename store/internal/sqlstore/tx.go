@@ -312,7 +312,7 @@ type stateRow struct {
 	grace     *time.Time
 	data      []byte
 	vl        sql.NullInt64 // version*8 + the bits of the labels naming it
-	args      [3]any
+	args      [2]any
 	dest      [13]any
 }
 
@@ -322,11 +322,15 @@ var stateLabels = [...]string{"current", "pending", "previous"}
 
 func (t *Tx) GetCredentialState(ctx context.Context, id, label string, version int) (*store.CredentialState, error) {
 	r := new(stateRow)
-	r.args = [...]any{version, label, id}
+	q := qGetCredentialState
+	r.args = [...]any{label, id}
+	if version != 0 {
+		q, r.args[0] = qGetCredentialStateByNumber, version
+	}
 	r.dest = [...]any{&r.cs.Type, nullTimeCol{&r.cs.DeletedAt}, nullTimeCol{&r.cs.NextDueAt},
 		&r.step, nullTimeCol{&r.grace}, &r.data,
 		&r.vl, &r.v.Fields, &r.kek, &r.v.DataKey, &r.v.Ciphertext, zeroTimeCol{&r.v.CreatedAt}, nullTimeCol{&r.v.ExpiresAt}}
-	if err := t.queryRow(ctx, qGetCredentialState, r.args[:]...).Scan(r.dest[:]...); err != nil {
+	if err := t.queryRow(ctx, q, r.args[:]...).Scan(r.dest[:]...); err != nil {
 		return nil, t.fail(err, "get credential state %q", id)
 	}
 	cs := &r.cs
