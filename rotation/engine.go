@@ -389,11 +389,10 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 
 // stageInPlan generates and stores the pending version inside the planning
 // transaction (for rotators that do not mint), from sv, the current version
-// as read in that transaction. It reports false if staging
-// fails; the stage step then runs again with its full error handling. A
-// store error that may have ended the transaction (on PostgreSQL every
-// failed statement aborts it) is returned instead: the caller must not go on
-// writing in it.
+// as read in that transaction. It reports false if staging fails; the stage
+// step then runs again with its full error handling. A store error that may
+// have ended the transaction (on PostgreSQL every failed statement aborts
+// it) is returned instead: the caller must not go on writing in it.
 func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, sv *store.Version, strategy rotator.Strategy, now time.Time) (int, *staged, error) {
 	// Not found and conflicts are answers, not failed statements.
 	fatal := func(err error) error {
