@@ -38,6 +38,7 @@ const (
 	qBumpCounter
 	qGetVersion
 	qListVersions
+	qVersionNumbers
 	qListVersionKeys
 	qUpdateVersionKey
 	qDeleteVersionLabels
@@ -164,8 +165,9 @@ var queryText = [numQueries]string{
 	qBumpCounter: `INSERT INTO version_counters (credential_id, max_version) VALUES (?, ?)
 		ON CONFLICT (credential_id) DO UPDATE SET max_version = excluded.max_version
 		WHERE excluded.max_version > version_counters.max_version`,
-	qGetVersion:   `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? AND version = ?`,
-	qListVersions: `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? ORDER BY version`,
+	qGetVersion:     `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? AND version = ?`,
+	qListVersions:   `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? ORDER BY version`,
+	qVersionNumbers: `SELECT version FROM versions WHERE credential_id = ? ORDER BY version`,
 	qListVersionKeys: `SELECT credential_id, version, fields, kek_id, data_key, created_at, expires_at
 		FROM versions WHERE (credential_id, version) > (?, ?)
 		ORDER BY credential_id, version LIMIT ?`,
@@ -262,6 +264,7 @@ var planned = map[string]query{
 	"ListCredentialsRange":      qListCredentialsRange,
 	"DueCredentials":            qDueCredentials,
 	"ListVersionKeys":           qListVersionKeys,
+	"VersionNumbers":            qVersionNumbers,
 	"CountVersionsByKEK":        qCountVersionsByKEK,
 	"OpenRotation":              qOpenRotation,
 	"ListRotationsByCredential": qListRotationsByCredential,

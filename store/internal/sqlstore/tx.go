@@ -357,6 +357,18 @@ func (t *Tx) ListVersions(ctx context.Context, id string) ([]Version, error) {
 	return vs, nil
 }
 
+func (t *Tx) VersionNumbers(ctx context.Context, id string) ([]int, error) {
+	rows, err := t.query(ctx, qVersionNumbers, id)
+	if err != nil {
+		return nil, t.fail(err, "version numbers %q", id)
+	}
+	ns, err := collect(rows, func(s scanner, n *int) error { return s.Scan(n) })
+	if err != nil {
+		return nil, t.fail(err, "version numbers %q", id)
+	}
+	return ns, nil
+}
+
 func (t *Tx) ListVersionKeys(ctx context.Context, afterID string, afterVersion int, n int) ([]Version, error) {
 	rows, err := t.query(ctx, qListVersionKeys, afterID, afterVersion, limit(n))
 	if err != nil {
