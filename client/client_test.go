@@ -315,7 +315,7 @@ func TestClientRetriesReads(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	for _, addr := range []string{"127.0.0.1:8270", "http://h:1", "https://h/base/"} {
+	for _, addr := range []string{"nebula-a.example:8270", "http://h:1", "https://h/base/"} {
 		if _, err := client.New(addr, "nct_x", nil); err != nil {
 			t.Errorf("New(%q): %v", addr, err)
 		}
@@ -433,7 +433,7 @@ func TestWatchStopsWhenRevoked(t *testing.T) {
 
 func ExampleClient_Get() {
 	ctx := context.Background()
-	c, err := client.New("127.0.0.1:8270", "nct_...", nil)
+	c, err := client.New("nebula.internal:8270", "nct_...", nil)
 	if err != nil {
 		panic(err)
 	}
@@ -450,7 +450,7 @@ func ExampleClient_Get() {
 
 func ExampleClient_Watch() {
 	ctx := context.Background()
-	c, _ := client.New("127.0.0.1:8270", "nct_...", nil)
+	c, _ := client.New("nebula.internal:8270", "nct_...", nil)
 	events, err := c.Watch(ctx, "prod/db/", 0)
 	if err != nil {
 		panic(err)

@@ -299,6 +299,22 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // metric gathers d's metrics and returns the value of the series whose name
 // and labels (name{k="v",...} in the text format) start with series.
+// counterAtLeast reads a counter until it reaches want (or waitLimit passes)
+// and returns its last value. The dispatcher counts an attempt after its
+// outcome is committed, so a test that saw the store change may read the
+// counter a moment before it moves.
+func counterAtLeast(t *testing.T, d *notify.Dispatcher, series string, want float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		v := metric(t, d, series)
+		if v >= want || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func metric(t *testing.T, d *notify.Dispatcher, series string) float64 {
 	t.Helper()
 	reg := prometheus.NewRegistry()

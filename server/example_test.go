@@ -31,7 +31,7 @@ func Example() {
 	}
 	defer srv.Close()
 	go m.Engine().Run(ctx)
-	if err := server.ListenAndServe(ctx, srv, server.ServeConfig{Addr: "127.0.0.1:8270", Logger: logger}); err != nil {
+	if err := server.ListenAndServe(ctx, srv, server.ServeConfig{Addr: server.DefaultAddr, Logger: logger}); err != nil {
 		panic(err)
 	}
 }

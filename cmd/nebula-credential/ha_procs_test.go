@@ -18,6 +18,7 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/internal/testenv"
 	"github.com/nebula-credential/nebula-credential/server"
 	"github.com/nebula-credential/nebula-credential/store/postgres"
 )
@@ -95,7 +96,7 @@ func newHACluster(t *testing.T, dsn string, setup func(ctx context.Context, m *c
 	dir := t.TempDir()
 	// Small pools: several clusters run beside other packages' tests on one
 	// PostgreSQL server, whose max_connections (100) they must share.
-	dsn = withPoolMaxConns(dsn, 6)
+	dsn = testenv.WithPoolMaxConns(dsn, 6)
 	c := &haCluster{t: t, bin: buildBinary(t), dir: dir, dsn: dsn, keyFile: filepath.Join(dir, "root.key"),
 		hc: &http.Client{Timeout: 2 * time.Minute}}
 	ctx := context.Background()
@@ -116,18 +117,6 @@ func newHACluster(t *testing.T, dsn string, setup func(ctx context.Context, m *c
 		}
 	})
 	return c
-}
-
-// withPoolMaxConns adds pool_max_conns=n to a URL or key=value DSN.
-func withPoolMaxConns(dsn string, n int) string {
-	switch {
-	case !strings.Contains(dsn, "://"):
-		return fmt.Sprintf("%s pool_max_conns=%d", dsn, n)
-	case strings.Contains(dsn, "?"):
-		return fmt.Sprintf("%s&pool_max_conns=%d", dsn, n)
-	default:
-		return fmt.Sprintf("%s?pool_max_conns=%d", dsn, n)
-	}
 }
 
 // open opens an in-process manager on the store (no scheduler running).

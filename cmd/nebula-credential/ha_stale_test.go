@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
@@ -29,10 +29,14 @@ func TestServeNoStaleStateAcrossInstances(t *testing.T) {
 	ctx := context.Background()
 	zero := rotation.Duration(0)
 	dsn := testenv.PGStoreDB(t)
-	pgdb, err := sql.Open("pgx", dsn)
+	// A direct connection, without the store's own pool_max_conns
+	// parameter (PostgreSQL refuses a parameter it does not know).
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	delete(cfg.RuntimeParams, "pool_max_conns")
+	pgdb := stdlib.OpenDB(*cfg)
 	defer pgdb.Close()
 	c := newHACluster(t, dsn, func(ctx context.Context, m *credential.Manager) {
 		for i := range 3 {

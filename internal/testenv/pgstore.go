@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -22,9 +23,19 @@ func StoreServerDSN() string {
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
+// StorePoolMaxConns is the pool size of a test store opened on PGStoreDB's
+// DSN. Every package's tests, and on a busy machine a second copy of the
+// suite, share the one server and its max_connections (100 by default): with
+// the store's default of 16 (plus its listener), two copies of a concurrency
+// test with two instances each took 68 of them at once and the rest of the
+// suite was refused with 53300 "too many clients". Requests beyond the pool
+// wait for a connection, which is what these tests exercise anyway.
+const StorePoolMaxConns = 6
+
 // PGStoreDB creates an empty database of its own for t on the store server,
 // dropped (connections and all) when t ends, and returns a postgres:// DSN for
-// it. Without a server the test skips, or fails under CI=true.
+// it, with pool_max_conns=StorePoolMaxConns (WithPoolMaxConns changes it).
+// Without a server the test skips, or fails under CI=true.
 func PGStoreDB(t testing.TB) string {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(StoreServerDSN())
@@ -52,7 +63,20 @@ func PGStoreDB(t testing.TB) string {
 			t.Errorf("testenv: drop database %s: %v", name, err)
 		}
 	})
-	return withDatabase(StoreServerDSN(), name)
+	return WithPoolMaxConns(withDatabase(StoreServerDSN(), name), StorePoolMaxConns)
+}
+
+// WithPoolMaxConns sets (or replaces) the store's pool_max_conns in a
+// postgres:// URL or a key=value DSN.
+func WithPoolMaxConns(dsn string, n int) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		q := u.Query()
+		q.Set("pool_max_conns", strconv.Itoa(n))
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	// A key=value DSN: pgx takes the last of a repeated key.
+	return dsn + " pool_max_conns=" + strconv.Itoa(n)
 }
 
 func withDatabase(dsn, name string) string {
