@@ -47,7 +47,7 @@ func (t *Token) GrantStrings() []string {
 
 // Actor is the audit actor of requests made with the token.
 func (t *Token) Actor() string {
-	if t.actor != "" {
+	if len(t.actor) == len("token:")+len(t.ID) && t.actor[len("token:"):] == t.ID {
 		return t.actor
 	}
 	return "token:" + t.ID
