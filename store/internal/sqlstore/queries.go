@@ -1,5 +1,7 @@
 package sqlstore
 
+import "strings"
+
 // The queries of the Tx methods, written once for both backends: ?
 // placeholders, ON CONFLICT upserts, RETURNING and row values all work on
 // SQLite ≥ 3.35 and PostgreSQL ≥ 10. Each backend's migrations create the
@@ -59,8 +61,10 @@ const (
 	qAppendHistory
 	qListHistory
 	qAppendAudit
-	qAppendAuditAfter
-	qLastAudit
+	// qAppendAuditRows+n-1 inserts n audit records (Tx.AppendAuditsAfter),
+	// n from 1 to maxAuditRows; the text is made by auditRowsText.
+	qAppendAuditRows
+	qLastAudit = iota + maxAuditRows - 1
 	qListAudit
 	qPutToken
 	qGetTokenByHash
@@ -220,12 +224,6 @@ var queryText = [numQueries]string{
 
 	qAppendAudit: `INSERT INTO audit (` + auditCols + `)
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?) RETURNING seq`,
-	// Arguments: seq, at, payload, prev hash, hash, then the last entry it
-	// must follow: seq, seq, hash, and 1 (0 when the log must be empty).
-	qAppendAuditAfter: `INSERT INTO audit (` + auditCols + `)
-		SELECT ?, ?, ?, ?, ?
-		WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit) = ?
-			AND (SELECT COUNT(*) FROM audit WHERE seq = ? AND hash = ?) = ?`,
 	qLastAudit: `SELECT ` + auditCols + ` FROM audit ORDER BY seq DESC LIMIT 1`,
 	qListAudit: `SELECT ` + auditCols + ` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`,
 
@@ -283,4 +281,33 @@ func (db *DB) PlannedQueries() map[string]string {
 		m[name] = db.queries[q]
 	}
 	return m
+}
+
+// maxAuditRows bounds the records of one audit insert (Tx.AppendAuditsAfter).
+const maxAuditRows = 16
+
+func init() {
+	for n := 1; n <= maxAuditRows; n++ {
+		queryText[qAppendAuditRows+query(n-1)] = auditRowsText(n)
+	}
+}
+
+// auditRowsText inserts n audit records, given with their seq, if and only
+// if the log's last entry is the one they follow. Arguments: seq, at,
+// payload, prev hash, hash of each record, then the last entry they must
+// follow: seq, seq, hash, and 1 (0 when the log must be empty).
+func auditRowsText(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit (` + auditCols + `)
+		SELECT * FROM (VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?)")
+	}
+	b.WriteString(`) AS v
+		WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit) = ?
+			AND (SELECT COUNT(*) FROM audit WHERE seq = ? AND hash = ?) = ?`)
+	return b.String()
 }
