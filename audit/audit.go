@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nebula-credential/nebula-credential/store"
@@ -69,13 +70,13 @@ type sealer interface {
 // headCacher is implemented by the transactions of stores that keep the
 // chain's last entry in memory (store/sqlite, whose one writer connection
 // per process appends most entries): CachedAudit returns it without reading
-// the store, and AppendAuditAfter appends after it only if it still is the
-// last entry, checked in the same statement, so an entry another process
-// appended meanwhile is never chained over. It is LastAudit and AppendAudit
-// in one statement.
+// the store, and AppendAuditsAfter appends a chain of records after it only
+// if it still is the last entry, checked in the same statement, so an entry
+// another process appended meanwhile is never chained over. It is LastAudit
+// and an AppendAudit per record in one statement (per 16 records).
 type headCacher interface {
 	CachedAudit() (seq int64, hash []byte, ok bool)
-	AppendAuditAfter(ctx context.Context, rec *store.AuditRecord, prevSeq int64) (bool, error)
+	AppendAuditsAfter(ctx context.Context, recs []*store.AuditRecord, prevSeq int64) (bool, error)
 }
 
 // Seal chains the entries the store has queued, if it queues any. Verify and
@@ -98,11 +99,61 @@ func encode(e Entry, actor, request string) (Entry, []byte, error) {
 		e.RequestID = request
 	}
 	e.At = e.At.UTC()
+	if payload, ok := appendEntry(make([]byte, 0, 256), &e); ok {
+		return e, payload, nil
+	}
 	payload, err := json.Marshal(e)
 	if err != nil {
 		return e, nil, fmt.Errorf("audit: %w", err)
 	}
 	return e, payload, nil
+}
+
+// appendEntry appends json.Marshal(e) for the usual entry, whose strings
+// need no escape (printable ASCII without '"', '\\', '<', '>', '&') and
+// whose time is UTC in years 0 to 9999, and reports true; otherwise it
+// reports false and the caller uses encoding/json. The payload's bytes are
+// those of json.Marshal either way (TestAppendEntryMatchesEncodingJSON,
+// FuzzAppendEntry).
+func appendEntry(b []byte, e *Entry) ([]byte, bool) {
+	if e.At.Location() != time.UTC || e.At.Year() < 0 || e.At.Year() > 9999 {
+		return b, false
+	}
+	ok := true
+	str := func(name, s string, omitEmpty bool) {
+		if omitEmpty && s == "" {
+			return
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				ok = false
+				return
+			}
+		}
+		b = append(b, name...)
+		b = append(b, '"')
+		b = append(b, s...)
+		b = append(b, '"')
+	}
+	num := func(name string, n int) {
+		if n != 0 {
+			b = append(b, name...)
+			b = strconv.AppendInt(b, int64(n), 10)
+		}
+	}
+	b = append(b, `{"at":"`...)
+	b = e.At.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	str(`,"actor":`, e.Actor, false)
+	str(`,"action":`, e.Action, false)
+	str(`,"credential_id":`, e.CredentialID, true)
+	num(`,"from_version":`, e.FromVersion)
+	num(`,"to_version":`, e.ToVersion)
+	str(`,"outcome":`, e.Outcome, false)
+	str(`,"request_id":`, e.RequestID, true)
+	str(`,"detail":`, e.Detail, true)
+	b = append(b, '}')
+	return b, ok
 }
 
 // Append adds entries to the log inside tx, in order. Actor and request ID
@@ -133,50 +184,63 @@ func Append(ctx context.Context, tx store.Tx, entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	var prev []byte
-	var seq int64
-	rest := entries
-	appended := false
-	if hc, ok := tx.(headCacher); ok {
-		if s, h, ok := hc.CachedAudit(); ok {
-			e, payload, err := encode(entries[0], actor, request)
-			if err != nil {
-				return err
-			}
-			rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: h, Hash: Hash(s+1, h, payload)}
-			if appended, err = hc.AppendAuditAfter(ctx, rec, s); err != nil {
-				return fmt.Errorf("audit: %w", err)
-			}
-			if appended {
-				prev, seq, rest = rec.Hash, s+1, entries[1:]
-			}
-		}
-	}
-	if !appended {
-		last, err := tx.LastAudit(ctx)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("audit: %w", err)
-		default:
-			prev, seq = last.Hash, last.Seq
-		}
-	}
-	for _, e := range rest {
+	recs := make([]store.AuditRecord, len(entries))
+	for i, e := range entries {
 		e, payload, err := encode(e, actor, request)
 		if err != nil {
 			return err
 		}
-		rec := &store.AuditRecord{At: e.At, Payload: payload, PrevHash: prev, Hash: Hash(seq+1, prev, payload)}
+		recs[i] = store.AuditRecord{At: e.At, Payload: payload}
+	}
+	if hc, ok := tx.(headCacher); ok {
+		if s, h, ok := hc.CachedAudit(); ok {
+			chain(recs, s, h)
+			ptrs := make([]*store.AuditRecord, len(recs))
+			for i := range recs {
+				ptrs[i] = &recs[i]
+			}
+			appended, err := hc.AppendAuditsAfter(ctx, ptrs, s)
+			if err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			if appended {
+				return nil
+			}
+		}
+	}
+	var prev []byte
+	var seq int64
+	last, err := tx.LastAudit(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("audit: %w", err)
+	default:
+		prev, seq = last.Hash, last.Seq
+	}
+	chain(recs, seq, prev)
+	for i := range recs {
+		rec := &recs[i]
 		if err := tx.AppendAudit(ctx, rec); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
 		if rec.Seq != 0 && rec.Seq != seq+1 {
 			return fmt.Errorf("audit: store assigned seq %d, want %d", rec.Seq, seq+1)
 		}
-		prev, seq = rec.Hash, seq+1
+		seq++
 	}
 	return nil
+}
+
+// chain sets the links and hashes of recs, whose payloads are set, to follow
+// the entry seq with hash prev.
+func chain(recs []store.AuditRecord, seq int64, prev []byte) {
+	for i := range recs {
+		r := &recs[i]
+		r.PrevHash = prev
+		r.Hash = Hash(seq+int64(i)+1, prev, r.Payload)
+		prev = r.Hash
+	}
 }
 
 // Hash is the chain hash of one record: SHA-256(seq || prev hash || payload).

@@ -296,7 +296,18 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 		if kind == KindRestore && toVersion == cur {
 			return fmt.Errorf("%w: version %d is already current", ErrWrongStep, cur)
 		}
-		if err := e.Recheck(ctx, tx, id, ""); err != nil {
+		// The current version, read once: the binding check, the strategy
+		// and staging all start from it.
+		sv, err := tx.GetVersion(ctx, id, cur)
+		if err != nil {
+			return err
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(sv.Fields, &fields); err != nil {
+			return fmt.Errorf("decode fields of version %d: %w", cur, err)
+		}
+		self := &currentState{typ: c.Type, version: sv, cred: rotator.Credential{ID: id, Type: c.Type, Version: cur, Fields: fields}}
+		if _, err := e.recheckState(ctx, tx, self, ""); err != nil {
 			return err // the binding rule (binding.go): refused before staging
 		}
 		s, err := ParseSettings(c.Settings)
@@ -305,14 +316,6 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 		}
 		caps := rot.Capabilities()
 		if ch, ok := rotator.Unwrap(rot).(rotator.StrategyChooser); ok {
-			v, err := tx.GetVersion(ctx, id, cur)
-			if err != nil {
-				return err
-			}
-			var fields map[string]any
-			if err := json.Unmarshal(v.Fields, &fields); err != nil {
-				return fmt.Errorf("decode fields of version %d: %w", cur, err)
-			}
 			caps.Strategies = ch.StrategiesFor(rotator.Credential{ID: id, Type: c.Type, Version: cur, Fields: fields})
 		}
 		strategy, err := pickStrategy(caps, s.Strategy)
@@ -345,7 +348,7 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 			// process: do it in the planning transaction and save a durable
 			// commit. If it fails, the row stays at planned and the stage step
 			// runs with its full error handling.
-			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, cur, strategy, now)
+			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, sv, strategy, now)
 			if err != nil {
 				return err
 			}
@@ -385,22 +388,18 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 }
 
 // stageInPlan generates and stores the pending version inside the planning
-// transaction (for rotators that do not mint). It reports false if staging
-// fails; the stage step then runs again with its full error handling. A
-// store error that may have ended the transaction (on PostgreSQL every
-// failed statement aborts it) is returned instead: the caller must not go on
-// writing in it.
-func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, cur int, strategy rotator.Strategy, now time.Time) (int, *staged, error) {
+// transaction (for rotators that do not mint), from sv, the current version
+// as read in that transaction. It reports false if staging fails; the stage
+// step then runs again with its full error handling. A store error that may
+// have ended the transaction (on PostgreSQL every failed statement aborts
+// it) is returned instead: the caller must not go on writing in it.
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, sv *store.Version, strategy rotator.Strategy, now time.Time) (int, *staged, error) {
 	// Not found and conflicts are answers, not failed statements.
 	fatal := func(err error) error {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
 			return nil
 		}
 		return err
-	}
-	sv, err := tx.GetVersion(ctx, id, cur)
-	if err != nil {
-		return 0, nil, fatal(err)
 	}
 	from, err := e.vault.Open(typ, sv)
 	if err != nil {

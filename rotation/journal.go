@@ -117,7 +117,7 @@ func StateOf(r *store.Rotation) string {
 // Prune deletes the oldest versions beyond keep, never a labelled one and
 // never one an open rotation refers to.
 func Prune(ctx context.Context, tx store.Tx, id string, keep int) error {
-	vs, err := tx.ListVersions(ctx, id)
+	vs, err := tx.VersionNumbers(ctx, id) // the numbers only: it runs in every commit
 	if err != nil || len(vs) <= keep {
 		return err
 	}
@@ -139,11 +139,11 @@ func Prune(ctx context.Context, tx store.Tx, id string, keep int) error {
 		if excess == 0 {
 			break
 		}
-		if protected[v.Version] {
+		if protected[v] {
 			continue
 		}
-		if err := tx.DeleteVersion(ctx, id, v.Version); err != nil {
-			return fmt.Errorf("prune version %d: %w", v.Version, err)
+		if err := tx.DeleteVersion(ctx, id, v); err != nil {
+			return fmt.Errorf("prune version %d: %w", v, err)
 		}
 		excess--
 	}

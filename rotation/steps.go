@@ -149,23 +149,15 @@ type resolver struct {
 }
 
 func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, error) {
-	var (
-		c  *store.Credential
-		sv *store.Version
-	)
+	var admin *currentState
 	err := rv.e.st.View(ctx, func(tx store.Tx) error {
-		if err := rv.e.Recheck(ctx, tx, rv.from, id); err != nil {
-			return err
-		}
+		// The binding rule, checked on the admin's current state as this
+		// snapshot holds it; the version handed out is the one checked.
 		var err error
-		if c, err = tx.GetCredential(ctx, id); err != nil {
-			return err
+		_, admin, err = rv.e.recheck(ctx, tx, rv.from, id)
+		if err == nil && admin == nil {
+			err = fmt.Errorf("%w: %s", store.ErrNotFound, id)
 		}
-		labels, err := tx.Labels(ctx, id)
-		if err != nil {
-			return err
-		}
-		sv, err = tx.GetVersion(ctx, id, labels["current"])
 		return err
 	})
 	var be *BindingError
@@ -175,7 +167,7 @@ func (rv resolver) Resolve(ctx context.Context, id string) (rotator.Credential, 
 	if err != nil {
 		return rotator.Credential{}, rotator.Wrap(rotator.ClassConfig, "resolve "+id, err)
 	}
-	v, err := rv.e.vault.Open(c.Type, sv)
+	v, err := rv.e.vault.Open(admin.typ, admin.version)
 	if err != nil {
 		return rotator.Credential{}, rotator.Wrap(rotator.ClassConfig, "resolve "+id, err)
 	}

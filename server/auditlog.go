@@ -24,14 +24,18 @@ type auditLog struct {
 	timeout time.Duration
 
 	mu      sync.Mutex
-	pending []*auditReq
+	batches []*auditBatch // queued, oldest first; each up to maxAuditBatch entries
 	running bool          // the writer goroutine is up
-	wake    chan struct{} // one token: pending was empty and is not
+	wake    chan struct{} // one token: batches was empty and is not
 }
 
-type auditReq struct {
-	e    audit.Entry
-	done chan error
+// auditBatch is the entries written in one transaction. Its requests wait
+// for done together: one channel closed per batch, rather than one
+// allocated and sent on per entry.
+type auditBatch struct {
+	entries []audit.Entry
+	done    chan struct{}
+	err     error // readable once done is closed
 }
 
 // maxAuditBatch bounds one transaction.
@@ -45,12 +49,17 @@ func (a *auditLog) Append(ctx context.Context, e audit.Entry) error {
 	return a.wait(ctx, a.start(e))
 }
 
-// start queues e for the writer and returns at once; wait for its commit
-// with wait.
-func (a *auditLog) start(e audit.Entry) *auditReq {
-	r := &auditReq{e: e, done: make(chan error, 1)}
+// start queues e for the writer and returns at once with the batch it
+// joined; wait for its commit with wait.
+func (a *auditLog) start(e audit.Entry) *auditBatch {
 	a.mu.Lock()
-	a.pending = append(a.pending, r)
+	n := len(a.batches)
+	if n == 0 || len(a.batches[n-1].entries) >= maxAuditBatch {
+		a.batches = append(a.batches, &auditBatch{entries: make([]audit.Entry, 0, 16), done: make(chan struct{})})
+		n++
+	}
+	b := a.batches[n-1]
+	b.entries = append(b.entries, e)
 	switch {
 	case !a.running:
 		a.running = true
@@ -58,21 +67,21 @@ func (a *auditLog) start(e audit.Entry) *auditReq {
 			a.wake = make(chan struct{}, 1)
 		}
 		go a.writer()
-	case len(a.pending) == 1:
+	case n == 1 && len(b.entries) == 1:
 		select {
 		case a.wake <- struct{}{}:
 		default: // a token is already there
 		}
 	}
 	a.mu.Unlock()
-	return r
+	return b
 }
 
-// wait returns the outcome of r's commit, or ctx's error first.
-func (a *auditLog) wait(ctx context.Context, r *auditReq) error {
+// wait returns the outcome of b's commit, or ctx's error first.
+func (a *auditLog) wait(ctx context.Context, b *auditBatch) error {
 	select {
-	case err := <-r.done:
-		return err
+	case <-b.done:
+		return b.err
 	case <-ctx.Done():
 		// The entry may still be written; the caller fails closed either way.
 		return ctx.Err()
@@ -84,8 +93,7 @@ func (a *auditLog) writer() {
 	defer idle.Stop()
 	for {
 		a.mu.Lock()
-		n := min(len(a.pending), maxAuditBatch)
-		if n == 0 {
+		if len(a.batches) == 0 {
 			a.mu.Unlock()
 			idle.Reset(auditIdle)
 			select {
@@ -94,7 +102,7 @@ func (a *auditLog) writer() {
 			case <-idle.C:
 			}
 			a.mu.Lock()
-			if len(a.pending) == 0 {
+			if len(a.batches) == 0 {
 				a.running = false
 				a.mu.Unlock()
 				return
@@ -102,19 +110,18 @@ func (a *auditLog) writer() {
 			a.mu.Unlock()
 			continue
 		}
-		batch := a.pending[:n:n]
-		a.pending = a.pending[n:]
-		if len(a.pending) == 0 {
-			a.pending = nil
+		b := a.batches[0]
+		a.batches[0] = nil
+		a.batches = a.batches[1:]
+		if len(a.batches) == 0 {
+			a.batches = nil
 		}
 		a.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-		err := a.write(ctx, batch)
+		b.err = a.write(ctx, b.entries)
 		cancel()
-		for _, r := range batch {
-			r.done <- err
-		}
+		close(b.done)
 	}
 }
 
@@ -124,11 +131,7 @@ func (a *auditLog) writer() {
 // killed process keeps them; only an OS crash or power failure can drop the
 // last few. The entries of changes themselves (put, rotate, ...) are written
 // durably by the Manager in the same transaction as the change.
-func (a *auditLog) write(ctx context.Context, batch []*auditReq) error {
-	entries := make([]audit.Entry, len(batch))
-	for i, r := range batch {
-		entries[i] = r.e
-	}
+func (a *auditLog) write(ctx context.Context, entries []audit.Entry) error {
 	update := a.st.Update
 	if ru, ok := a.st.(store.RelaxedUpdater); ok {
 		update = ru.UpdateRelaxed

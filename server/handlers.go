@@ -74,7 +74,12 @@ func (rq *request) pathID() (string, error) {
 	return id, nil
 }
 
-func (rq *request) query(name string) string { return rq.r.URL.Query().Get(name) }
+func (rq *request) query(name string) string {
+	if rq.params == nil { // not through serveRoute
+		rq.params = rq.r.URL.Query()
+	}
+	return rq.params.Get(name)
+}
 
 func (rq *request) boolQuery(name string) (bool, error) {
 	v := rq.query(name)
@@ -167,7 +172,7 @@ func (s *Server) get(rq *request) error {
 	if err != nil {
 		return err
 	}
-	return rq.respond(http.StatusOK, c.Wire(reveal))
+	return rq.respondCredential(http.StatusOK, c, reveal)
 }
 
 func (s *Server) put(rq *request) error {

@@ -290,7 +290,7 @@ func (s *Server) Close() error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	info := &reqInfo{requestID: requestID(r.Header.Get("X-Request-ID"))}
-	w.Header().Set("X-Request-ID", info.requestID)
+	w.Header()["X-Request-Id"] = []string{info.requestID} // Set would canonicalise the key anew
 	rec := &recorder{ResponseWriter: w, status: 0}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	defer func() {
@@ -448,9 +448,10 @@ type request struct {
 	id     string // the credential the request is about, for audit
 	detail string
 
-	responded bool      // the response has started
-	audited   bool      // the outcome entry was written (or failed)
-	early     *auditReq // auditEarly's entry, if started
+	responded bool        // the response has started
+	audited   bool        // the outcome entry was written (or failed)
+	early     *auditBatch // auditEarly's entry's batch, if started
+	params    url.Values  // the query, parsed once
 }
 
 func (s *Server) register(rt *route) {
@@ -467,6 +468,9 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var cancel context.CancelFunc = func() {}
 	rc := http.NewResponseController(w)
+	// A request without a body has nothing left to read: it needs no read
+	// deadline (nor the two timer updates of setting and clearing one).
+	body := r.Body != nil && r.Body != http.NoBody
 	switch rt.timeout {
 	case normalTimeout, longTimeout:
 		d := s.cfg.RequestTimeout
@@ -476,7 +480,9 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithTimeout(ctx, d)
 		// A client that stops reading cannot hold the handler past its time.
 		_ = rc.SetWriteDeadline(time.Now().Add(d + 5*time.Second))
-		_ = rc.SetReadDeadline(time.Now().Add(d))
+		if body {
+			_ = rc.SetReadDeadline(time.Now().Add(d))
+		}
 	case noTimeout:
 		_ = rc.SetWriteDeadline(time.Time{})
 		_ = rc.SetReadDeadline(time.Time{})
@@ -487,7 +493,9 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 		// clear them for whatever comes next on it.
 		defer func() {
 			_ = rc.SetWriteDeadline(time.Time{})
-			_ = rc.SetReadDeadline(time.Time{})
+			if body {
+				_ = rc.SetReadDeadline(time.Time{})
+			}
 		}()
 	}
 	// Every request carries a principal, an empty one until authentication:
@@ -510,10 +518,12 @@ func (s *Server) serveRoute(rt *route, w http.ResponseWriter, r *http.Request) {
 	}
 	// A malformed query (a bad %-escape, a ';') is refused: dropping the
 	// parameter would answer a wider question than the one asked.
-	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+	params, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
 		s.finish(rq, invalidf("malformed query string: %s", queryError(err)))
 		return
 	}
+	rq.params = params
 	s.finish(rq, rt.handle(rq))
 }
 
@@ -598,6 +608,28 @@ func (s *Server) auditOutcome(rq *request, outcome string) error {
 // respond audits the successful outcome, then writes v as JSON. Nothing is
 // written when the audit entry cannot be committed (fail closed).
 func (rq *request) respond(status int, v any) error {
+	if err := rq.settle(); err != nil {
+		return err
+	}
+	rq.responded = true
+	writeJSON(rq.w, status, v)
+	return nil
+}
+
+// respondCredential is respond with c.Wire(reveal), encoded by
+// writeCredential.
+func (rq *request) respondCredential(status int, c *credential.Credential, reveal bool) error {
+	if err := rq.settle(); err != nil {
+		return err
+	}
+	rq.responded = true
+	writeCredential(rq.w, status, c, reveal)
+	return nil
+}
+
+// settle waits for the request's audit entry to be committed (writing it
+// first if auditEarly did not start it): nothing may be answered before.
+func (rq *request) settle() error {
 	if rq.early != nil {
 		err := rq.s.audit.wait(rq.ctx, rq.early)
 		rq.early = nil
@@ -609,8 +641,6 @@ func (rq *request) respond(status int, v any) error {
 			return rq.s.auditFailed(rq, err)
 		}
 	}
-	rq.responded = true
-	writeJSON(rq.w, status, v)
 	return nil
 }
 
@@ -628,13 +658,24 @@ func (rq *request) auditEarly() {
 	})
 }
 
+// The values of writeJSON's headers, shared by every response: net/http only
+// reads them.
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	setJSONHeaders(w.Header())
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+func setJSONHeaders(h http.Header) {
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
 }
 
 func (s *Server) writeError(w http.ResponseWriter, reqID string, ae *apiError) {

@@ -32,6 +32,8 @@ type Token struct {
 	Grants    []acl.Grant `json:"-"`
 	CreatedAt time.Time   `json:"created_at"`
 	ExpiresAt *time.Time  `json:"expires_at,omitempty"`
+
+	actor string // Actor, made once for a token looked up from the store
 }
 
 // GrantStrings returns the grants in "perm:prefix" form.
@@ -44,7 +46,12 @@ func (t *Token) GrantStrings() []string {
 }
 
 // Actor is the audit actor of requests made with the token.
-func (t *Token) Actor() string { return "token:" + t.ID }
+func (t *Token) Actor() string {
+	if len(t.actor) == len("token:")+len(t.ID) && t.actor[len("token:"):] == t.ID {
+		return t.actor
+	}
+	return "token:" + t.ID
+}
 
 // TokenRequest asks for a new token.
 type TokenRequest struct {
@@ -223,5 +230,5 @@ func fromStore(r *store.Token) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token %s: stored grants: %w", r.ID, err)
 	}
-	return &Token{ID: r.ID, Name: r.Name, Grants: gs, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt}, nil
+	return &Token{ID: r.ID, Name: r.Name, Grants: gs, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, actor: "token:" + r.ID}, nil
 }

@@ -92,6 +92,9 @@ type Tx interface {
 	GetVersion(ctx context.Context, id string, version int) (*Version, error)
 	// ListVersions returns every version of a credential in ascending order.
 	ListVersions(ctx context.Context, id string) ([]Version, error)
+	// VersionNumbers returns the numbers of every version of a credential in
+	// ascending order, without reading the versions (pruning).
+	VersionNumbers(ctx context.Context, id string) ([]int, error)
 	// ListVersionKeys pages through every version of every credential, ordered by
 	// (CredentialID, Version), strictly after the given position; Ciphertext is left empty.
 	ListVersionKeys(ctx context.Context, afterID string, afterVersion int, limit int) ([]Version, error)

@@ -50,7 +50,18 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.BoolVar(&serverOnly, "server-only", false, "skip the bare handler's rounds (for profiling the server alone)")
 	blockprofile := flag.String("blockprofile", "", "write a blocking profile of the whole run to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
+	if *memprofile != "" {
+		defer func() {
+			f, err := os.Create(*memprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}()
+	}
 	if *blockprofile != "" {
 		runtime.SetBlockProfileRate(10_000) // one sample per 10 µs blocked
 		defer func() {

@@ -201,6 +201,7 @@ func TestQueryPlans(t *testing.T) {
 		"GetCredentialStateByNumber": "credentials_pkey",
 		"DueCredentials":             "credentials_due",
 		"ListVersionKeys":            "versions_pkey",
+		"VersionNumbers":             "versions_pkey",
 		"CountVersionsByKEK":         "versions_kek",
 		"OpenRotation":               "rotations_one_open",
 		"ListRotationsByCredential":  "rotations_credential",

@@ -91,6 +91,36 @@ func TestAuditHeadCachedAndChecked(t *testing.T) {
 		t.Errorf("cached head %d, %v; want 7", seq, cached)
 	}
 	verify(8)
+	// More entries than one insert takes (16), on a head that is current,
+	// then on one that is stale.
+	if seq, _, cached := appendAudit(t, a, 37); !cached || seq != 8 {
+		t.Errorf("cached head %d, %v; want 8", seq, cached)
+	}
+	verify(45)
+	appendAudit(t, b, 1)
+	if seq, _, cached := appendAudit(t, a, 20); !cached || seq != 45 {
+		t.Errorf("cached head %d, %v; want the stale 45", seq, cached)
+	}
+	verify(66)
+	if seq, _, cached := appendAudit(t, a, 1); !cached || seq != 66 {
+		t.Errorf("cached head %d, %v; want 66", seq, cached)
+	}
+	verify(67)
+	if err := a.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.(interface {
+			AppendAuditsAfter(context.Context, []*store.AuditRecord, int64) (bool, error)
+		}).AppendAuditsAfter(ctx, []*store.AuditRecord{{At: time.Now(), Payload: []byte("{}"), PrevHash: []byte("x"), Hash: []byte("y")}}, 67); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	verify(67) // a wrong previous hash: nothing written, and the head is read again
+	if _, _, cached := appendAudit(t, a, 1); cached {
+		t.Error("head still cached after a failed check")
+	}
+	verify(68)
 
 	// The last entry replaced by one with the same seq and another hash:
 	// the seq alone would match a's cache.
@@ -100,23 +130,23 @@ func TestAuditHeadCachedAndChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	if _, err := raw.Exec(`DELETE FROM audit WHERE seq = 8`); err != nil {
+	if _, err := raw.Exec(`DELETE FROM audit WHERE seq = 68`); err != nil {
 		t.Fatal(err)
 	}
 	appendAudit(t, b, 1)
-	if theirs := lastAudit(t, a); theirs.Seq != 8 || bytes.Equal(theirs.Hash, mine.Hash) {
+	if theirs := lastAudit(t, a); theirs.Seq != 68 || bytes.Equal(theirs.Hash, mine.Hash) {
 		t.Fatalf("replaced entry %d has the same hash", theirs.Seq)
 	}
-	if seq, h, cached := appendAudit(t, a, 2); !cached || seq != 8 || !bytes.Equal(h, mine.Hash) {
-		t.Errorf("cached head %d, %v; want the replaced 8", seq, cached)
+	if seq, h, cached := appendAudit(t, a, 2); !cached || seq != 68 || !bytes.Equal(h, mine.Hash) {
+		t.Errorf("cached head %d, %v; want the replaced 68", seq, cached)
 	}
-	verify(10)
+	verify(70)
 
 	// Truncated from the end (detected only with an anchor): the next
 	// entries chain on what is left, as they would without the cache.
-	if _, err := raw.Exec(`DELETE FROM audit WHERE seq > 6`); err != nil {
+	if _, err := raw.Exec(`DELETE FROM audit WHERE seq > 65`); err != nil {
 		t.Fatal(err)
 	}
 	appendAudit(t, a, 1)
-	verify(7)
+	verify(66)
 }

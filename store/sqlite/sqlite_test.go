@@ -171,6 +171,7 @@ func TestQueryPlans(t *testing.T) {
 		"ListCredentialsRange":       "SEARCH credentials USING PRIMARY KEY (id>? AND id<?)",
 		"DueCredentials":             "SEARCH c USING INDEX credentials_due (next_due_at<?)",
 		"ListVersionKeys":            "SEARCH versions USING PRIMARY KEY ((credential_id,version)>(?,?))",
+		"VersionNumbers":             "SEARCH versions USING PRIMARY KEY (credential_id=?)",
 		"CountVersionsByKEK":         "USING COVERING INDEX versions_kek (kek_id=?)",
 		"OpenRotation":               "SEARCH rotations USING INDEX rotations_one_open (credential_id=?)",
 		"ListRotationsByCredential":  "SEARCH rotations USING INDEX rotations_credential (credential_id=?)",

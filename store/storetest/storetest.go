@@ -663,6 +663,11 @@ func testVersions(t *testing.T, s store.Store) {
 		if len(vs) != 0 {
 			t.Errorf("ListVersions of nothing = %v", vs)
 		}
+		ns, err := tx.VersionNumbers(ctx, "c")
+		noErr(t, "VersionNumbers", err)
+		if len(ns) != 0 {
+			t.Errorf("VersionNumbers of nothing = %v", ns)
+		}
 		return nil
 	})
 	update(t, s, func(tx store.Tx) error {
@@ -683,6 +688,9 @@ func testVersions(t *testing.T, s store.Store) {
 		vs, err := tx.ListVersions(ctx, "c")
 		noErr(t, "ListVersions", err)
 		equal(t, "ListVersions", vs, []store.Version{*v1, *v2, *v3})
+		ns, err := tx.VersionNumbers(ctx, "c")
+		noErr(t, "VersionNumbers", err)
+		equal(t, "VersionNumbers", ns, []int{1, 2, 3})
 		n, err := tx.MaxVersion(ctx, "c")
 		noErr(t, "MaxVersion", err)
 		if n != 3 {
@@ -704,6 +712,9 @@ func testVersions(t *testing.T, s store.Store) {
 		equal(t, "GetVersion after rewrap", got, &want)
 		_, err = tx.GetVersion(ctx, "c", 3)
 		wantErr(t, "GetVersion deleted", err, store.ErrNotFound)
+		ns, err := tx.VersionNumbers(ctx, "c")
+		noErr(t, "VersionNumbers after delete", err)
+		equal(t, "VersionNumbers after delete", ns, []int{1, 2})
 		// MaxVersion counts versions ever inserted.
 		n, err := tx.MaxVersion(ctx, "c")
 		noErr(t, "MaxVersion", err)

@@ -1,5 +1,7 @@
 package sqlstore
 
+import "strings"
+
 // The queries of the Tx methods, written once for both backends: ?
 // placeholders, ON CONFLICT upserts, RETURNING and row values all work on
 // SQLite ≥ 3.35 and PostgreSQL ≥ 10. Each backend's migrations create the
@@ -39,6 +41,7 @@ const (
 	qBumpCounter
 	qGetVersion
 	qListVersions
+	qVersionNumbers
 	qListVersionKeys
 	qUpdateVersionKey
 	qDeleteVersionLabels
@@ -59,8 +62,10 @@ const (
 	qAppendHistory
 	qListHistory
 	qAppendAudit
-	qAppendAuditAfter
-	qLastAudit
+	// qAppendAuditRows+n-1 inserts n audit records (Tx.AppendAuditsAfter),
+	// n from 1 to maxAuditRows; the text is made by auditRowsText.
+	qAppendAuditRows
+	qLastAudit = iota + maxAuditRows - 1
 	qListAudit
 	qPutToken
 	qGetTokenByHash
@@ -173,8 +178,9 @@ var queryText = [numQueries]string{
 	qBumpCounter: `INSERT INTO version_counters (credential_id, max_version) VALUES (?, ?)
 		ON CONFLICT (credential_id) DO UPDATE SET max_version = excluded.max_version
 		WHERE excluded.max_version > version_counters.max_version`,
-	qGetVersion:   `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? AND version = ?`,
-	qListVersions: `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? ORDER BY version`,
+	qGetVersion:     `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? AND version = ?`,
+	qListVersions:   `SELECT ` + versionCols + ` FROM versions WHERE credential_id = ? ORDER BY version`,
+	qVersionNumbers: `SELECT version FROM versions WHERE credential_id = ? ORDER BY version`,
 	qListVersionKeys: `SELECT credential_id, version, fields, kek_id, data_key, created_at, expires_at
 		FROM versions WHERE (credential_id, version) > (?, ?)
 		ORDER BY credential_id, version LIMIT ?`,
@@ -227,12 +233,6 @@ var queryText = [numQueries]string{
 
 	qAppendAudit: `INSERT INTO audit (` + auditCols + `)
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?) RETURNING seq`,
-	// Arguments: seq, at, payload, prev hash, hash, then the last entry it
-	// must follow: seq, seq, hash, and 1 (0 when the log must be empty).
-	qAppendAuditAfter: `INSERT INTO audit (` + auditCols + `)
-		SELECT ?, ?, ?, ?, ?
-		WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit) = ?
-			AND (SELECT COUNT(*) FROM audit WHERE seq = ? AND hash = ?) = ?`,
 	qLastAudit: `SELECT ` + auditCols + ` FROM audit ORDER BY seq DESC LIMIT 1`,
 	qListAudit: `SELECT ` + auditCols + ` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`,
 
@@ -272,6 +272,7 @@ var planned = map[string]query{
 	"ListCredentialsRange":       qListCredentialsRange,
 	"DueCredentials":             qDueCredentials,
 	"ListVersionKeys":            qListVersionKeys,
+	"VersionNumbers":             qVersionNumbers,
 	"CountVersionsByKEK":         qCountVersionsByKEK,
 	"OpenRotation":               qOpenRotation,
 	"ListRotationsByCredential":  qListRotationsByCredential,
@@ -290,4 +291,33 @@ func (db *DB) PlannedQueries() map[string]string {
 		m[name] = db.queries[q]
 	}
 	return m
+}
+
+// maxAuditRows bounds the records of one audit insert (Tx.AppendAuditsAfter).
+const maxAuditRows = 16
+
+func init() {
+	for n := 1; n <= maxAuditRows; n++ {
+		queryText[qAppendAuditRows+query(n-1)] = auditRowsText(n)
+	}
+}
+
+// auditRowsText inserts n audit records, given with their seq, if and only
+// if the log's last entry is the one they follow. Arguments: seq, at,
+// payload, prev hash, hash of each record, then the last entry they must
+// follow: seq, seq, hash, and 1 (0 when the log must be empty).
+func auditRowsText(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit (` + auditCols + `)
+		SELECT * FROM (VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?)")
+	}
+	b.WriteString(`) AS v
+		WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit) = ?
+			AND (SELECT COUNT(*) FROM audit WHERE seq = ? AND hash = ?) = ?`)
+	return b.String()
 }

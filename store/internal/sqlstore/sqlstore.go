@@ -102,7 +102,7 @@ type DB struct {
 	GroupCommit bool
 	// CacheAuditHead, with GroupCommit, keeps the audit chain's last entry
 	// in memory from one batch to the next (Tx.CachedAudit), so that an
-	// append need not read it first (Tx.AppendAuditAfter checks it in the
+	// append need not read it first (Tx.AppendAuditsAfter checks it in the
 	// insert). It saves a statement per batch where this process is the
 	// usual writer (SQLite); another process writing the log only costs a
 	// read.

@@ -372,6 +372,18 @@ func (t *Tx) ListVersions(ctx context.Context, id string) ([]Version, error) {
 	return vs, nil
 }
 
+func (t *Tx) VersionNumbers(ctx context.Context, id string) ([]int, error) {
+	rows, err := t.query(ctx, qVersionNumbers, id)
+	if err != nil {
+		return nil, t.fail(err, "version numbers %q", id)
+	}
+	ns, err := collect(rows, func(s scanner, n *int) error { return s.Scan(n) })
+	if err != nil {
+		return nil, t.fail(err, "version numbers %q", id)
+	}
+	return ns, nil
+}
+
 func (t *Tx) ListVersionKeys(ctx context.Context, afterID string, afterVersion int, n int) ([]Version, error) {
 	rows, err := t.query(ctx, qListVersionKeys, afterID, afterVersion, limit(n))
 	if err != nil {
@@ -664,7 +676,7 @@ func (t *Tx) noteAudit(a *AuditRecord) {
 // CachedAudit returns the audit chain's last entry as this process last
 // appended or committed it, without reading the store; ok is false when it
 // does not know it (DB.CacheAuditHead off, or not yet known). Another process
-// may have appended since: pass it to AppendAuditAfter, which checks.
+// may have appended since: pass it to AppendAuditsAfter, which checks.
 func (t *Tx) CachedAudit() (seq int64, hash []byte, ok bool) {
 	if t.head == nil || !t.head.known || t.readOnly {
 		return 0, nil, false
@@ -672,32 +684,49 @@ func (t *Tx) CachedAudit() (seq int64, hash []byte, ok bool) {
 	return t.head.seq, t.head.hash, true
 }
 
-// AppendAuditAfter inserts a as entry prevSeq+1 if, and only if, the log's
-// last entry is prevSeq with hash a.PrevHash (for prevSeq 0: the log is
-// empty), checked in the same statement, and reports whether it did. It is
-// LastAudit and AppendAudit in one statement when the caller already knows
-// the last entry (CachedAudit); false means it did not, and nothing was
-// written: read LastAudit and append after it.
-func (t *Tx) AppendAuditAfter(ctx context.Context, a *AuditRecord, prevSeq int64) (bool, error) {
+// AppendAuditsAfter inserts recs, chained in order, as entries prevSeq+1,
+// prevSeq+2, ... if, and only if, the log's last entry is prevSeq with hash
+// recs[0].PrevHash (for prevSeq 0: the log is empty), checked in the same
+// statement, and reports whether it did. It is LastAudit and AppendAudit of
+// each record in one statement per maxAuditRows records, when the caller
+// already knows the last entry (CachedAudit); false means it did not, and
+// nothing was written: read LastAudit and append after it.
+func (t *Tx) AppendAuditsAfter(ctx context.Context, recs []*AuditRecord, prevSeq int64) (bool, error) {
 	if err := t.writable("append audit"); err != nil {
 		return false, err
 	}
-	n, err := t.exec(ctx, qAppendAuditAfter, prevSeq+1, t.time(a.At), blob(a.Payload), blob(a.PrevHash), blob(a.Hash),
-		prevSeq, prevSeq, blob(a.PrevHash), min(prevSeq, 1))
-	if err != nil {
-		if t.db.Dialect.IsUniqueViolation(err) {
-			t.retry = true
+	args := make([]any, 0, 5*min(len(recs), maxAuditRows)+4)
+	for start := 0; start < len(recs); start += maxAuditRows {
+		chunk := recs[start:min(len(recs), start+maxAuditRows)]
+		after := prevSeq + int64(start)
+		args = args[:0]
+		for i, a := range chunk {
+			args = append(args, after+int64(i)+1, t.time(a.At), blob(a.Payload), blob(a.PrevHash), blob(a.Hash))
 		}
-		return false, t.fail(err, "append audit")
-	}
-	if n == 0 {
-		if t.head != nil {
-			t.head.known = false
+		args = append(args, after, after, blob(chunk[0].PrevHash), min(after, 1))
+		n, err := t.exec(ctx, qAppendAuditRows+query(len(chunk)-1), args...)
+		if err != nil {
+			if t.db.Dialect.IsUniqueViolation(err) {
+				t.retry = true
+			}
+			return false, t.fail(err, "append audit")
 		}
-		return false, nil
+		switch {
+		case n == 0 && start == 0:
+			if t.head != nil {
+				t.head.known = false
+			}
+			return false, nil
+		case n != int64(len(chunk)):
+			// The transaction's own earlier rows are gone: not reached
+			// while it holds the write lock.
+			return false, fmt.Errorf("%s: append audit: %d of %d entries after %d written", t.db.Dialect.Name, n, len(chunk), after)
+		}
+		for i, a := range chunk {
+			a.Seq = after + int64(i) + 1
+		}
+		t.noteAudit(chunk[len(chunk)-1])
 	}
-	a.Seq = prevSeq + 1
-	t.noteAudit(a)
 	return true, nil
 }
 
