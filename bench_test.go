@@ -64,6 +64,20 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
+// BenchmarkGetRequestContext is BenchmarkGet with a context that can be
+// canceled, as the API's requests have.
+func BenchmarkGetRequestContext(b *testing.B) {
+	m, _ := benchManager(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m.Put(ctx, "prod/db/orders", pgReq(0))
+	for b.Loop() {
+		if _, err := m.Get(ctx, "prod/db/orders", credential.GetOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkRawSQLiteSelect(b *testing.B) {
 	m, path := benchManager(b)
 	ctx := context.Background()
