@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/acl"
+	"github.com/nebula-credential/nebula-credential/internal/jsonerr"
 	"github.com/nebula-credential/nebula-credential/rotation"
 	"github.com/nebula-credential/nebula-credential/store"
 )
@@ -169,7 +170,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any, al
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return invalidf("body: %s", describeJSONError(err, raw))
+		return invalidf("body: %s", jsonerr.Describe(err, raw, "the body must be a JSON object, not a JSON %s"))
 	}
 	if dec.More() {
 		return invalidf("body: expected one JSON object, found more data after it")
@@ -261,54 +262,6 @@ func hex4(b []byte, i int) (rune, bool) {
 		}
 	}
 	return r, true
-}
-
-// describeJSONError explains a decoding error without quoting the input.
-func describeJSONError(err error, raw []byte) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		line := 1 + bytes.Count(raw[:min(int(se.Offset), len(raw))], []byte("\n"))
-		return fmt.Sprintf("invalid JSON at line %d (byte %d)", line, se.Offset)
-	case errors.As(err, &te):
-		// te.Value is "number 123" for numbers: keep only the kind, the
-		// literal may be a secret.
-		kind, _, _ := strings.Cut(te.Value, " ")
-		if te.Field != "" {
-			return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), kind)
-		}
-		return fmt.Sprintf("the body must be a JSON object, not a JSON %s", kind)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "invalid JSON: unexpected end of input"
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		// The field name is the caller's key, never a value.
-		return strings.TrimPrefix(err.Error(), "json: ")
-	}
-	// Errors from UnmarshalJSON methods (durations, times) describe the
-	// expected form; they may quote the offending value, which is not secret
-	// in those fields, but keep the message bounded.
-	msg := err.Error()
-	if len(msg) > 200 {
-		msg = msg[:200]
-	}
-	return "invalid value: " + msg
-}
-
-func jsonKind(k string) string {
-	switch k {
-	case "map", "struct":
-		return "an object"
-	case "string":
-		return "a string"
-	case "slice", "array":
-		return "an array"
-	case "bool":
-		return "true or false"
-	case "int", "int64", "float64":
-		return "a number"
-	}
-	return k
 }
 
 // storeUnreachable reports an error that means the store (or another network

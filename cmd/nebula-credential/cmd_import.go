@@ -282,8 +282,8 @@ func readJSONLines(r io.Reader, file string, o importOpts, add func(importRecord
 		var in importLine
 		if err := dec.Decode(&in); err != nil {
 			msg := describeJSONError(err, line)
-			if strings.Contains(err.Error(), "unknown field") {
-				msg = strings.TrimPrefix(err.Error(), "json: ") + ` (allowed: "id", "type", "fields", "secret", "expires_at", "settings", "reason")`
+			if strings.HasPrefix(msg, "unknown field") {
+				msg += ` (allowed: "id", "type", "fields", "secret", "expires_at", "settings", "reason")`
 			}
 			errs = append(errs, sourceError{src, msg})
 			continue

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,6 +14,7 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/audit"
+	"github.com/nebula-credential/nebula-credential/internal/jsonerr"
 	"github.com/nebula-credential/nebula-credential/secret"
 	"github.com/nebula-credential/nebula-credential/store/sqlite"
 )
@@ -90,7 +90,11 @@ func parsePutInput(r io.Reader) (*putInput, error) {
 	dec.DisallowUnknownFields()
 	var in putInput
 	if err := dec.Decode(&in); err != nil {
-		return nil, usagef("stdin: %s", describeJSONError(err, raw))
+		msg := describeJSONError(err, raw)
+		if strings.HasPrefix(msg, "unknown field") {
+			msg += ` (allowed: "fields", "secret", "expires_at", "settings")`
+		}
+		return nil, usagef("stdin: %s", msg)
 	}
 	if dec.More() {
 		return nil, usagef("stdin: expected one JSON object, found more data after it")
@@ -98,35 +102,10 @@ func parsePutInput(r io.Reader) (*putInput, error) {
 	return &in, nil
 }
 
-// describeJSONError explains a decoding error without quoting the input.
+// describeJSONError explains a decoding error of a command's JSON input
+// without quoting it.
 func describeJSONError(err error, raw []byte) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		line := 1 + bytes.Count(raw[:min(int(se.Offset), len(raw))], []byte("\n"))
-		return fmt.Sprintf("invalid JSON at line %d (byte %d)", line, se.Offset)
-	case errors.As(err, &te):
-		if te.Field != "" {
-			return fmt.Sprintf("field %q must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
-		}
-		return fmt.Sprintf(`input must be a JSON object like {"fields": {...}, "secret": {...}}, not a JSON %s`, te.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "invalid JSON: unexpected end of input"
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return strings.TrimPrefix(err.Error(), "json: ") + ` (allowed: "fields", "secret", "expires_at", "settings")`
-	}
-	return "invalid JSON"
-}
-
-func jsonKind(k string) string {
-	switch k {
-	case "map", "struct":
-		return "an object"
-	case "string":
-		return "a string"
-	}
-	return k
+	return jsonerr.Describe(err, raw, `input must be a JSON object like {"fields": {...}, "secret": {...}}, not a JSON %s`)
 }
 
 func cmdPut(g *globals) *cobra.Command {
