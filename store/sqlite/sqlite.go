@@ -195,7 +195,9 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 
 // ViewOne is View for fn that reads with one statement: the statement runs
 // in autocommit mode, which is its own consistent snapshot, without the
-// BEGIN and ROLLBACK of a View. A second statement in fn fails.
+// BEGIN and ROLLBACK of a View. A second statement in fn fails. The
+// statement is meant to be a lookup by key: an end of ctx stops it before it
+// starts, not while it runs.
 func (s *Store) ViewOne(ctx context.Context, fn func(store.Tx) error) error {
 	return s.db.ViewOne(ctx, fn)
 }
