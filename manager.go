@@ -365,10 +365,21 @@ func (m *Manager) Put(ctx context.Context, id string, req PutRequest) (*Credenti
 
 func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutRequest) (*Credential, error) {
 	now := m.clock().UTC().Truncate(time.Microsecond) // what the store keeps
-	c, err := tx.GetCredential(ctx, id)
+	// One statement reads the row and what a new version needs of it.
+	c, w, err := tx.GetCredentialWrite(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c = &store.Credential{ID: id, Type: string(req.Type), CreatedAt: now, Settings: []byte("{}")}
+		// A purged credential's numbers are not reused, and labels of a
+		// credential without a row are kept as before.
+		if w.MaxVersion, err = tx.MaxVersion(ctx, id); err != nil {
+			return nil, err
+		}
+		labels, err := tx.Labels(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		w.Current = labels[LabelCurrent]
 	case err != nil:
 		return nil, err
 	case c.Type != string(req.Type) && c.DeletedAt == nil:
@@ -377,9 +388,11 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		if c.DeletedAt != nil {
 			c.Type = string(req.Type)
 		}
-		if open, err := tx.OpenRotation(ctx, id); err == nil {
-			return nil, rotation.InProgress(open)
-		} else if !errors.Is(err, store.ErrNotFound) {
+		if w.Rotating {
+			open, err := tx.OpenRotation(ctx, id)
+			if err == nil {
+				return nil, rotation.InProgress(open)
+			}
 			return nil, err
 		}
 	}
@@ -404,16 +417,8 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 	if err != nil {
 		return nil, err
 	}
-	n, err := tx.MaxVersion(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	n++
+	n := w.MaxVersion + 1
 	sv, err := m.vault.Seal(vault.Version{CredentialID: id, Type: string(req.Type), Number: n, Fields: req.Fields, Secret: req.Secret, CreatedAt: now, ExpiresAt: req.ExpiresAt})
-	if err != nil {
-		return nil, err
-	}
-	labels, err := tx.Labels(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -429,7 +434,7 @@ func (m *Manager) put(ctx context.Context, tx store.Tx, id string, req PutReques
 		}
 		return nil, err
 	}
-	prev := labels[LabelCurrent]
+	prev := w.Current
 	if err := tx.SetLabel(ctx, id, LabelCurrent, n); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
 
@@ -19,6 +20,13 @@ import (
 // coming (it exits after auditIdle without any), so its stack, which
 // SQLite's deep calls grow to tens of kilobytes, is grown once rather than
 // for every batch by a new goroutine.
+//
+// The writer gathers each batch on purpose (gather): before it takes the
+// oldest batch off the queue it yields the processor and looks again, for
+// as long as the batch keeps growing, so that the requests already running
+// queue their entries into this commit rather than each paying for its own.
+// A lone client's batch does not grow during the yield, so it is written at
+// once.
 type auditLog struct {
 	st      store.Store
 	timeout time.Duration
@@ -43,6 +51,10 @@ const maxAuditBatch = 512
 
 // auditIdle is how long the writer waits for an entry before it exits.
 const auditIdle = time.Second
+
+// maxAuditGather bounds the yields spent gathering one batch, and so the
+// wait its first entry adds to its commit under a steady stream.
+const maxAuditGather = 16
 
 // Append writes e to the hash-chained log and waits for the commit.
 func (a *auditLog) Append(ctx context.Context, e audit.Entry) error {
@@ -111,6 +123,11 @@ func (a *auditLog) writer() {
 			continue
 		}
 		b := a.batches[0]
+		a.mu.Unlock()
+
+		a.gather(b)
+
+		a.mu.Lock()
 		a.batches[0] = nil
 		a.batches = a.batches[1:]
 		if len(a.batches) == 0 {
@@ -122,6 +139,35 @@ func (a *auditLog) writer() {
 		b.err = a.write(ctx, b.entries)
 		cancel()
 		close(b.done)
+	}
+}
+
+// gather lets b, the oldest batch, fill before it is written: it yields the
+// processor to the runnable goroutines (requests on their way to queueing an
+// entry) and does so again while b grew in the meantime, up to
+// maxAuditGather times or until b is full. b stays first in the queue, so
+// start keeps adding to it. When b did not grow in one yield (one client, or
+// every request is waiting for a commit) gather returns: one yield with
+// nothing else runnable is all it costs.
+//
+// Without it the writer takes whatever is queued the moment it is free,
+// and at 32 clients on 2 processors commits about 2 entries at a time.
+func (a *auditLog) gather(b *auditBatch) {
+	a.mu.Lock()
+	n := len(b.entries)
+	a.mu.Unlock()
+	for range maxAuditGather {
+		if n >= maxAuditBatch {
+			return
+		}
+		runtime.Gosched()
+		a.mu.Lock()
+		m := len(b.entries)
+		a.mu.Unlock()
+		if m == n {
+			return
+		}
+		n = m
 	}
 }
 

@@ -79,7 +79,8 @@ func appendCredential(b []byte, c *credential.Credential, reveal bool) ([]byte, 
 	b = append(b, `],"state":`...)
 	str(string(c.State))
 	b = append(b, `,"fields":{`...)
-	for i, k := range sortedKeys(c.Fields) {
+	var keys [8]string // the usual credential has few fields: no allocation
+	for i, k := range sortedKeys(c.Fields, keys[:0]) {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -108,7 +109,7 @@ func appendCredential(b []byte, c *credential.Credential, reveal bool) ([]byte, 
 		}
 	}
 	b = append(b, `},"secret":{`...)
-	for i, k := range sortedKeys(c.Secret) {
+	for i, k := range sortedKeys(c.Secret, keys[:0]) {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -148,12 +149,12 @@ func plainASCII(s string) bool {
 	return true
 }
 
-// sortedKeys returns the keys of m in encoding/json's order.
-func sortedKeys[V any](m map[string]V) []string {
+// sortedKeys returns the keys of m in encoding/json's order, appended to
+// keys (which it reuses when it has room).
+func sortedKeys[V any](m map[string]V, keys []string) []string {
 	if len(m) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}

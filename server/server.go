@@ -431,9 +431,15 @@ type route struct {
 	audited bool   // the server appends an audit entry for the request
 	timeout timeoutKind
 	handle  func(*request) error
+	pat     string // method and path, set by register
 }
 
-func (rt *route) pattern() string { return rt.method + " " + rt.path }
+func (rt *route) pattern() string {
+	if rt.pat != "" {
+		return rt.pat
+	}
+	return rt.method + " " + rt.path
+}
 
 // request is one authenticated call of a route.
 type request struct {
@@ -455,6 +461,7 @@ type request struct {
 }
 
 func (s *Server) register(rt *route) {
+	rt.pat = rt.method + " " + rt.path // made once, not per request
 	s.routes = append(s.routes, rt)
 	s.mux.HandleFunc(rt.pattern(), func(w http.ResponseWriter, r *http.Request) {
 		s.serveRoute(rt, w, r)

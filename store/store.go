@@ -72,6 +72,9 @@ type Tx interface {
 
 	// Credentials. GetCredential returns soft-deleted credentials too (check DeletedAt).
 	GetCredential(ctx context.Context, id string) (*Credential, error) // ErrNotFound
+	// GetCredentialWrite is GetCredential plus, in the same statement, what
+	// writing a new version of the credential needs (see WriteInfo).
+	GetCredentialWrite(ctx context.Context, id string) (*Credential, WriteInfo, error)
 	// GetCredentialState reads what serving a credential needs — its row,
 	// its open rotation's step, one version (by number, or else by label;
 	// Version is nil if there is none) and the labels that name that version
@@ -213,6 +216,14 @@ type Credential struct {
 	UpdatedAt time.Time
 	DeletedAt *time.Time // soft delete
 	NextDueAt *time.Time // next policy-driven rotation, indexed
+}
+
+// WriteInfo is what writing a new version of an existing credential needs
+// besides its row (Tx.GetCredentialWrite).
+type WriteInfo struct {
+	Rotating   bool // a rotation is open on it (Tx.OpenRotation finds it)
+	MaxVersion int  // as Tx.MaxVersion
+	Current    int  // the version labelled current, 0 if none
 }
 
 // CredentialState is the hot-path view of a credential (see GetCredentialState).

@@ -227,10 +227,19 @@ func load(url, token string, n int, dur, warm time.Duration) result {
 	hc := &http.Client{Transport: tr}
 	start := time.Now()
 	measureFrom := start.Add(warm)
-	var cpuFrom, cpuTo time.Duration
-	time.AfterFunc(warm, func() { cpuFrom = cpuTime() })
-	time.AfterFunc(warm+dur, func() { cpuTo = cpuTime() })
 	end := measureFrom.Add(dur)
+	// The process CPU at the start and the end of the measured span, read
+	// by one goroutine and waited for below (the clients may all be done
+	// before a late timer fires, which left the figure at 0).
+	var cpuFrom, cpuTo time.Duration
+	cpuDone := make(chan struct{})
+	go func() {
+		time.Sleep(time.Until(measureFrom))
+		cpuFrom = cpuTime()
+		time.Sleep(time.Until(end))
+		cpuTo = cpuTime()
+		close(cpuDone)
+	}()
 	var (
 		mu     sync.Mutex
 		lats   []time.Duration
@@ -277,6 +286,7 @@ func load(url, token string, n int, dur, warm time.Duration) result {
 		}()
 	}
 	wg.Wait()
+	<-cpuDone
 	slices.Sort(lats)
 	r := result{errors: errors, rps: float64(len(lats)) / dur.Seconds()}
 	if len(lats) > 0 && cpuTo > cpuFrom {

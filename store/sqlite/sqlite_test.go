@@ -277,6 +277,7 @@ func TestPragmas(t *testing.T) {
 		{s.writer, "foreign_keys", "1"},
 		{s.writer, "busy_timeout", "10000"},
 		{s.writer, "query_only", "0"},
+		{s.writer, "temp_store", "2"}, // MEMORY: savepoint journals never spill to a file
 		{reader, "journal_mode", "wal"},
 		{reader, "busy_timeout", "10000"},
 		{reader, "query_only", "1"},

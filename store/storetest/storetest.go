@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Versions", testVersions},
 		{"ListVersionKeys", testListVersionKeys},
 		{"Labels", testLabels},
+		{"CredentialWrite", testCredentialWrite},
 		{"Rotations", testRotations},
 		{"UpdateRotationFence", testUpdateRotationFence},
 		{"ClaimRotation", testClaimRotation},
@@ -389,6 +390,63 @@ func testCredentialState(t *testing.T, s store.Store) {
 		old, err := tx.GetCredentialState(ctx, c.ID, "", 2)
 		noErr(t, "GetCredentialState", err)
 		equal(t, "labels of a version no label names", old.Labels, []string(nil))
+		return nil
+	})
+}
+
+// testCredentialWrite: GetCredentialWrite reads the row as GetCredential
+// does, and whether a rotation is open, the highest version ever and the
+// current label's version, each of this credential only.
+func testCredentialWrite(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c := credential("w/a", "postgres")
+	c.NextDueAt = ptr(at(time.Hour))
+	update(t, s, func(tx store.Tx) error {
+		_, _, err := tx.GetCredentialWrite(ctx, c.ID)
+		wantErr(t, "GetCredentialWrite missing", err, store.ErrNotFound)
+		noErr(t, "PutCredential", tx.PutCredential(ctx, c))
+		got, w, err := tx.GetCredentialWrite(ctx, c.ID)
+		noErr(t, "GetCredentialWrite without versions", err)
+		equal(t, "write info without versions", w, store.WriteInfo{})
+		want, err := tx.GetCredential(ctx, c.ID)
+		noErr(t, "GetCredential", err)
+		equal(t, "row", got, want)
+		noErr(t, "PutCredential other", tx.PutCredential(ctx, credential("w/b", "postgres")))
+		for n := 1; n <= 3; n++ {
+			noErr(t, "InsertVersion", tx.InsertVersion(ctx, version(c.ID, n)))
+		}
+		for n := 1; n <= 5; n++ {
+			noErr(t, "InsertVersion other", tx.InsertVersion(ctx, version("w/b", n)))
+		}
+		noErr(t, "SetLabel other", tx.SetLabel(ctx, "w/b", "current", 4))
+		noErr(t, "SetLabel", tx.SetLabel(ctx, c.ID, "previous", 1))
+		noErr(t, "SetLabel", tx.SetLabel(ctx, c.ID, "current", 2))
+		noErr(t, "CreateRotation other", tx.CreateRotation(ctx, rotation("w/b")))
+		return tx.DeleteVersion(ctx, c.ID, 3)
+	})
+	r := rotation(c.ID)
+	view(t, s, func(tx store.Tx) error {
+		_, w, err := tx.GetCredentialWrite(ctx, c.ID)
+		noErr(t, "GetCredentialWrite", err)
+		equal(t, "write info", w, store.WriteInfo{MaxVersion: 3, Current: 2})
+		_, w, err = tx.GetCredentialWrite(ctx, "w/b")
+		noErr(t, "GetCredentialWrite other", err)
+		equal(t, "other's write info", w, store.WriteInfo{Rotating: true, MaxVersion: 5, Current: 4})
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error { return tx.CreateRotation(ctx, r) })
+	view(t, s, func(tx store.Tx) error {
+		_, w, err := tx.GetCredentialWrite(ctx, c.ID)
+		noErr(t, "GetCredentialWrite rotating", err)
+		equal(t, "write info, rotation open", w, store.WriteInfo{Rotating: true, MaxVersion: 3, Current: 2})
+		return nil
+	})
+	r.Open = false
+	update(t, s, func(tx store.Tx) error { return tx.UpdateRotation(ctx, r) })
+	view(t, s, func(tx store.Tx) error {
+		_, w, err := tx.GetCredentialWrite(ctx, c.ID)
+		noErr(t, "GetCredentialWrite after the rotation", err)
+		equal(t, "write info, rotation closed", w, store.WriteInfo{MaxVersion: 3, Current: 2})
 		return nil
 	})
 }

@@ -25,6 +25,7 @@ const (
 	qDeleteKEK
 	qCountVersionsByKEK
 	qGetCredential
+	qGetCredentialWrite
 	qPutCredential
 	qGetCredentialState
 	qGetCredentialStateByNumber
@@ -149,6 +150,11 @@ var queryText = [numQueries]string{
 	qCountVersionsByKEK: `SELECT COUNT(*) FROM versions WHERE kek_id = ?`,
 
 	qGetCredential: `SELECT ` + credentialCols + ` FROM credentials WHERE id = ?`,
+	qGetCredentialWrite: `SELECT c.id, c.type, c.settings, c.created_at, c.updated_at, c.deleted_at, c.next_due_at,
+			EXISTS (SELECT 1 FROM rotations r WHERE r.credential_id = c.id AND r.open),
+			COALESCE((SELECT m.max_version FROM version_counters m WHERE m.credential_id = c.id), 0),
+			COALESCE((SELECT l.version FROM labels l WHERE l.credential_id = c.id AND l.label = 'current'), 0)
+		FROM credentials c WHERE c.id = ?`,
 	// qGetCredentialState finds the version by label, ByNumber by number:
 	// two statements rather than one choosing with COALESCE(NULLIF(...)).
 	qGetCredentialState:         credentialState + `(SELECT version FROM labels WHERE credential_id = c.id AND label = ?) WHERE c.id = ?`,

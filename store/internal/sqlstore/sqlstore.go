@@ -223,7 +223,9 @@ func (db *DB) viewDriver(ctx context.Context, fn func(store.Tx) error) (err erro
 // statement is its own read transaction, so it still sees one consistent
 // snapshot, at a third of the statements of View (BEGIN, the query,
 // ROLLBACK). A second statement in fn fails with an error instead of
-// reading from another snapshot. Without a ReadConnector it is View.
+// reading from another snapshot. The statement is meant to be a lookup by
+// key: ctx is checked before it starts, and it is not interrupted when ctx
+// ends while it runs. Without a ReadConnector it is View.
 func (db *DB) ViewOne(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if db.readers == nil {
 		return db.View(ctx, fn)
@@ -271,6 +273,16 @@ func (r *oneRunner) exec(ctx context.Context, q query, args []any) (int64, error
 func (r *oneRunner) query(ctx context.Context, q query, args []any) (rowSet, error) {
 	if r.ran {
 		return nil, errOneStatement
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if ctx.Done() != nil {
+		// The statement is a lookup by key, shorter than what watching ctx
+		// costs the SQLite driver for every statement run with a context
+		// that can end (a goroutine, and a progress handler set and unset).
+		// It runs to its end; a reader in WAL mode waits for no writer.
+		ctx = context.WithoutCancel(ctx)
 	}
 	if err := (driverRunner{r.c}).queryInto(ctx, q, args, &r.rows); err != nil {
 		return nil, err

@@ -196,6 +196,17 @@ func (t *Tx) GetCredential(ctx context.Context, id string) (*Credential, error) 
 	return c, nil
 }
 
+func (t *Tx) GetCredentialWrite(ctx context.Context, id string) (*Credential, store.WriteInfo, error) {
+	c := new(Credential)
+	var w store.WriteInfo
+	err := t.queryRow(ctx, qGetCredentialWrite, id).Scan(&c.ID, &c.Type, &c.Settings, timeCol{&c.CreatedAt},
+		timeCol{&c.UpdatedAt}, nullTimeCol{&c.DeletedAt}, nullTimeCol{&c.NextDueAt}, &w.Rotating, &w.MaxVersion, &w.Current)
+	if err != nil {
+		return nil, store.WriteInfo{}, t.fail(err, "get credential %q", id)
+	}
+	return c, w, nil
+}
+
 func (t *Tx) PutCredential(ctx context.Context, c *Credential) error {
 	if err := t.writable("put credential"); err != nil {
 		return err
