@@ -120,6 +120,62 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openDSN(t, newSchema(t)) })
 }
 
+// rotationOpenFlag reads credentials.rotation_open in the store at dsn.
+func rotationOpenFlag(t *testing.T, dsn string) storetest.Flag {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := stdlib.OpenDB(*cfg)
+	t.Cleanup(func() { db.Close() })
+	return func(t *testing.T, id string) bool {
+		t.Helper()
+		var open bool
+		if err := db.QueryRowContext(t.Context(), `SELECT rotation_open FROM credentials WHERE id = $1`, id).Scan(&open); err != nil {
+			t.Fatalf("read rotation_open of %s: %v", id, err)
+		}
+		return open
+	}
+}
+
+func TestRotationOpenFlag(t *testing.T) {
+	dsn := newSchema(t)
+	storetest.RunRotationOpenFlag(t, openDSN(t, dsn), rotationOpenFlag(t, dsn))
+}
+
+// TestUpgradeRotationOpen: migration 8 sets the open-rotation flag of a
+// store written by a binary before it.
+func TestUpgradeRotationOpen(t *testing.T) {
+	dsn := newSchema(t)
+	flag := rotationOpenFlag(t, dsn)
+	storetest.RunUpgrade(t, func(t *testing.T) store.Store {
+		s, err := Open(t.Context(), dsn)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	}, func(t *testing.T) {
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := stdlib.OpenDB(*cfg)
+		defer db.Close()
+		if _, err := db.ExecContext(t.Context(), `
+			DROP TRIGGER rotations_open_insert ON rotations;
+			DROP TRIGGER rotations_open_update ON rotations;
+			DROP TRIGGER rotations_open_delete ON rotations;
+			DROP TRIGGER credentials_rotation_open ON credentials;
+			DROP FUNCTION nebula_rotation_open();
+			DROP FUNCTION nebula_credential_rotation_open();
+			DROP FUNCTION nebula_set_rotation_open(TEXT);
+			ALTER TABLE credentials DROP COLUMN rotation_open;
+			DELETE FROM schema_version WHERE version = 8`); err != nil {
+			t.Fatalf("downgrade: %v", err)
+		}
+	}, flag)
+}
+
 // TestReopen checks that committed data survives reopening and that
 // migrating twice, also concurrently, is harmless.
 func TestReopen(t *testing.T) {

@@ -36,6 +36,56 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
 }
 
+// rotationOpenFlag reads credentials.rotation_open in the store at path.
+func rotationOpenFlag(path string) storetest.Flag {
+	return func(t *testing.T, id string) bool {
+		t.Helper()
+		db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var open bool
+		if err := db.QueryRowContext(t.Context(), `SELECT rotation_open FROM credentials WHERE id = ?`, id).Scan(&open); err != nil {
+			t.Fatalf("read rotation_open of %s: %v", id, err)
+		}
+		return open
+	}
+}
+
+func TestRotationOpenFlag(t *testing.T) {
+	s := openTemp(t)
+	storetest.RunRotationOpenFlag(t, s, rotationOpenFlag(s.Path()))
+}
+
+// TestUpgradeRotationOpen: migration 8 sets the open-rotation flag of a
+// store written by a binary before it.
+func TestUpgradeRotationOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	storetest.RunUpgrade(t, func(t *testing.T) store.Store {
+		s, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	}, func(t *testing.T) {
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(t.Context(), `
+			DROP TRIGGER rotations_open_insert;
+			DROP TRIGGER rotations_open_update;
+			DROP TRIGGER rotations_open_delete;
+			DROP TRIGGER credentials_rotation_open;
+			ALTER TABLE credentials DROP COLUMN rotation_open;
+			DELETE FROM schema_version WHERE version = 8`); err != nil {
+			t.Fatalf("downgrade: %v", err)
+		}
+	}, rotationOpenFlag(path))
+}
+
 func TestFileMode(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "store.db")

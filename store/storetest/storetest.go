@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KEKs", testKEKs},
 		{"Credentials", testCredentials},
 		{"CredentialState", testCredentialState},
+		{"CredentialStateRotation", testCredentialStateRotation},
 		{"UpdateRelaxed", testUpdateRelaxed},
 		{"ListCredentials", testListCredentials},
 		{"PurgeCredential", testPurgeCredential},

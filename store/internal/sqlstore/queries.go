@@ -122,14 +122,19 @@ const (
 // that name it, one bit each (stateLabels), in one column: number*8 + bits.
 // One subquery and one column instead of a column for the number and a
 // subquery and a column per label: every column costs the SQLite driver
-// several calls.
+// several calls. The open rotation is read only when the credential's
+// rotation_open flag (kept by triggers on rotations, migration 0008) says
+// there is one: a join, or an unguarded subquery, opens and seeks the
+// rotations index and table for every read, about a tenth of a Get. (The
+// names: the driver copies each column's name, an expression's is its text.)
 const credentialState = `SELECT c.type, c.deleted_at, c.next_due_at,
-		r.step, r.grace_ends_at, r.data,
+		CASE WHEN c.rotation_open THEN (SELECT step FROM rotations WHERE credential_id = c.id AND open) END AS step,
+		CASE WHEN c.rotation_open THEN (SELECT grace_ends_at FROM rotations WHERE credential_id = c.id AND open) END AS grace_ends_at,
+		CASE WHEN c.rotation_open THEN (SELECT data FROM rotations WHERE credential_id = c.id AND open) END AS data,
 		v.version * 8 + COALESCE((SELECT SUM(CASE label WHEN 'current' THEN 1 WHEN 'pending' THEN 2 WHEN 'previous' THEN 4 ELSE 0 END)
 			FROM labels WHERE credential_id = c.id AND version = v.version), 0) AS version_labels,
 		v.fields, v.kek_id, v.data_key, v.ciphertext, v.created_at, v.expires_at
 		FROM credentials c
-		LEFT JOIN rotations r ON r.credential_id = c.id AND r.open
 		LEFT JOIN versions v ON v.credential_id = c.id AND v.version = `
 
 var queryText = [numQueries]string{
