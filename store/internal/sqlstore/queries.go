@@ -151,7 +151,7 @@ var queryText = [numQueries]string{
 
 	qGetCredential: `SELECT ` + credentialCols + ` FROM credentials WHERE id = ?`,
 	qGetCredentialWrite: `SELECT c.id, c.type, c.settings, c.created_at, c.updated_at, c.deleted_at, c.next_due_at,
-			EXISTS (SELECT 1 FROM rotations r WHERE r.credential_id = c.id AND r.open),
+			c.rotation_open,
 			COALESCE((SELECT m.max_version FROM version_counters m WHERE m.credential_id = c.id), 0),
 			COALESCE((SELECT l.version FROM labels l WHERE l.credential_id = c.id AND l.label = 'current'), 0)
 		FROM credentials c WHERE c.id = ?`,
