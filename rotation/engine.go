@@ -353,7 +353,7 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 				return err
 			}
 			if st != nil {
-				pre = &job{typ: c.Type, settings: s, rot: rot, from: st.from, to: st.to}
+				pre = &job{typ: c.Type, settings: s, rot: rot, from: st.from, to: st.to, prep: st.prep}
 				r.Step, r.ToVersion = StepStaged, n
 				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
 			}
@@ -434,11 +434,19 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 	if err := tx.SetLabel(ctx, id, "pending", n); err != nil {
 		return 0, nil, fatal(err)
 	}
-	return n, &staged{from: toRotator(from), to: toRotator(to)}, nil
+	st := &staged{from: toRotator(from), to: toRotator(to)}
+	// The rotator's CPU work on the new secret (PostgreSQL: its SCRAM
+	// verifier) runs while this transaction's commit waits for the disk.
+	st.prep = startPrepare(rot, st.to)
+	return n, st, nil
 }
 
-// staged is the outcome of stageInPlan: both versions, opened.
-type staged struct{ from, to rotator.Credential }
+// staged is the outcome of stageInPlan: both versions, opened, and the
+// rotator's Prepare of the pending one (nil: none).
+type staged struct {
+	from, to rotator.Credential
+	prep     *preparation
+}
 
 func inProgress(open *store.Rotation) error {
 	switch open.Step {

@@ -27,6 +27,9 @@ type job struct {
 	// applyUnjournaled: apply succeeded and its step is left to the commit's
 	// write (foldApplied); the row is still at staged.
 	applyUnjournaled bool
+	// prep is the rotator's Prepare of the pending version, started when the
+	// planning transaction generated it; nil when there is none.
+	prep *preparation
 }
 
 func toRotator(v vault.Version) rotator.Credential {
@@ -367,7 +370,7 @@ func (e *Engine) apply(ctx context.Context, j *job) error {
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
 	first := j.r.Fence == 1 && j.r.Attempt == 0 && j.r.Step == StepStaged && j.r.Kind == KindRotate
-	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(j.r.CredentialID), FirstAttempt: first})
+	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(j.r.CredentialID), FirstAttempt: first, Prepared: j.prepared(sctx)})
 	j.d.noteApply(err)
 	if err != nil {
 		return stepError(StepStaged, err)

@@ -6,6 +6,9 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // RFC 7677 §3: user "user", password "pencil". The server signature the RFC
@@ -49,5 +52,28 @@ func TestSCRAMVerifierRandomSalt(t *testing.T) {
 	b, _ := scramVerifier("same")
 	if a == b {
 		t.Fatal("two verifiers of one password share a salt")
+	}
+}
+
+// Apply uses a verifier Prepare made only for exactly its password.
+func TestVerifierForUsesOnlyAMatchingPreparation(t *testing.T) {
+	r := New(Config{})
+	pw := secret.New("pending-password-1")
+	p := r.Prepare(rotator.Credential{Secret: secret.Map{"password": pw}})
+	pv, ok := p.(*prepared)
+	if !ok || !strings.HasPrefix(pv.verifier, "SCRAM-SHA-256$4096:") {
+		t.Fatalf("Prepare returned %T", p)
+	}
+	if v, err := verifierFor(p, pw); err != nil || v != pv.verifier {
+		t.Fatalf("matching preparation not used (err %v)", err)
+	}
+	for name, other := range map[string]any{"another password": r.Prepare(rotator.Credential{Secret: secret.Map{"password": secret.New("pending-password-2")}}), "nil": nil, "another type": "x"} {
+		v, err := verifierFor(other, pw)
+		if err != nil || v == pv.verifier || !strings.HasPrefix(v, "SCRAM-SHA-256$4096:") {
+			t.Fatalf("%s: verifier reused or not computed (err %v)", name, err)
+		}
+	}
+	if r.Prepare(rotator.Credential{}) != nil {
+		t.Fatal("Prepare without a password returned something")
 	}
 }

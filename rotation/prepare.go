@@ -1,0 +1,48 @@
+package rotation
+
+import (
+	"context"
+
+	"github.com/nebula-credential/nebula-credential/rotator"
+)
+
+// preparation is a rotator's Prepare of one pending version, running on a
+// goroutine of its own beside the durable commit that stores that version
+// (see rotator.Preparer).
+type preparation struct {
+	version int
+	done    chan struct{}
+	v       any
+}
+
+// startPrepare starts rot's Prepare of pending when rot is a
+// rotator.Preparer; nil otherwise.
+func startPrepare(rot rotator.Rotator, pending rotator.Credential) *preparation {
+	p, ok := rotator.Unwrap(rot).(rotator.Preparer)
+	if !ok {
+		return nil
+	}
+	pr := &preparation{version: pending.Version, done: make(chan struct{})}
+	go func() {
+		defer close(pr.done)
+		pr.v = p.Prepare(pending)
+	}()
+	return pr
+}
+
+// prepared returns what Prepare made for j's pending version, waiting for it
+// at most until ctx ends, and forgets it: only the first Apply of a freshly
+// staged version uses it. nil when there is none.
+func (j *job) prepared(ctx context.Context) any {
+	pr := j.prep
+	j.prep = nil
+	if pr == nil || pr.version != j.to.Version {
+		return nil
+	}
+	select {
+	case <-pr.done:
+		return pr.v
+	case <-ctx.Done():
+		return nil
+	}
+}
