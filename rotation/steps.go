@@ -84,6 +84,17 @@ func (e *Engine) load(ctx context.Context, r *store.Rotation) (*job, error) {
 // relaxedStep names the journal steps written without waiting for the disk:
 // applied and verified (recovery re-runs the idempotent apply or verify), and
 // the move from committed to grace (it only releases the lease).
+//
+// The plan (the pending version, stored before the target changes) and the
+// commit stay durable. Recovery could redo a lost commit from staged, but the
+// commit is what the world is told: Rotate returns, in-process subscribers
+// and watch streams get current_changed, other instances serve the new
+// version. A commit lost to an OS crash would take back what was reported:
+// on SQLite the next event would reuse its watch sequence number (MAX(seq)+1)
+// and a watcher resuming after that number would never see it; a recovery
+// that cannot verify again would roll back a version callers were told is
+// current; and PostgreSQL's synchronous_commit=off also skips the wait for
+// synchronous standbys. TestJournalWritesDurability pins this.
 var relaxedStep = map[string]bool{StepApplied: true, StepVerified: true, StepGrace: true}
 
 // advance persists r at step (fenced), running mutate in the same transaction.
