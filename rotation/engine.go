@@ -238,7 +238,7 @@ func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*st
 			return nil, err
 		}
 	}
-	r, pre, err := e.planJob(ctx, id, KindRotate, 0, opts)
+	r, pre, err := e.planJob(ctx, id, KindRotate, 0, opts, true)
 	if queued != nil && errors.Is(err, store.ErrRotationInProgress) {
 		// Another process (the scheduler) ran the queued rotation first.
 		return e.followQueued(ctx, id, queued)
@@ -251,14 +251,16 @@ func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*st
 
 // plan creates the journal row under the store's one-open-rotation rule.
 func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (*store.Rotation, error) {
-	r, _, err := e.planJob(ctx, id, kind, toVersion, opts)
+	r, _, err := e.planJob(ctx, id, kind, toVersion, opts, false)
 	return r, err
 }
 
 // planJob is plan that also returns the job the run starts from when the
 // pending version was staged in the planning transaction (nil otherwise:
-// the run loads it).
-func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (_ *store.Rotation, pre *job, _ error) {
+// the run loads it). With prepare, a rotator.Preparer's work on the pending
+// secret starts beside the commit, for the job's first apply; plan, which
+// drops the job, passes false.
+func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, opts RotateOptions, prepare bool) (_ *store.Rotation, pre *job, _ error) {
 	actor := opts.Actor
 	if actor == "" {
 		actor, _ = audit.ActorOf(ctx)
@@ -348,7 +350,7 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 			// process: do it in the planning transaction and save a durable
 			// commit. If it fails, the row stays at planned and the stage step
 			// runs with its full error handling.
-			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, sv, strategy, now)
+			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, sv, strategy, now, prepare)
 			if err != nil {
 				return err
 			}
@@ -393,7 +395,7 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 // step then runs again with its full error handling. A store error that may
 // have ended the transaction (on PostgreSQL every failed statement aborts
 // it) is returned instead: the caller must not go on writing in it.
-func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, sv *store.Version, strategy rotator.Strategy, now time.Time) (int, *staged, error) {
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, sv *store.Version, strategy rotator.Strategy, now time.Time, prepare bool) (int, *staged, error) {
 	// Not found and conflicts are answers, not failed statements.
 	fatal := func(err error) error {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
@@ -435,9 +437,11 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 		return 0, nil, fatal(err)
 	}
 	st := &staged{from: toRotator(from), to: toRotator(to)}
-	// The rotator's CPU work on the new secret (PostgreSQL: its SCRAM
-	// verifier) runs while this transaction's commit waits for the disk.
-	st.prep = startPrepare(rot, st.to)
+	if prepare {
+		// The rotator's CPU work on the new secret (PostgreSQL: its SCRAM
+		// verifier) runs while this transaction's commit waits for the disk.
+		st.prep = startPrepare(rot, st.to)
+	}
 	return n, st, nil
 }
 
