@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
 	mysqlrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
 	pgrot "github.com/nebula-credential/nebula-credential/rotator/postgres"
 	redisrot "github.com/nebula-credential/nebula-credential/rotator/redis"
@@ -51,6 +53,9 @@ import (
 //     from /proc), and their ratio (goal ≤ 1.1);
 //   - self-cpu-ms: CPU of this process per operation (the engine, the store,
 //     the client libraries), for each kind;
+//   - PostgreSQL only: validated/validated-noprepare, validated rotation
+//     over validated rotation with the rotator's Prepare turned off (the
+//     SCRAM verifier computed in Apply, not beside the plan's fsync);
 //   - floor/raw+login and floor2/raw+login: one (two) durable commits of a
 //     small row on a second SQLite store with the store's settings, plus the
 //     raw change and login, over the raw change and login: the best ratio a
@@ -95,7 +100,11 @@ type ratioSetup struct {
 
 func benchVsRaw(b *testing.B, name string, workers int) {
 	ctx := context.Background()
-	s := newRatioSetup(b, name, 2*workers, workers)
+	apps := 2 * workers
+	if name == "postgres" {
+		apps = 3 * workers // and validated without Prepare
+	}
+	s := newRatioSetup(b, name, apps, workers)
 	dir := b.TempDir()
 	m, err := credential.Open(ctx, realConfig(dir, true))
 	if err != nil {
@@ -114,11 +123,13 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	clk.now = time.Now().UTC()
 	cfg := realConfig(dir, false)
 	cfg.Clock = clk.Now
+	pg := &togglePrepare{Rotator: pgrot.New(pgrot.Config{})}
 	if os.Getenv("NC_BENCH_NO_ADMIN_POOL") != "" { // the comparison without the admin pool
-		cfg.Rotators.Register(string(credential.Postgres), pgrot.New(pgrot.Config{AdminIdle: -1}))
+		pg.Rotator = pgrot.New(pgrot.Config{AdminIdle: -1})
 		cfg.Rotators.Register(string(credential.MySQL), mysqlrot.New(mysqlrot.Config{AdminIdle: -1}))
 		cfg.Rotators.Register(string(credential.Redis), redisrot.New(redisrot.Config{AdminIdle: -1}))
 	}
+	cfg.Rotators.Register(string(credential.Postgres), pg)
 	if m, err = credential.Open(ctx, cfg); err != nil {
 		b.Fatal(err)
 	}
@@ -151,6 +162,7 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 		rawNoSave
 		validated
 		noValidate
+		validatedNoPrepare
 		floor
 		floor2
 		kinds
@@ -183,6 +195,12 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 			return err
 		},
 	}
+	if name == "postgres" {
+		ops[validatedNoPrepare] = func(w int) error {
+			_, err := m.Rotate(ctx, fmt.Sprintf("app/%d", 2*workers+w), credential.RotateOptions{Grace: &grace})
+			return err
+		}
+	}
 	if unsaved {
 		ops[rawNoSaveLogin] = func(w int) error {
 			pw := secret.Token(24).Reveal()
@@ -212,6 +230,7 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 				continue
 			}
 			var errs [64]error
+			pg.off.Store(k == validatedNoPrepare)
 			cpu0, srv0 := selfCPU(), s.serverCPU(b)
 			c0, u0 := stats()
 			t0 := time.Now()
@@ -248,6 +267,10 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	b.ReportMetric(rate(noValidate), "novalidate_ops/s")
 	b.ReportMetric(rate(validated)/rate(rawLogin), "validated/raw+login")
 	b.ReportMetric(rate(noValidate)/rate(raw), "novalidate/raw")
+	if ops[validatedNoPrepare] != nil {
+		b.ReportMetric(rate(validatedNoPrepare)/rate(rawLogin), "validated-noprepare/raw+login")
+		b.ReportMetric(rate(validated)/rate(validatedNoPrepare), "validated/validated-noprepare")
+	}
 	b.ReportMetric(rate(floor)/rate(rawLogin), "floor/raw+login")
 	b.ReportMetric(rate(floor2)/rate(rawLogin), "floor2/raw+login")
 	if unsaved {
@@ -270,6 +293,21 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 		b.ReportMetric(float64(server[validated])/float64(server[rawLogin]), "pg-cpu-validated/raw+login")
 	}
 	b.ReportMetric(0, "ns/op") // the rounds mix four kinds: see the metrics
+}
+
+// togglePrepare is the PostgreSQL rotator with its Prepare turned off while
+// off is set (Apply then computes the SCRAM verifier itself, after the
+// plan's commit), for validated/validated-noprepare.
+type togglePrepare struct {
+	*pgrot.Rotator
+	off atomic.Bool
+}
+
+func (t *togglePrepare) Prepare(c rotator.Credential) any {
+	if t.off.Load() {
+		return nil
+	}
+	return t.Rotator.Prepare(c)
 }
 
 func (s *ratioSetup) serverCPU(b *testing.B) time.Duration {
