@@ -60,10 +60,15 @@ func hmacSHA256(key []byte, msg string) []byte {
 }
 
 // prepared is what Prepare derives from a pending password ahead of Apply.
+// It prints as "[prepared]" whatever the verb, so that neither the password
+// nor its verifier reaches a log through an ApplyRequest.
 type prepared struct {
-	password string // the password verifier is for
+	password secret.Value // the password verifier is for
 	verifier string
 }
+
+func (p *prepared) String() string   { return "[prepared]" }
+func (p *prepared) GoString() string { return "[prepared]" }
 
 // Prepare computes the SCRAM verifier of pending's password (PBKDF2, a few
 // milliseconds of CPU) so that Apply need not: the engine runs it while the
@@ -78,14 +83,14 @@ func (r *Rotator) Prepare(pending rotator.Credential) any {
 	if err != nil {
 		return nil
 	}
-	return &prepared{password: pw.Reveal(), verifier: v}
+	return &prepared{password: pw, verifier: v}
 }
 
 // verifierFor returns the verifier Prepare made for password, or computes
 // one when p is not for exactly this password.
 func verifierFor(p any, password secret.Value) (string, error) {
 	pw := password.Reveal()
-	if pp, ok := p.(*prepared); ok && subtle.ConstantTimeCompare([]byte(pp.password), []byte(pw)) == 1 {
+	if pp, ok := p.(*prepared); ok && subtle.ConstantTimeCompare([]byte(pp.password.Reveal()), []byte(pw)) == 1 {
 		return pp.verifier, nil
 	}
 	return scramVerifier(pw)

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -71,6 +72,11 @@ func TestVerifierForUsesOnlyAMatchingPreparation(t *testing.T) {
 		v, err := verifierFor(other, pw)
 		if err != nil || v == pv.verifier || !strings.HasPrefix(v, "SCRAM-SHA-256$4096:") {
 			t.Fatalf("%s: verifier reused or not computed (err %v)", name, err)
+		}
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		if out := fmt.Sprintf(verb, rotator.ApplyRequest{Prepared: p}); strings.Contains(out, "pending-password-1") || strings.Contains(out, pv.verifier) {
+			t.Fatalf("%s of an ApplyRequest shows the prepared password or verifier: %s", verb, out)
 		}
 	}
 	if r.Prepare(rotator.Credential{}) != nil {
