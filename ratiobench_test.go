@@ -124,6 +124,9 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	cfg := realConfig(dir, false)
 	cfg.Clock = clk.Now
 	pg := &togglePrepare{Rotator: pgrot.New(pgrot.Config{})}
+	// NC_BENCH_PREPARE_AA=1 keeps Prepare on in validated-noprepare too: an
+	// A/A run that shows what the kinds' order in the round alone does.
+	prepareAA := os.Getenv("NC_BENCH_PREPARE_AA") != ""
 	if os.Getenv("NC_BENCH_NO_ADMIN_POOL") != "" { // the comparison without the admin pool
 		pg.Rotator = pgrot.New(pgrot.Config{AdminIdle: -1})
 		cfg.Rotators.Register(string(credential.MySQL), mysqlrot.New(mysqlrot.Config{AdminIdle: -1}))
@@ -230,7 +233,7 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 				continue
 			}
 			var errs [64]error
-			pg.off.Store(k == validatedNoPrepare)
+			pg.off.Store(k == validatedNoPrepare && !prepareAA)
 			cpu0, srv0 := selfCPU(), s.serverCPU(b)
 			c0, u0 := stats()
 			t0 := time.Now()

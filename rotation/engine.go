@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +120,8 @@ type Engine struct {
 	inflight map[string]bool // credential IDs this process is driving
 	// targetSem holds the scheduler's slots per target (see targetSlot).
 	targetSem map[string]chan struct{}
+	// prepSlots bounds the rotator Prepares running at once (startPrepare).
+	prepSlots chan struct{}
 	closed    chan struct{}
 	wg        sync.WaitGroup
 	running   bool
@@ -172,6 +175,7 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, st: cfg.Store, vault: cfg.Vault, reg: cfg.Rotators, clock: cfg.Clock, log: cfg.Logger,
 		subs: map[int]func(Event){}, inflight: map[string]bool{}, targetSem: map[string]chan struct{}{}, closed: make(chan struct{}),
+		prepSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 	}, nil
 }
 
@@ -440,7 +444,7 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 	if prepare {
 		// The rotator's CPU work on the new secret (PostgreSQL: its SCRAM
 		// verifier) runs while this transaction's commit waits for the disk.
-		st.prep = startPrepare(rot, st.to)
+		st.prep = e.startPrepare(rot, st.to)
 	}
 	return n, st, nil
 }

@@ -16,14 +16,24 @@ type preparation struct {
 }
 
 // startPrepare starts rot's Prepare of pending when rot is a
-// rotator.Preparer; nil otherwise.
-func startPrepare(rot rotator.Rotator, pending rotator.Credential) *preparation {
+// rotator.Preparer and a slot is free; nil otherwise (Apply then does the
+// work itself). The slots (half the CPUs, at least one) keep Prepares from
+// taking the CPU the store's writer needs to finish the very commits they
+// wait beside, when many rotations plan at once: overlapping only pays with
+// a CPU to spare.
+func (e *Engine) startPrepare(rot rotator.Rotator, pending rotator.Credential) *preparation {
 	p, ok := rotator.Unwrap(rot).(rotator.Preparer)
 	if !ok {
 		return nil
 	}
+	select {
+	case e.prepSlots <- struct{}{}:
+	default:
+		return nil
+	}
 	pr := &preparation{version: pending.Version, done: make(chan struct{})}
 	go func() {
+		defer func() { <-e.prepSlots }()
 		defer close(pr.done)
 		pr.v = p.Prepare(pending)
 	}()
