@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,10 +18,13 @@ import (
 
 	credential "github.com/nebula-credential/nebula-credential"
 	"github.com/nebula-credential/nebula-credential/internal/testenv"
+	"github.com/nebula-credential/nebula-credential/rotator"
 	mysqlrot "github.com/nebula-credential/nebula-credential/rotator/mysql"
 	pgrot "github.com/nebula-credential/nebula-credential/rotator/postgres"
 	redisrot "github.com/nebula-credential/nebula-credential/rotator/redis"
 	"github.com/nebula-credential/nebula-credential/secret"
+	"github.com/nebula-credential/nebula-credential/store"
+	"github.com/nebula-credential/nebula-credential/store/sqlite"
 )
 
 // BenchmarkRotationVsRaw reports validated rotation (the default) and
@@ -47,7 +52,19 @@ import (
 //     raw change plus login (the private cluster's postmaster and backends,
 //     from /proc), and their ratio (goal ≤ 1.1);
 //   - self-cpu-ms: CPU of this process per operation (the engine, the store,
-//     the client libraries), for each kind.
+//     the client libraries), for each kind;
+//   - PostgreSQL only: validated/validated-noprepare, validated rotation
+//     over validated rotation with the rotator's Prepare turned off (the
+//     SCRAM verifier computed in Apply, not beside the plan's fsync);
+//   - floor/raw+login and floor2/raw+login: one (two) durable commits of a
+//     small row on a second SQLite store with the store's settings, plus the
+//     raw change and login, over the raw change and login: the best ratio a
+//     design that stores the pending secret durably before the change (and
+//     also commits durably after it) can reach on this machine;
+//   - Redis only: the raw change is ACL SETUSER followed by ACL SAVE, since
+//     the server has an ACL file and a change not saved is lost when Redis
+//     restarts (the rotator saves too); validated/raw-nosave+login and
+//     novalidate/raw-nosave keep the figures against ACL SETUSER alone.
 func BenchmarkRotationVsRaw(b *testing.B) {
 	for _, name := range []string{"postgres", "mariadb", "redis"} {
 		for _, workers := range []int{1, 8} {
@@ -65,6 +82,12 @@ type rawOps interface {
 	login(ctx context.Context, pw string) error
 }
 
+// unsavedChanger is a rawOps whose change also makes it survive a restart of
+// the server (Redis: ACL SAVE); changeUnsaved is the change without that step.
+type unsavedChanger interface {
+	changeUnsaved(ctx context.Context, pw string) error
+}
+
 // ratioSetup is one server with an admin credential, apps credentials it
 // manages (two per worker: validated and no_validate), the raw logins, and the
 // server's CPU meter (nil: not measured).
@@ -77,7 +100,11 @@ type ratioSetup struct {
 
 func benchVsRaw(b *testing.B, name string, workers int) {
 	ctx := context.Background()
-	s := newRatioSetup(b, name, 2*workers, workers)
+	apps := 2 * workers
+	if name == "postgres" {
+		apps = 3 * workers // and validated without Prepare
+	}
+	s := newRatioSetup(b, name, apps, workers)
 	dir := b.TempDir()
 	m, err := credential.Open(ctx, realConfig(dir, true))
 	if err != nil {
@@ -96,33 +123,72 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	clk.now = time.Now().UTC()
 	cfg := realConfig(dir, false)
 	cfg.Clock = clk.Now
+	pg := &togglePrepare{Rotator: pgrot.New(pgrot.Config{})}
+	// NC_BENCH_PREPARE_AA=1 keeps Prepare on in validated-noprepare too: an
+	// A/A run that shows what the kinds' order in the round alone does.
+	prepareAA := os.Getenv("NC_BENCH_PREPARE_AA") != ""
 	if os.Getenv("NC_BENCH_NO_ADMIN_POOL") != "" { // the comparison without the admin pool
-		cfg.Rotators.Register(string(credential.Postgres), pgrot.New(pgrot.Config{AdminIdle: -1}))
+		pg.Rotator = pgrot.New(pgrot.Config{AdminIdle: -1})
 		cfg.Rotators.Register(string(credential.MySQL), mysqlrot.New(mysqlrot.Config{AdminIdle: -1}))
 		cfg.Rotators.Register(string(credential.Redis), redisrot.New(redisrot.Config{AdminIdle: -1}))
 	}
+	cfg.Rotators.Register(string(credential.Postgres), pg)
 	if m, err = credential.Open(ctx, cfg); err != nil {
 		b.Fatal(err)
 	}
 	defer m.Close()
 	grace := 24 * time.Hour
 
+	// The floor: durable commits of a small row on a store of its own.
+	floorStore, err := sqlite.Open(ctx, filepath.Join(dir, "floor.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer floorStore.Close()
+	floorCommit := func(w int) error {
+		return floorStore.Update(ctx, func(tx store.Tx) error {
+			return tx.SetMeta(ctx, fmt.Sprintf("floor-%d", w), []byte(time.Now().String()))
+		})
+	}
+	rawChangeLogin := func(w int) error {
+		pw := secret.Token(24).Reveal()
+		if err := s.raws[w].change(ctx, pw); err != nil {
+			return err
+		}
+		return s.raws[w].login(ctx, pw)
+	}
+
 	const (
 		rawLogin = iota
+		rawNoSaveLogin
 		raw
+		rawNoSave
 		validated
 		noValidate
+		validatedNoPrepare
+		floor
+		floor2
 		kinds
 	)
+	_, unsaved := s.raws[0].(unsavedChanger)
 	ops := [kinds]func(w int) error{
-		rawLogin: func(w int) error {
-			pw := secret.Token(24).Reveal()
-			if err := s.raws[w].change(ctx, pw); err != nil {
+		rawLogin: rawChangeLogin,
+		raw:      func(w int) error { return s.raws[w].change(ctx, secret.Token(24).Reveal()) },
+		floor: func(w int) error {
+			if err := floorCommit(w); err != nil {
 				return err
 			}
-			return s.raws[w].login(ctx, pw)
+			return rawChangeLogin(w)
 		},
-		raw: func(w int) error { return s.raws[w].change(ctx, secret.Token(24).Reveal()) },
+		floor2: func(w int) error {
+			if err := floorCommit(w); err != nil {
+				return err
+			}
+			if err := rawChangeLogin(w); err != nil {
+				return err
+			}
+			return floorCommit(w)
+		},
 		validated: func(w int) error {
 			_, err := m.Rotate(ctx, fmt.Sprintf("app/%d", w), credential.RotateOptions{Grace: &grace})
 			return err
@@ -131,6 +197,24 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 			_, err := m.Rotate(ctx, fmt.Sprintf("app/%d", workers+w), credential.RotateOptions{Grace: &grace, NoValidate: true})
 			return err
 		},
+	}
+	if name == "postgres" {
+		ops[validatedNoPrepare] = func(w int) error {
+			_, err := m.Rotate(ctx, fmt.Sprintf("app/%d", 2*workers+w), credential.RotateOptions{Grace: &grace})
+			return err
+		}
+	}
+	if unsaved {
+		ops[rawNoSaveLogin] = func(w int) error {
+			pw := secret.Token(24).Reveal()
+			if err := s.raws[w].(unsavedChanger).changeUnsaved(ctx, pw); err != nil {
+				return err
+			}
+			return s.raws[w].login(ctx, pw)
+		}
+		ops[rawNoSave] = func(w int) error {
+			return s.raws[w].(unsavedChanger).changeUnsaved(ctx, secret.Token(24).Reveal())
+		}
 	}
 	var wall, self, server [kinds]time.Duration
 	var commits, updates [kinds]int64
@@ -145,7 +229,11 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for k := range kinds {
+			if ops[k] == nil {
+				continue
+			}
 			var errs [64]error
+			pg.off.Store(k == validatedNoPrepare && !prepareAA)
 			cpu0, srv0 := selfCPU(), s.serverCPU(b)
 			c0, u0 := stats()
 			t0 := time.Now()
@@ -169,8 +257,14 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 			}
 		}
 		clk.Advance(25 * time.Hour)
-		if _, err := m.Engine().Tick(ctx); err != nil {
-			b.Fatal(err)
+		for { // a pass takes a bounded number of due rotations
+			n, err := m.Engine().Tick(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
 		}
 	}
 	n := float64(b.N * workers)
@@ -182,6 +276,16 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 	b.ReportMetric(rate(noValidate), "novalidate_ops/s")
 	b.ReportMetric(rate(validated)/rate(rawLogin), "validated/raw+login")
 	b.ReportMetric(rate(noValidate)/rate(raw), "novalidate/raw")
+	if ops[validatedNoPrepare] != nil {
+		b.ReportMetric(rate(validatedNoPrepare)/rate(rawLogin), "validated-noprepare/raw+login")
+		b.ReportMetric(rate(validated)/rate(validatedNoPrepare), "validated/validated-noprepare")
+	}
+	b.ReportMetric(rate(floor)/rate(rawLogin), "floor/raw+login")
+	b.ReportMetric(rate(floor2)/rate(rawLogin), "floor2/raw+login")
+	if unsaved {
+		b.ReportMetric(rate(validated)/rate(rawNoSaveLogin), "validated/raw-nosave+login")
+		b.ReportMetric(rate(noValidate)/rate(rawNoSave), "novalidate/raw-nosave")
+	}
 	b.ReportMetric(perOp(self[validated]), "self-cpu-ms/validated")
 	b.ReportMetric(perOp(self[rawLogin]), "self-cpu-ms/raw+login")
 	if gs != nil {
@@ -198,6 +302,21 @@ func benchVsRaw(b *testing.B, name string, workers int) {
 		b.ReportMetric(float64(server[validated])/float64(server[rawLogin]), "pg-cpu-validated/raw+login")
 	}
 	b.ReportMetric(0, "ns/op") // the rounds mix four kinds: see the metrics
+}
+
+// togglePrepare is the PostgreSQL rotator with its Prepare turned off while
+// off is set (Apply then computes the SCRAM verifier itself, after the
+// plan's commit), for validated/validated-noprepare.
+type togglePrepare struct {
+	*pgrot.Rotator
+	off atomic.Bool
+}
+
+func (t *togglePrepare) Prepare(c rotator.Credential) any {
+	if t.off.Load() {
+		return nil
+	}
+	return t.Rotator.Prepare(c)
 }
 
 func (s *ratioSetup) serverCPU(b *testing.B) time.Duration {
@@ -348,9 +467,20 @@ type redisRaw struct {
 	addr  string
 	admin *goredis.Client
 	user  string
+	save  bool // the server has an ACL file
 }
 
+// change is the change a careful operator makes: ACL SETUSER, then ACL SAVE
+// when the server has an ACL file, without which a restart of Redis undoes
+// the change (the rotator saves too).
 func (r *redisRaw) change(ctx context.Context, pw string) error {
+	if err := r.changeUnsaved(ctx, pw); err != nil || !r.save {
+		return err
+	}
+	return r.admin.Do(ctx, "ACL", "SAVE").Err()
+}
+
+func (r *redisRaw) changeUnsaved(ctx context.Context, pw string) error {
 	return r.admin.Do(ctx, "ACL", "SETUSER", r.user, "resetpass", ">"+pw).Err()
 }
 
@@ -375,7 +505,7 @@ func redisRatioSetup(b *testing.B, apps, workers int) *ratioSetup {
 		u := testenv.UniqueName("raw_")
 		srv.Do(b, "ACL", "SETUSER", u, "reset", "on", ">initial-pw-123", "~*", "+@all")
 		cl := srv.Client(b)
-		s.raws = append(s.raws, &redisRaw{addr: srv.Addr(), admin: cl, user: u})
+		s.raws = append(s.raws, &redisRaw{addr: srv.Addr(), admin: cl, user: u, save: srv.ACLFile != ""})
 	}
 	return s
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +120,8 @@ type Engine struct {
 	inflight map[string]bool // credential IDs this process is driving
 	// targetSem holds the scheduler's slots per target (see targetSlot).
 	targetSem map[string]chan struct{}
+	// prepSlots bounds the rotator Prepares running at once (startPrepare).
+	prepSlots chan struct{}
 	closed    chan struct{}
 	wg        sync.WaitGroup
 	running   bool
@@ -172,6 +175,7 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, st: cfg.Store, vault: cfg.Vault, reg: cfg.Rotators, clock: cfg.Clock, log: cfg.Logger,
 		subs: map[int]func(Event){}, inflight: map[string]bool{}, targetSem: map[string]chan struct{}{}, closed: make(chan struct{}),
+		prepSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 	}, nil
 }
 
@@ -238,7 +242,7 @@ func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*st
 			return nil, err
 		}
 	}
-	r, pre, err := e.planJob(ctx, id, KindRotate, 0, opts)
+	r, pre, err := e.planJob(ctx, id, KindRotate, 0, opts, true)
 	if queued != nil && errors.Is(err, store.ErrRotationInProgress) {
 		// Another process (the scheduler) ran the queued rotation first.
 		return e.followQueued(ctx, id, queued)
@@ -251,14 +255,16 @@ func (e *Engine) Rotate(ctx context.Context, id string, opts RotateOptions) (*st
 
 // plan creates the journal row under the store's one-open-rotation rule.
 func (e *Engine) plan(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (*store.Rotation, error) {
-	r, _, err := e.planJob(ctx, id, kind, toVersion, opts)
+	r, _, err := e.planJob(ctx, id, kind, toVersion, opts, false)
 	return r, err
 }
 
 // planJob is plan that also returns the job the run starts from when the
 // pending version was staged in the planning transaction (nil otherwise:
-// the run loads it).
-func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, opts RotateOptions) (_ *store.Rotation, pre *job, _ error) {
+// the run loads it). With prepare, a rotator.Preparer's work on the pending
+// secret starts beside the commit, for the job's first apply; plan, which
+// drops the job, passes false.
+func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, opts RotateOptions, prepare bool) (_ *store.Rotation, pre *job, _ error) {
 	actor := opts.Actor
 	if actor == "" {
 		actor, _ = audit.ActorOf(ctx)
@@ -348,12 +354,12 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 			// process: do it in the planning transaction and save a durable
 			// commit. If it fails, the row stays at planned and the stage step
 			// runs with its full error handling.
-			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, sv, strategy, now)
+			n, st, err := e.stageInPlan(ctx, tx, rot, id, c.Type, sv, strategy, now, prepare)
 			if err != nil {
 				return err
 			}
 			if st != nil {
-				pre = &job{typ: c.Type, settings: s, rot: rot, from: st.from, to: st.to}
+				pre = &job{typ: c.Type, settings: s, rot: rot, from: st.from, to: st.to, prep: st.prep}
 				r.Step, r.ToVersion = StepStaged, n
 				entries = append(entries, audit.Entry{At: now, Actor: actor, Action: kind + ".staged", CredentialID: id, FromVersion: cur, ToVersion: n, Outcome: "ok"})
 			}
@@ -393,7 +399,7 @@ func (e *Engine) planJob(ctx context.Context, id, kind string, toVersion int, op
 // step then runs again with its full error handling. A store error that may
 // have ended the transaction (on PostgreSQL every failed statement aborts
 // it) is returned instead: the caller must not go on writing in it.
-func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, sv *store.Version, strategy rotator.Strategy, now time.Time) (int, *staged, error) {
+func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotator, id, typ string, sv *store.Version, strategy rotator.Strategy, now time.Time, prepare bool) (int, *staged, error) {
 	// Not found and conflicts are answers, not failed statements.
 	fatal := func(err error) error {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
@@ -434,11 +440,21 @@ func (e *Engine) stageInPlan(ctx context.Context, tx store.Tx, rot rotator.Rotat
 	if err := tx.SetLabel(ctx, id, "pending", n); err != nil {
 		return 0, nil, fatal(err)
 	}
-	return n, &staged{from: toRotator(from), to: toRotator(to)}, nil
+	st := &staged{from: toRotator(from), to: toRotator(to)}
+	if prepare {
+		// The rotator's CPU work on the new secret (PostgreSQL: its SCRAM
+		// verifier) runs while this transaction's commit waits for the disk.
+		st.prep = e.startPrepare(rot, st.to)
+	}
+	return n, st, nil
 }
 
-// staged is the outcome of stageInPlan: both versions, opened.
-type staged struct{ from, to rotator.Credential }
+// staged is the outcome of stageInPlan: both versions, opened, and the
+// rotator's Prepare of the pending one (nil: none).
+type staged struct {
+	from, to rotator.Credential
+	prep     *preparation
+}
 
 func inProgress(open *store.Rotation) error {
 	switch open.Step {

@@ -27,6 +27,9 @@ type job struct {
 	// applyUnjournaled: apply succeeded and its step is left to the commit's
 	// write (foldApplied); the row is still at staged.
 	applyUnjournaled bool
+	// prep is the rotator's Prepare of the pending version, started when the
+	// planning transaction generated it; nil when there is none.
+	prep *preparation
 }
 
 func toRotator(v vault.Version) rotator.Credential {
@@ -81,6 +84,17 @@ func (e *Engine) load(ctx context.Context, r *store.Rotation) (*job, error) {
 // relaxedStep names the journal steps written without waiting for the disk:
 // applied and verified (recovery re-runs the idempotent apply or verify), and
 // the move from committed to grace (it only releases the lease).
+//
+// The plan (the pending version, stored before the target changes) and the
+// commit stay durable. Recovery could redo a lost commit from staged, but the
+// commit is what the world is told: Rotate returns, in-process subscribers
+// and watch streams get current_changed, other instances serve the new
+// version. A commit lost to an OS crash would take back what was reported:
+// on SQLite the next event would reuse its watch sequence number (MAX(seq)+1)
+// and a watcher resuming after that number would never see it; a recovery
+// that cannot verify again would roll back a version callers were told is
+// current; and PostgreSQL's synchronous_commit=off also skips the wait for
+// synchronous standbys. TestJournalWritesDurability pins this.
 var relaxedStep = map[string]bool{StepApplied: true, StepVerified: true, StepGrace: true}
 
 // advance persists r at step (fenced), running mutate in the same transaction.
@@ -367,7 +381,7 @@ func (e *Engine) apply(ctx context.Context, j *job) error {
 	sctx, cancel := e.stepCtx(ctx)
 	defer cancel()
 	first := j.r.Fence == 1 && j.r.Attempt == 0 && j.r.Step == StepStaged && j.r.Kind == KindRotate
-	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(j.r.CredentialID), FirstAttempt: first})
+	_, err := j.rot.Apply(sctx, rotator.ApplyRequest{Current: j.from, Pending: j.to, Strategy: rotator.Strategy(j.r.Strategy), GraceEndsAt: e.plannedGraceEnd(j), Resolver: e.resolver(j.r.CredentialID), FirstAttempt: first, Prepared: j.prepared(sctx)})
 	j.d.noteApply(err)
 	if err != nil {
 		return stepError(StepStaged, err)

@@ -136,6 +136,17 @@ type Cleaner interface {
 	Cleanup(ctx context.Context, req CleanupRequest) (CleanupResponse, error)
 }
 
+// Preparer is implemented by rotators whose Apply spends CPU on the pending
+// secret alone (PostgreSQL: the SCRAM verifier). The engine calls Prepare on a
+// goroutine of its own as soon as it has generated the pending secret, while
+// the transaction that stores that secret waits for the disk, and hands the
+// result to the first Apply as ApplyRequest.Prepared. Prepare must do no I/O
+// and change nothing; it returns nil when it has nothing to offer. Its
+// result is never logged.
+type Preparer interface {
+	Prepare(pending Credential) any
+}
+
 // StrategyChooser is implemented by rotators whose strategies depend on the
 // credential's fields (an API-key spec that mints keys or sets a password).
 type StrategyChooser interface {
@@ -189,6 +200,9 @@ type ApplyRequest struct {
 	// target cannot accept it yet, so a rotator may skip its "already
 	// applied?" login.
 	FirstAttempt bool
+	// Prepared is what Preparer.Prepare returned for Pending, or nil. Apply
+	// must work without it and must not use a value made for another secret.
+	Prepared any
 }
 
 // ApplyResponse reports the outcome of Apply.

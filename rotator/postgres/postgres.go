@@ -193,7 +193,7 @@ func (r *Rotator) apply(ctx context.Context, req rotator.ApplyRequest) (resp rot
 
 	var stmt string
 	if !ok {
-		v, err := scramVerifier(pend.Password.Reveal())
+		v, err := verifierFor(req.Prepared, pend.Password)
 		if err != nil {
 			return resp, rotator.Wrap(rotator.ClassUnknown, op, err)
 		}

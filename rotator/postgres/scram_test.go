@@ -4,8 +4,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/nebula-credential/nebula-credential/rotator"
+	"github.com/nebula-credential/nebula-credential/secret"
 )
 
 // RFC 7677 §3: user "user", password "pencil". The server signature the RFC
@@ -49,5 +53,33 @@ func TestSCRAMVerifierRandomSalt(t *testing.T) {
 	b, _ := scramVerifier("same")
 	if a == b {
 		t.Fatal("two verifiers of one password share a salt")
+	}
+}
+
+// Apply uses a verifier Prepare made only for exactly its password.
+func TestVerifierForUsesOnlyAMatchingPreparation(t *testing.T) {
+	r := New(Config{})
+	pw := secret.New("pending-password-1")
+	p := r.Prepare(rotator.Credential{Secret: secret.Map{"password": pw}})
+	pv, ok := p.(*prepared)
+	if !ok || !strings.HasPrefix(pv.verifier, "SCRAM-SHA-256$4096:") {
+		t.Fatalf("Prepare returned %T", p)
+	}
+	if v, err := verifierFor(p, pw); err != nil || v != pv.verifier {
+		t.Fatalf("matching preparation not used (err %v)", err)
+	}
+	for name, other := range map[string]any{"another password": r.Prepare(rotator.Credential{Secret: secret.Map{"password": secret.New("pending-password-2")}}), "nil": nil, "another type": "x"} {
+		v, err := verifierFor(other, pw)
+		if err != nil || v == pv.verifier || !strings.HasPrefix(v, "SCRAM-SHA-256$4096:") {
+			t.Fatalf("%s: verifier reused or not computed (err %v)", name, err)
+		}
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		if out := fmt.Sprintf(verb, rotator.ApplyRequest{Prepared: p}); strings.Contains(out, "pending-password-1") || strings.Contains(out, pv.verifier) {
+			t.Fatalf("%s of an ApplyRequest shows the prepared password or verifier: %s", verb, out)
+		}
+	}
+	if r.Prepare(rotator.Credential{}) != nil {
+		t.Fatal("Prepare without a password returned something")
 	}
 }
