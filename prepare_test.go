@@ -21,6 +21,7 @@ type preparingRotator struct {
 	mu       sync.Mutex
 	prepared []rotator.Credential
 	applied  []any
+	panics   bool // Prepare panics
 }
 
 type preparedValue struct{ version int }
@@ -29,6 +30,9 @@ func (p *preparingRotator) Prepare(pending rotator.Credential) any {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.prepared = append(p.prepared, pending)
+	if p.panics {
+		panic("prepare failed")
+	}
 	return &preparedValue{pending.Version}
 }
 
@@ -99,5 +103,24 @@ func TestPreparerFeedsFirstApply(t *testing.T) {
 	}
 	if p.applied[2] != nil {
 		t.Fatalf("retried Apply got Prepared %#v, want nil", p.applied[2])
+	}
+}
+
+// A Prepare that panics is only a lost head start: the rotation commits,
+// and Apply gets no preparation.
+func TestPreparerPanicLeavesTheWorkToApply(t *testing.T) {
+	e, p := newPreparingEnv(t)
+	p.panics = true
+	e.put("a", nil)
+	if _, err := e.m.Rotate(context.Background(), "a", credential.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if cur := e.get("a", "current"); cur.Version != 2 || !e.auth(cur) {
+		t.Fatalf("after rotate: v%d", cur.Version)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.prepared) != 1 || len(p.applied) != 1 || p.applied[0] != nil {
+		t.Fatalf("Prepare calls %d, Apply calls %d, first Prepared %#v: want 1, 1, nil", len(p.prepared), len(p.applied), p.applied)
 	}
 }
