@@ -219,6 +219,7 @@ func (k *Keyring) Seal(plaintext, aad []byte) (kekID string, wrappedKey, ciphert
 		return "", nil, nil, err
 	}
 	dek := make([]byte, KeySize)
+	defer clear(dek) // the wrapped copy and the cipher's schedule are all that is kept
 	rand.Read(dek)
 	a, err := newAEAD(dek)
 	if err != nil {
@@ -234,6 +235,7 @@ func (k *Keyring) Open(kekID string, wrappedKey, ciphertext, aad []byte) ([]byte
 		return nil, err
 	}
 	a, err := newAEAD(dek)
+	clear(dek) // the cipher keeps its own schedule
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +269,7 @@ func (k *Keyring) Rewrap(kekID string, wrappedKey, aad []byte) (newKEK string, n
 	if err != nil {
 		return "", nil, err
 	}
+	defer clear(dek)
 	kek, err := k.kek(active)
 	if err != nil {
 		return "", nil, err
